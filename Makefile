@@ -1,0 +1,48 @@
+# sparkpipe — two set-up commands on a fresh machine:
+#   make run    install everything (venv, Java 17 check) and run the default pipeline
+#   make test   install everything and run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?= config/pipeline_config.yaml
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export PYSPARK_PYTHON ?= $(abspath $(BIN)/python)
+
+.PHONY: install java run test lint format serve bench clean
+
+install: $(STAMP) java
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"' || \
+	  { echo "error: sparkpipe needs Python 3.11+ (found $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+java:
+	@bash scripts/ensure_java.sh
+
+run: install
+	$(BIN)/sparkpipe run --config $(CONFIG)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: install
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+serve: install
+	$(BIN)/sparkpipe serve --config $(CONFIG)
+
+bench: install
+	$(BIN)/python benchmarks/serving.py
+
+clean:
+	rm -rf output .sparkpipe mlruns mlflow.db spark-warehouse metastore_db derby.log

@@ -1,0 +1,267 @@
+"""The ``sparkpipe`` command line: thin commands that parse, call a service function and format.
+
+This module is the only place that prints (through ``rich``); everything else logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sparkpipe.errors import ConfigError, SparkpipeError
+
+app = typer.Typer(name="sparkpipe", help="Big Data ML Pipeline: YAML → Spark MLlib → MLflow → FastAPI.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Built-in data sets and data generation.", no_args_is_help=True)
+models_app = typer.Typer(help="Registered models in the MLflow registry.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Pipeline YAML (default: built-in defaults).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: --set model.algorithm=gbt (repeatable).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")]
+
+
+def _load(config: Path | None, overrides: list[str] | None) -> tuple[Any, str | None]:
+    from sparkpipe.config import load_config
+
+    cfg = load_config(config, overrides)
+    raw = config.read_text() if config else None
+    return cfg, raw
+
+
+def _metrics_table(metrics: dict[str, float], title: str = "Metrics") -> Table:
+    table = Table(title=title, show_lines=False)
+    splits = sorted({k.split("_", 1)[0] for k in metrics if "_" in k and k.split("_", 1)[0] in ("validation", "test")})
+    if splits:
+        names = sorted({k.split("_", 1)[1] for k in metrics if k.split("_", 1)[0] in splits})
+        table.add_column("metric")
+        for s in splits:
+            table.add_column(s, justify="right")
+        for n in names:
+            table.add_row(n, *[_fmt(metrics.get(f"{s}_{n}")) for s in splits])
+    else:
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for k, v in sorted(metrics.items()):
+            table.add_row(k, _fmt(v))
+    return table
+
+
+def _fmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.4f}"
+
+
+def _print_run(result: Any, as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps(result.to_dict(), default=str))
+        return
+    console.print(_metrics_table(result.metrics, f"{result.algorithm} · {result.task}"))
+    lineage = result.lineage
+    console.print(f"data: {lineage.get('path', '?')} · {lineage.get('row_count', '?')} rows · "
+                  f"{lineage.get('quarantined_count', 0)} quarantined")
+    if result.run_id:
+        console.print(f"MLflow run: [bold]{result.run_id}[/bold]  (tracking: {result.tracking_uri})")
+    if result.registered_name:
+        console.print(f"registered model: [bold]{result.registered_name}[/bold] version "
+                      f"[bold]{result.registered_version}[/bold]  → models:/{result.registered_name}@champion")
+    if result.report_path:
+        console.print(f"report: {result.report_path}")
+    total = result.timings.get("total")
+    if total:
+        console.print(f"finished in {total:.1f}s · outputs in {result.output_path}")
+
+
+@app.command()
+def run(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Run the whole pipeline: data → features → train (tune) → evaluate → MLflow → registry."""
+    from sparkpipe.pipeline import run_pipeline
+
+    cfg, raw = _load(config, set_)
+    _print_run(run_pipeline(cfg, raw), as_json)
+
+
+@app.command()
+def train(config: ConfigOpt = None, set_: SetOpt = None,
+          algorithm: Annotated[str | None, typer.Option(help="Algorithm name, e.g. random_forest.")] = None,
+          data: Annotated[str | None, typer.Option(help="Input path or builtin:<name>.")] = None,
+          as_json: JsonOpt = False) -> None:
+    """Train one algorithm (a shortcut for ``run`` with --algorithm/--data overrides)."""
+    from sparkpipe.pipeline import run_pipeline
+
+    overrides = list(set_ or [])
+    if algorithm:
+        overrides.append(f"model.algorithm={algorithm}")
+    if data:
+        overrides.append(f"data.input_path={data}")
+    cfg, raw = _load(config, overrides)
+    _print_run(run_pipeline(cfg, raw), as_json)
+
+
+@app.command()
+def evaluate(model: Annotated[str, typer.Option(help="models:/name@alias, name/version, runs:/... or a local dir.")],
+             data: Annotated[str, typer.Option(help="Labelled data path or builtin:<name>.")],
+             target: Annotated[str | None, typer.Option(help="Target column (default: the model's).")] = None,
+             config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Evaluate a saved or registered model on a labelled data set."""
+    from sparkpipe.pipeline import evaluate_saved
+
+    cfg, _ = _load(config, set_)
+    metrics = evaluate_saved(model, data, cfg, target=target)
+    if as_json:
+        console.print_json(json.dumps(metrics))
+    else:
+        console.print(_metrics_table(metrics, f"evaluation of {model}"))
+
+
+@app.command()
+def predict(model: Annotated[str, typer.Option(help="models:/name@alias, name/version, runs:/... or a local dir.")],
+            input: Annotated[str, typer.Option("--input", help="Data to score.")],
+            output: Annotated[str, typer.Option(help="Where to write predictions.")],
+            format: Annotated[str, typer.Option(help="Output format: parquet, csv, json, delta.")] = "parquet",
+            config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Batch scoring with Spark: read INPUT, score with the model, write OUTPUT atomically."""
+    from sparkpipe.pipeline import batch_predict
+
+    cfg, _ = _load(config, set_)
+    res = batch_predict(model, input, output, cfg.spark, output_format=format, mlflow_cfg=cfg.mlflow)
+    console.print(f"scored {res['rows']} rows → {res['output_path']} ({res['quarantined']} quarantined)")
+
+
+@app.command()
+def validate(config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML to check.")],
+             set_: SetOpt = None) -> None:
+    """Validate a config file without starting Spark."""
+    cfg, _ = _load(config, set_)
+    console.print(f"[green]valid[/green]: {config} · {cfg.model.algorithm} on {cfg.data.input_path}")
+
+
+@app.command()
+def serve(config: ConfigOpt = None, set_: SetOpt = None,
+          host: Annotated[str | None, typer.Option(help="Bind address (default from deployment.host).")] = None,
+          port: Annotated[int | None, typer.Option(help="Port (default from deployment.port).")] = None,
+          model: Annotated[list[str] | None, typer.Option(help="Model(s) to load at start (name, name@alias).")] = None) -> None:
+    """Start the FastAPI prediction service (JVM-free NumPy scoring)."""
+    from sparkpipe.serving.app import run as run_server
+    from sparkpipe.serving.settings import ServingSettings
+
+    cfg, _ = _load(config, set_)
+    settings = ServingSettings.from_config(cfg, host=host, port=port, models=model)
+    run_server(settings)
+
+
+# ------------------------------------------------------------------------------------------ data
+@data_app.command("generate")
+def data_generate(name: Annotated[str, typer.Argument(help="Built-in generator: churn, taxi, segments.")],
+                  rows: Annotated[int, typer.Option(help="Number of rows.")] = 100_000,
+                  out: Annotated[str, typer.Option(help="Output path.")] = "data/generated",
+                  format: Annotated[str, typer.Option(help="parquet, csv or delta.")] = "parquet",
+                  seed: Annotated[int, typer.Option(help="Seed; same seed and rows → same data.")] = 42,
+                  partitions: Annotated[int | None, typer.Option(help="Spark partitions (default: by size).")] = None,
+                  config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Generate a synthetic data set in parallel with Spark (deterministic from the seed)."""
+    import time
+
+    from sparkpipe.data.datasets import generate
+    from sparkpipe.data.io import write_dataset
+    from sparkpipe.pipeline import setup_logging
+    from sparkpipe.session import get_spark
+
+    cfg, _ = _load(config, set_)
+    setup_logging(cfg)
+    if format not in ("parquet", "csv", "delta", "json"):
+        raise ConfigError([("--format", f"{format!r} is not one of parquet, csv, delta, json")])
+    t0 = time.perf_counter()
+    spark = get_spark(cfg.spark, cfg.optimization)
+    df = generate(spark, name, rows, seed=seed, num_partitions=partitions)
+    write_dataset(df, out, format)
+    console.print(f"wrote {rows:,} rows of {name!r} to {out} ({format}) in {time.perf_counter() - t0:.1f}s")
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the built-in data sets."""
+    from sparkpipe.data.datasets import BUILTIN_DATASETS
+
+    table = Table(title="built-in data sets (use data.input_path: builtin:<name>)")
+    for col in ("name", "task", "target", "description"):
+        table.add_column(col)
+    for name, info in sorted(BUILTIN_DATASETS.items()):
+        table.add_row(name, str(info.task), str(info.target), info.description)
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------------- models
+@models_app.command("list")
+def models_list(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """List registered models, versions, aliases and their run metrics."""
+    from sparkpipe.tracking import Registry
+
+    cfg, _ = _load(config, set_)
+    models = Registry(cfg.mlflow).list_models()
+    if as_json:
+        console.print_json(json.dumps(models, default=str))
+        return
+    table = Table(title=f"registered models ({len(models)})")
+    for col in ("model", "version", "aliases", "status", "key metrics"):
+        table.add_column(col)
+    for m in models:
+        for v in m["versions"][:5]:
+            key = {k: val for k, val in v["metrics"].items() if k.startswith("test_")}
+            table.add_row(m["name"], v["version"], ",".join(v["aliases"]), v["status"],
+                          " ".join(f"{k.removeprefix('test_')}={val:.3f}" for k, val in sorted(key.items())[:4]))
+    console.print(table)
+
+
+@models_app.command("promote")
+def models_promote(name: str, version: str,
+                   alias: Annotated[str, typer.Option(help="Alias to point at the version.")] = "champion",
+                   config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Point an alias (default ``champion``) at a model version."""
+    from sparkpipe.tracking import Registry
+
+    cfg, _ = _load(config, set_)
+    reg = Registry(cfg.mlflow)
+    reg.resolve(f"{name}/{version}")  # fails clearly when the version does not exist
+    reg.set_alias(name, alias, version)
+    console.print(f"{name}@{alias} → version {version}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: friendly errors, non-zero exit codes."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(args=argv, standalone_mode=False)
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+    except SparkpipeError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+    except (typer.Exit, SystemExit) as exc:
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+        sys.exit(code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors carry their own formatting
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

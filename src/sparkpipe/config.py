@@ -1,0 +1,528 @@
+"""The YAML configuration: a pydantic schema, loading, overrides and clear errors.
+
+Unknown keys are rejected everywhere (``extra="forbid"``). Errors name the key path, the bad value and
+what is allowed, and are raised before any SparkSession starts.
+
+The schema accepts the original product README's short format verbatim::
+
+    spark: {app_name: ..., master: local[*]}
+    data: {input_path: ..., output_path: ...}
+    model: {algorithm: random_forest, hyperparameters: {numTrees: 100, maxDepth: 10}}
+
+and the fuller format (features, tuning, evaluation, mlflow, logging, optimization, deployment).
+String values may reference environment variables as ``${NAME}`` or ``${NAME:-default}``, which keeps
+secrets and URIs out of the file.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sparkpipe.errors import ConfigError
+
+TaskType = Literal["classification", "regression", "clustering", "recommendation"]
+TASK_TYPES: tuple[str, ...] = ("classification", "regression", "clustering", "recommendation")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------------------------- spark
+class SparkConfig(_Strict):
+    """How the SparkSession is built."""
+
+    app_name: str = "sparkpipe"
+    master: str = "local[*]"
+    driver_memory: str | None = None
+    executor_memory: str | None = None
+    executor_cores: int | None = Field(default=None, ge=1)
+    num_executors: int | None = Field(default=None, ge=1)
+    shuffle_partitions: int | None = Field(default=None, ge=1)
+    log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"] = "WARN"
+    ui_enabled: bool = True
+    conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("driver_memory", "executor_memory")
+    @classmethod
+    def _memory(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"\d+[kKmMgGtT]?[bB]?", str(v)):
+            raise ValueError(f"{v!r} is not a JVM memory size; use e.g. '512m', '4g'")
+        return v
+
+    @field_validator("master")
+    @classmethod
+    def _master(cls, v: str) -> str:
+        ok = (
+            re.fullmatch(r"local(\[(\*|\d+)(,\s*\d+)?\])?", v)
+            or v.startswith(("spark://", "k8s://", "mesos://", "local-cluster["))
+            or v in ("yarn",)
+        )
+        if not ok:
+            raise ValueError(
+                f"{v!r} is not a Spark master; use local[*], local[N], spark://HOST:PORT, k8s://URL or yarn"
+            )
+        return v
+
+
+# ---------------------------------------------------------------------------------------------- data
+DataFormat = Literal["auto", "csv", "parquet", "json", "libsvm", "delta", "orc"]
+
+
+class DataConfig(_Strict):
+    """Where the data comes from, where outputs go, and how it is split."""
+
+    input_path: str = "builtin:churn"
+    output_path: str = "output"
+    format: DataFormat = "auto"
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    schema_: str | None = Field(default=None, alias="schema")
+    version: int | None = Field(default=None, ge=0, description="Delta table version (time travel)")
+    rows: int | None = Field(default=None, ge=10, description="rows of a built-in data set")
+    sample_fraction: float | None = Field(default=None, gt=0, le=1)
+    validation_split: float = Field(default=0.15, ge=0, lt=1)
+    test_split: float = Field(default=0.15, ge=0, lt=1)
+    seed: int = 42
+    quarantine: bool = True
+
+    @model_validator(mode="after")
+    def _splits(self) -> DataConfig:
+        if self.validation_split + self.test_split >= 0.9:
+            raise ValueError(
+                f"validation_split ({self.validation_split}) + test_split ({self.test_split}) leaves "
+                "less than 10% of rows for training; lower one of them"
+            )
+        return self
+
+
+# ------------------------------------------------------------------------------------------ features
+class MissingValuesConfig(_Strict):
+    strategy: Literal["mean", "median", "mode", "constant", "drop", "none"] = "median"
+    fill_value: float | str | None = None
+    categorical_strategy: Literal["mode", "constant", "category"] = "category"
+    add_indicator: bool = False
+
+    @model_validator(mode="after")
+    def _const(self) -> MissingValuesConfig:
+        if self.strategy == "constant" and self.fill_value is None:
+            raise ValueError("strategy 'constant' needs fill_value, e.g. fill_value: 0")
+        return self
+
+
+class OutliersConfig(_Strict):
+    method: Literal["none", "zscore", "iqr"] = "none"
+    threshold: float = Field(default=3.0, gt=0)
+    action: Literal["clip", "flag"] = "clip"
+    columns: list[str] | None = None
+
+
+class ElapsedConfig(_Strict):
+    start: str
+    end: str
+    name: str | None = None
+    unit: Literal["seconds", "minutes", "hours", "days"] = "seconds"
+
+
+class TimeFeaturesConfig(_Strict):
+    enabled: bool = True
+    columns: list[str] | None = None
+    parts: list[Literal["hour", "day_of_week", "month", "is_weekend", "day_of_month", "year", "minute"]] = [
+        "hour",
+        "day_of_week",
+        "month",
+        "is_weekend",
+    ]
+    cyclic: bool = False
+    elapsed: list[ElapsedConfig] = Field(default_factory=list)
+
+
+AggFunction = Literal["count", "mean", "sum", "min", "max", "std"]
+
+
+class AggregationConfig(_Strict):
+    group_cols: list[str]
+    agg_cols: list[str] = Field(default_factory=list)
+    functions: list[AggFunction] = ["mean"]
+
+
+class RatiosConfig(_Strict):
+    numerator_cols: list[str] = Field(default_factory=list)
+    denominator_cols: list[str] = Field(default_factory=list)
+    pairwise_products: bool = False
+
+
+class CategoricalConfig(_Strict):
+    max_onehot_cardinality: int = Field(default=32, ge=2)
+    high_cardinality: Literal["hashing", "target", "index"] = "hashing"
+    hash_buckets: int = Field(default=1024, ge=2)
+    rare_threshold: int = Field(default=0, ge=0, description="categories seen fewer times become 'other'")
+
+
+class TextConfig(_Strict):
+    columns: list[str] = Field(default_factory=list)
+    num_features: int = Field(default=1 << 12, ge=2)
+    stop_words: bool = True
+    idf: bool = True
+    min_doc_freq: int = Field(default=1, ge=0)
+
+
+class SelectionConfig(_Strict):
+    variance_threshold: float | None = Field(default=None, ge=0)
+    univariate: dict[str, Any] | None = None
+    top_k_importance: int | None = Field(default=None, ge=1)
+
+
+class FeaturesConfig(_Strict):
+    """Automated feature engineering. Every field is optional; roles are inferred from the schema."""
+
+    target: str | None = None
+    columns: list[str] | None = None
+    exclude: list[str] = Field(default_factory=list)
+    numeric: list[str] | None = None
+    categorical: list[str] | None = None
+    timestamp: list[str] | None = None
+    boolean: list[str] | None = None
+    text: TextConfig | list[str] | None = None
+    id_columns: list[str] | None = None
+    drop_id_like: bool = True
+    time_features: TimeFeaturesConfig | bool | list[str] = True
+    aggregations: list[AggregationConfig] = Field(default_factory=list)
+    ratios: RatiosConfig | None = None
+    missing_values: MissingValuesConfig = Field(default_factory=MissingValuesConfig)
+    outliers: OutliersConfig | bool = Field(default_factory=OutliersConfig)
+    scaling: Literal["standard", "minmax", "maxabs", "none"] = "standard"
+    categorical_encoding: CategoricalConfig = Field(default_factory=CategoricalConfig)
+    selection: SelectionConfig | None = None
+    # recommendation (ALS) columns
+    user_col: str | None = None
+    item_col: str | None = None
+
+    @field_validator("aggregations", mode="before")
+    @classmethod
+    def _aggs(cls, v: Any) -> Any:
+        if isinstance(v, dict):  # a single aggregation block
+            return [v]
+        return v or []
+
+    @field_validator("time_features", mode="before")
+    @classmethod
+    def _time(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            return {"enabled": v}
+        if isinstance(v, list):
+            return {"enabled": True, "columns": v}
+        return v
+
+    @field_validator("text", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return {"columns": v}
+        return v
+
+    @field_validator("outliers", mode="before")
+    @classmethod
+    def _outliers(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            return {"method": "iqr" if v else "none"}
+        if isinstance(v, str):
+            return {"method": v}
+        return v
+
+
+# --------------------------------------------------------------------------------------------- model
+class ModelConfig(_Strict):
+    algorithm: str = "logistic_regression"
+    task_type: TaskType | None = None
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = Field(default=None, description="registered model name")
+
+
+# -------------------------------------------------------------------------------------------- tuning
+class TuningConfig(_Strict):
+    enabled: bool = False
+    method: Literal["cross_validation", "train_validation_split"] = "cross_validation"
+    search: Literal["grid", "random", "bayesian"] = "grid"
+    num_folds: int = Field(default=3, ge=2)
+    train_ratio: float = Field(default=0.8, gt=0, lt=1)
+    parallelism: int = Field(default=2, ge=1)
+    max_trials: int | None = Field(default=None, ge=1)
+    timeout_minutes: float | None = Field(default=None, gt=0)
+    metric: str | None = None
+    seed: int = 42
+    param_grid: dict[str, dict[str, list[Any]]] | dict[str, list[Any]] = Field(default_factory=dict)
+    search_space: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    pruning: bool = True
+
+
+class CompareConfig(_Strict):
+    algorithms: list[str] = Field(default_factory=list)
+    tune: bool = False
+    metric: str | None = None
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+class EvaluationConfig(_Strict):
+    classification: list[str] = ["accuracy", "precision", "recall", "f1", "auc_roc", "auc_pr", "log_loss"]
+    regression: list[str] = ["rmse", "mae", "r2", "mape"]
+    clustering: list[str] = ["silhouette", "davies_bouldin"]
+    recommendation: list[str] = ["rmse", "mae", "precision_at_k", "ndcg_at_k"]
+    primary_metric: str | None = None
+    k: int = Field(default=10, ge=1, description="cut-off for ranking metrics")
+    report: bool = True
+
+
+# ------------------------------------------------------------------------------------------- mlflow
+class MlflowConfig(_Strict):
+    enabled: bool = True
+    tracking_uri: str = "sqlite:///mlflow.db"
+    registry_uri: str | None = None
+    experiment_name: str = "sparkpipe"
+    artifact_location: str | None = None
+    registered_model_name: str | None = None
+    register: bool = True
+    alias: str | None = Field(default="champion", description="alias given to a newly registered version")
+    log_input_example: bool = True
+
+
+class LoggingConfig(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    format: str = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    file: str | None = None
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class OptimizationConfig(_Strict):
+    cache_data: bool = True
+    repartition: bool = False
+    num_partitions: int | None = Field(default=None, ge=1)
+    broadcast_threshold: int | str | None = None
+    adaptive: bool = True
+
+
+class ABTestConfig(_Strict):
+    enabled: bool = False
+    model_name: str | None = None
+    champion: str = "champion"
+    challenger: str = "challenger"
+    challenger_traffic: float = Field(default=0.1, ge=0, le=1)
+    sticky_key: str | None = None
+
+
+class DeploymentConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+    model_name: str | None = None
+    models: list[str] = Field(default_factory=list)
+    api_key_env: str = "SPARKPIPE_API_KEY"
+    allowed_data_roots: list[str] = Field(default_factory=lambda: ["."])
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_batch_rows: int = Field(default=10_000, ge=1)
+    jobs_dir: str = ".sparkpipe/jobs"
+    reload_interval_seconds: float = Field(default=30.0, ge=0)
+    ab_testing: ABTestConfig = Field(default_factory=ABTestConfig)
+
+
+# ------------------------------------------------------------------------------------------ root
+class PipelineConfig(_Strict):
+    """The whole pipeline configuration (root of the YAML)."""
+
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    compare: CompareConfig | None = None
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    optimization: OptimizationConfig = Field(default_factory=OptimizationConfig)
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PipelineConfig:
+        # Cross-field checks that need the algorithm registry run in validate_semantics() so this
+        # module stays import-light; here only what the schema alone can tell.
+        return self
+
+    def registered_model_name(self) -> str:
+        """Name under which the trained model is registered."""
+        return self.mlflow.registered_model_name or self.model.name or _default_model_name(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
+
+
+def _default_model_name(cfg: PipelineConfig) -> str:
+    src = cfg.data.input_path
+    base = src.split(":", 1)[1] if src.startswith("builtin:") else Path(src.rstrip("/")).stem
+    base = re.sub(r"[^A-Za-z0-9_]+", "_", base).strip("_") or "data"
+    return f"{base}_{cfg.model.algorithm}"
+
+
+# ------------------------------------------------------------------------------------------ loading
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: Any, path: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError([(path, f"environment variable {name} is not set; export it or write ${{{name}:-default}}")])
+
+        return _ENV_RE.sub(sub, value)
+    return value
+
+
+def parse_override(expr: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value`` (value is YAML, so ``3``, ``true``, ``[1, 2]`` keep their types)."""
+    if "=" not in expr:
+        raise ConfigError([("--set", f"{expr!r} is not KEY=VALUE, e.g. --set model.algorithm=gbt")])
+    key, raw = expr.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError([("--set", f"{expr!r} has an empty key; write e.g. model.hyperparameters.maxDepth=5")])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Return a copy of ``raw`` with ``--set key.path=value`` overrides applied."""
+    out = copy.deepcopy(raw)
+    for expr in overrides or []:
+        keys, value = parse_override(expr)
+        node = out
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            if nxt is None:
+                nxt = node[k] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError([(".".join(keys), f"cannot set a key inside {k!r}, which is not a mapping")])
+            node = nxt
+        node[keys[-1]] = value
+    return out
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif str(item) in {"TimeFeaturesConfig", "RatiosConfig", "TextConfig", "OutliersConfig"}:
+            continue  # union branch names add nothing for the reader
+        elif str(item).startswith(("function-", "bool", "list[", "dict[")):
+            continue
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Walk the schema along ``loc`` (minus the last key) and list the keys allowed there."""
+    current: Any = model
+    for item in loc[:-1]:
+        if isinstance(item, int) or current is None:
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields:
+            return None
+        field = next((f for n, f in fields.items() if n == item or f.alias == item), None)
+        if field is None:
+            return None
+        current = _first_model(field.annotation)
+    fields = getattr(current, "model_fields", None)
+    if not fields:
+        return None
+    return sorted(f.alias or n for n, f in fields.items())
+
+
+def _first_model(annotation: Any) -> Any:
+    from typing import get_args
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        path = _format_loc(loc)
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(PipelineConfig, loc)
+            hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+            msg = f"unknown key{hint}"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
+                msg += f" (got {err['input']!r})"
+        key = f"{path}|{msg}"
+        if key not in seen:  # unions repeat the same complaint per branch
+            seen.add(key)
+            problems.append((path or "<root>", msg))
+    return problems
+
+
+def build_config(raw: dict[str, Any] | None, source: str | None = None) -> PipelineConfig:
+    """Validate a raw mapping (already YAML-parsed) into a :class:`PipelineConfig`."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError([("<root>", f"the config must be a mapping of sections, got {type(raw).__name__}")], source)
+    raw = _expand_env(raw)
+    try:
+        cfg = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc), source) from None
+    from sparkpipe.config_checks import validate_semantics  # registry-aware checks
+
+    validate_semantics(cfg, source)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Load, override and validate a YAML config file. ``None`` gives the built-in defaults."""
+    raw: dict[str, Any] = {}
+    source = None
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError([("--config", f"file {str(p)!r} does not exist; pass a YAML file such as config/pipeline_config.yaml")])
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError([("<yaml>", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}")], source) from None
+    raw = apply_overrides(raw, overrides)
+    return build_config(raw, source)

@@ -1,0 +1,501 @@
+"""Orchestration of one pipeline run, end to end.
+
+``run_pipeline(cfg)``: session → data (read, quarantine) → split → features (fitted once) → model
+(optionally tuned) → evaluation on validation and test → one MLflow run with config, lineage, metrics and
+the fitted ``PipelineModel`` → registered model version with the ``champion`` alias.
+
+The served artifact is a single ``PipelineModel``: feature stages + model (+ ``IndexToString`` when the
+label was a string). The label indexer is *not* part of it, so serving never needs the target column.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sparkpipe.config import DataConfig, PipelineConfig, SparkConfig
+from sparkpipe.errors import DataError, ModelError, SparkpipeError
+from sparkpipe.progress import Progress
+
+if TYPE_CHECKING:
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+LABEL_COL = "label"
+_NUMERIC = ("double", "float", "int", "bigint", "smallint", "tinyint", "decimal", "long", "integer", "short", "byte")
+
+
+@dataclass
+class RunResult:
+    """What one pipeline run produced (also written to ``<output_path>/run.json``)."""
+
+    run_id: str | None
+    task: str
+    algorithm: str
+    metrics: dict[str, float]
+    registered_name: str | None = None
+    registered_version: str | None = None
+    model_uri: str | None = None
+    output_path: str | None = None
+    tracking_uri: str | None = None
+    lineage: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    tuning: dict[str, Any] | None = None
+    report_path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PreparedData:
+    """Data after reading and splitting, with the resolved task and columns."""
+
+    train: DataFrame
+    validation: DataFrame | None
+    test: DataFrame | None
+    task: str
+    target: str | None
+    label_labels: list[str] | None
+    lineage: dict[str, Any]
+    user_col: str | None = None
+    item_col: str | None = None
+
+
+# ----------------------------------------------------------------------------------- logging set-up
+def setup_logging(cfg: PipelineConfig) -> None:
+    """Configure the root logger from ``logging.level/format/file`` (idempotent)."""
+    root = logging.getLogger()
+    root.setLevel(cfg.logging.level)
+    if not any(getattr(h, "_sparkpipe", False) for h in root.handlers):
+        handler: logging.Handler = logging.StreamHandler()
+        handler._sparkpipe = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter(cfg.logging.format))
+        root.addHandler(handler)
+        if cfg.logging.file:
+            fh = logging.FileHandler(cfg.logging.file)
+            fh._sparkpipe = True  # type: ignore[attr-defined]
+            fh.setFormatter(logging.Formatter(cfg.logging.format))
+            root.addHandler(fh)
+    for noisy in ("py4j", "py4j.clientserver", "alembic", "mlflow.store", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# ------------------------------------------------------------------------------------------ data
+def resolve_columns(cfg: PipelineConfig) -> tuple[str | None, str | None, str | None, str | None]:
+    """(target, task_type, user_col, item_col) from config, filled in from built-in data set metadata."""
+    from sparkpipe.data.datasets import dataset_info
+
+    target, task = cfg.features.target, cfg.model.task_type
+    user_col, item_col = cfg.features.user_col, cfg.features.item_col
+    src = cfg.data.input_path
+    if src.startswith("builtin:"):
+        info = dataset_info(src.split(":", 1)[1])
+        target = target or info.target
+        task = task or _task_for(cfg.model.algorithm, info.task)
+        user_col = user_col or getattr(info, "user_col", None)
+        item_col = item_col or getattr(info, "item_col", None)
+    return target, task, user_col, item_col
+
+
+def _task_for(algorithm: str, dataset_task: str | None) -> str | None:
+    """The task an algorithm implies, preferring the data set's own task when the algorithm allows it."""
+    from sparkpipe.models.algorithms import tasks_for
+
+    tasks = tasks_for(algorithm)
+    if dataset_task in tasks:
+        return dataset_task
+    return tasks[0] if len(tasks) == 1 else dataset_task
+
+
+def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | None = None) -> PreparedData:
+    """Read the input (quarantining malformed rows), resolve target and task, add the label, split."""
+    from pyspark.sql import functions as F
+
+    from sparkpipe.data.io import read_dataset, require_columns
+    from sparkpipe.models.algorithms import infer_task
+
+    progress = progress or Progress()
+    with progress.step("read data"):
+        loaded = read_dataset(spark, cfg.data)
+    df = loaded.df
+    lineage = dict(loaded.lineage)
+    target, task, user_col, item_col = resolve_columns(cfg)
+
+    if cfg.data.sample_fraction:
+        df = df.sample(fraction=cfg.data.sample_fraction, seed=cfg.data.seed)
+    if cfg.optimization.repartition and cfg.optimization.num_partitions:
+        df = df.repartition(cfg.optimization.num_partitions)
+
+    label_labels: list[str] | None = None
+    if task is None and target is not None:
+        require_columns(df, [target], "features.target")
+        dtype = dict(df.dtypes)[target]
+        n_distinct = None
+        if dtype.startswith(_NUMERIC):
+            n_distinct = df.select(F.approx_count_distinct(target)).first()[0]
+        task = infer_task(dtype, n_distinct, cfg.model.algorithm)
+        log.info("task inferred from target %r (%s): %s", target, dtype, task)
+    elif task is None:
+        task = infer_task(None, None, cfg.model.algorithm)
+
+    if task in ("classification", "regression") and target is None:
+        raise DataError(f"a {task} model needs a target column: set features.target to one of {df.columns}")
+    if task == "recommendation":
+        user_col, item_col = user_col or "userId", item_col or "movieId"
+        target = target or "rating"
+        require_columns(df, [user_col, item_col, target], "features.user_col/item_col/target")
+
+    if target is not None:
+        require_columns(df, [target], "features.target")
+        before = None
+        null_target = df.filter(F.col(target).isNull())
+        if task in ("classification", "regression", "recommendation"):
+            # rows without a label cannot be trained on: count them (never silently drop)
+            before = null_target.count()
+            if before:
+                log.warning("%d rows have no value in target %r; they are excluded from training and counted "
+                            "in lineage.null_target_rows", before, target)
+                df = df.filter(F.col(target).isNotNull())
+        lineage["null_target_rows"] = before or 0
+        if task == "classification":
+            dtype = dict(df.dtypes)[target]
+            if dtype.startswith(_NUMERIC) or dtype == "boolean":
+                df = df.withColumn(LABEL_COL, F.col(target).cast("double"))
+            else:
+                from pyspark.ml.feature import StringIndexer
+
+                indexer = StringIndexer(inputCol=target, outputCol=LABEL_COL, stringOrderType="alphabetAsc").fit(df)
+                label_labels = list(indexer.labels)
+                df = indexer.transform(df)
+        elif task in ("regression", "recommendation"):
+            df = df.withColumn(LABEL_COL, F.col(target).cast("double"))
+
+    weights = [1.0 - cfg.data.validation_split - cfg.data.test_split, cfg.data.validation_split, cfg.data.test_split]
+    splits = df.randomSplit([w for w in weights if w > 0], seed=cfg.data.seed)
+    it = iter(splits)
+    train = next(it)
+    validation = next(it) if cfg.data.validation_split > 0 else None
+    test = next(it) if cfg.data.test_split > 0 else None
+    if cfg.optimization.cache_data:
+        train = train.cache()
+    return PreparedData(train, validation, test, task, target, label_labels, lineage, user_col, item_col)
+
+
+# ------------------------------------------------------------------------------------------ model
+def fit_model(spark: SparkSession, cfg: PipelineConfig, data: PreparedData,
+              progress: Progress | None = None, algorithm: str | None = None,
+              hyperparameters: dict[str, Any] | None = None) -> tuple[PipelineModel, dict[str, Any]]:
+    """Fit feature stages once, then the estimator (tuned when configured); return the served model.
+
+    Returns
+    -------
+    (PipelineModel, info)
+        ``info`` has ``feature_plan``, ``tuning`` (or ``None``) and ``num_features``.
+    """
+    from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.ml.feature import IndexToString
+
+    from sparkpipe.features.auto import build_feature_stages
+    from sparkpipe.models.algorithms import build_estimator, get_algorithm
+
+    progress = progress or Progress()
+    algorithm = algorithm or cfg.model.algorithm
+    spec = get_algorithm(algorithm, data.task)
+    params = dict(cfg.model.hyperparameters if hyperparameters is None else hyperparameters)
+    label_col = LABEL_COL if data.task != "clustering" else None
+
+    with progress.step("feature engineering"):
+        plan = build_feature_stages(
+            data.train.drop(LABEL_COL) if LABEL_COL in data.train.columns else data.train,
+            cfg.features, data.task, data.target,
+            nonnegative=_needs_nonnegative(spec, params),
+        )
+        feature_model = Pipeline(stages=list(plan.stages)).fit(data.train)
+        train_features = feature_model.transform(data.train)
+        if cfg.optimization.cache_data:
+            train_features = train_features.cache()
+        num_features = len(plan.feature_names) if getattr(plan, "feature_names", None) else None
+
+    num_classes = len(data.label_labels) if data.label_labels else None
+    if data.task == "classification" and num_classes is None:
+        num_classes = int(train_features.agg({LABEL_COL: "max"}).first()[0]) + 1
+
+    estimator = build_estimator(
+        spec, params, features_col=plan.features_col, label_col=label_col or "label", seed=cfg.data.seed,
+        num_classes=num_classes, num_features=num_features,
+        user_col=data.user_col, item_col=data.item_col, rating_col=LABEL_COL,
+    )
+    tuning_info = None
+    with progress.step(f"train {algorithm}"):
+        if cfg.tuning.enabled:
+            from sparkpipe.tuning import tune
+
+            model, tuning_info = tune(spark, cfg, spec, estimator, train_features, data, progress)
+        else:
+            model = estimator.fit(train_features)
+    stages = list(feature_model.stages) + [model]
+    if data.label_labels:
+        stages.append(IndexToString(inputCol="prediction", outputCol="predictedLabel", labels=data.label_labels))
+    if cfg.optimization.cache_data:
+        train_features.unpersist()
+    return PipelineModel(stages=stages), {"feature_plan": plan, "tuning": tuning_info, "num_features": num_features,
+                                          "num_classes": num_classes, "spec": spec}
+
+
+def _needs_nonnegative(spec: Any, params: dict[str, Any]) -> bool:
+    flag = getattr(spec, "needs_nonnegative_features", False)
+    if callable(flag):
+        return bool(flag(params))
+    if spec.name == "naive_bayes":
+        return params.get("modelType", spec.default_params.get("modelType", "gaussian")) != "gaussian"
+    return bool(flag)
+
+
+def evaluate_model(model: PipelineModel, df: DataFrame | None, cfg: PipelineConfig, task: str,
+                   num_classes: int | None = None) -> dict[str, float]:
+    """Metrics of ``model`` on ``df`` for the configured metric list of ``task``."""
+    if df is None:
+        return {}
+    from sparkpipe.evaluation import evaluate
+
+    metrics = list(getattr(cfg.evaluation, task))
+    if task == "classification" and num_classes and num_classes > 2:
+        metrics = [m for m in metrics if m not in ()]  # evaluation handles multiclass AUC itself
+    return evaluate(model.transform(df), task, metrics, label_col=LABEL_COL, k=cfg.evaluation.k,
+                    model=model.stages[-1] if task == "recommendation" else None)
+
+
+# ------------------------------------------------------------------------------------- signature
+_MLFLOW_TYPES = {"double": "double", "float": "float", "int": "integer", "integer": "integer", "bigint": "long",
+                 "long": "long", "smallint": "integer", "tinyint": "integer", "short": "integer", "byte": "integer",
+                 "string": "string", "boolean": "boolean", "timestamp": "datetime", "timestamp_ntz": "datetime",
+                 "date": "datetime"}
+
+
+def model_signature(input_schema: list[tuple[str, str]], task: str, probability: bool) -> Any:
+    """An MLflow signature from the ordered raw input schema the feature plan needs."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    inputs = Schema([ColSpec(_MLFLOW_TYPES.get(t.split("(")[0], "string"), n) for n, t in input_schema])
+    outputs = [ColSpec("double", "prediction")]
+    return ModelSignature(inputs=inputs, outputs=Schema(outputs))
+
+
+def _input_example(df: DataFrame, columns: list[str], rows: int = 3) -> Any:
+    pdf = df.select(*columns).limit(rows).toPandas()
+    for c in pdf.columns:  # MLflow's JSON example cannot hold NaT/tz objects
+        if str(pdf[c].dtype).startswith("datetime64"):
+            pdf[c] = pdf[c].dt.strftime("%Y-%m-%dT%H:%M:%S")
+    return pdf
+
+
+# ----------------------------------------------------------------------------------------- run
+def run_pipeline(cfg: PipelineConfig, raw_yaml: str | None = None, spark: SparkSession | None = None) -> RunResult:
+    """Run the whole pipeline for ``cfg``; return what it produced.
+
+    Parameters
+    ----------
+    cfg
+        The validated configuration.
+    raw_yaml
+        The YAML text as the user wrote it, logged to MLflow next to the resolved config.
+    spark
+        An existing session to reuse (tests, notebooks); by default one is built from ``cfg.spark``.
+    """
+    from sparkpipe.session import get_spark
+    from sparkpipe.tracking import Tracker
+
+    setup_logging(cfg)
+    t_start = time.perf_counter()
+    spark = spark or get_spark(cfg.spark, cfg.optimization)
+    progress = Progress(spark=spark)
+    data = prepare_data(spark, cfg, progress)
+    model, info = fit_model(spark, cfg, data, progress)
+    plan = info["feature_plan"]
+
+    with progress.step("evaluate"):
+        metrics: dict[str, float] = {}
+        for split_name, split_df in (("validation", data.validation), ("test", data.test)):
+            for name, value in evaluate_model(model, split_df, cfg, data.task, info["num_classes"]).items():
+                metrics[f"{split_name}_{name}"] = value
+        train_rows = data.train.count()
+        data.lineage["train_rows"] = train_rows
+
+    tracker = Tracker(cfg)
+    result = RunResult(run_id=None, task=data.task, algorithm=cfg.model.algorithm, metrics=metrics,
+                       output_path=cfg.data.output_path, lineage=data.lineage, tuning=info["tuning"])
+    sp_meta = {
+        "task": data.task, "algorithm": cfg.model.algorithm, "target": data.target,
+        "label_labels": data.label_labels, "feature_names": list(getattr(plan, "feature_names", []) or []),
+        "input_schema": [list(x) for x in plan.input_schema], "user_col": data.user_col, "item_col": data.item_col,
+    }
+    name = cfg.registered_model_name()
+    with tracker.run(run_name=f"{cfg.model.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}",
+                     tags={"sparkpipe.task": data.task, "sparkpipe.algorithm": cfg.model.algorithm}) as run:
+        with progress.step("log to MLflow"):
+            tracker.log_config(cfg, raw_yaml)
+            tracker.log_params({"task": data.task, "num_features": info["num_features"],
+                                "hyperparameters": _model_params(model)})
+            tracker.log_params({f"lineage.{k}": v for k, v in data.lineage.items() if not isinstance(v, dict)})
+            tracker.log_dict(data.lineage, "data/lineage.json")
+            if getattr(plan, "profile", None):
+                tracker.log_dict(plan.profile, "data/profile.json")
+            tracker.log_metrics(metrics)
+            if info["tuning"]:
+                tracker.log_dict(info["tuning"], "tuning/summary.json")
+            input_cols = [n for n, _ in plan.input_schema]
+            example = _input_example(data.train, input_cols) if cfg.mlflow.log_input_example and input_cols else None
+            signature = model_signature(plan.input_schema, data.task, probability=data.task == "classification")
+        if run is not None:
+            with progress.step("register model"):
+                result.model_uri = tracker.log_spark_model(model, input_example=example, signature=signature,
+                                                           metadata={"sparkpipe": sp_meta})
+                if cfg.mlflow.register:
+                    result.registered_version = tracker.register(
+                        result.model_uri, name, alias=cfg.mlflow.alias,
+                        tags={"task": data.task, "algorithm": cfg.model.algorithm})
+                    result.registered_name = name
+            result.run_id, result.tracking_uri = run.run_id, run.tracking_uri
+        result.timings = dict(progress.timings)
+        result.timings["total"] = time.perf_counter() - t_start
+        out = write_run_outputs(cfg, result, model if run is None else None)
+        if run is not None:
+            tracker.log_artifact(out / "run.json")
+    data.train.unpersist()
+    return result
+
+
+def _model_params(model: PipelineModel) -> dict[str, Any]:
+    last = model.stages[-2] if model.stages and type(model.stages[-1]).__name__ == "IndexToString" else model.stages[-1]
+    out: dict[str, Any] = {}
+    for p, v in last.extractParamMap().items():
+        if not p.name.endswith("Col") and not isinstance(v, (list, dict)):
+            out[p.name] = v
+    return out
+
+
+def write_run_outputs(cfg: PipelineConfig, result: RunResult, model: PipelineModel | None = None) -> Path:
+    """Write ``run.json`` (and the model itself when MLflow is disabled) atomically under the output path."""
+    out = Path(cfg.data.output_path)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".run.json.{uuid.uuid4().hex}"
+    tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    os.replace(tmp, out / "run.json")
+    if model is not None:
+        target = out / "model"
+        staging = out / f".model.{uuid.uuid4().hex}"
+        model.save(str(staging))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+        result.model_uri = str(target.resolve())
+    return out
+
+
+# ------------------------------------------------------------------------------ scoring with Spark
+def load_spark_model(model_uri: str, mlflow_cfg: Any = None) -> tuple[PipelineModel, dict[str, Any]]:
+    """Load a PipelineModel from an MLflow URI (``models:/...``, ``runs:/...``) or a local directory.
+
+    Returns the model and sparkpipe's metadata (task, target, input schema) when available.
+    """
+    from pyspark.ml import PipelineModel
+
+    from sparkpipe.tracking import Registry
+
+    path = Path(model_uri)
+    if path.exists():
+        local = path
+    else:
+        import mlflow.artifacts
+
+        reg = Registry(mlflow_cfg)
+        if model_uri.startswith("models:/") or "://" not in model_uri and not model_uri.startswith("runs:/"):
+            ref = reg.resolve(model_uri)
+            local = reg.download(ref)
+        else:
+            try:
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+            except Exception as exc:
+                raise ModelError(f"cannot download model {model_uri!r}: {exc}") from exc
+    meta: dict[str, Any] = {}
+    mlmodel = local / "MLmodel"
+    if mlmodel.is_file():
+        import yaml
+
+        meta = (yaml.safe_load(mlmodel.read_text()).get("metadata") or {}).get("sparkpipe", {})
+        local = local / "sparkml"
+    try:
+        return PipelineModel.load(str(local)), meta
+    except Exception as exc:
+        raise ModelError(f"{model_uri!r} is not a loadable Spark PipelineModel: {exc}") from exc
+
+
+def batch_predict(model_uri: str, input_path: str, output_path: str, spark_cfg: SparkConfig | None = None,
+                  fmt: str = "auto", output_format: str = "parquet", mlflow_cfg: Any = None,
+                  spark: SparkSession | None = None) -> dict[str, Any]:
+    """Score ``input_path`` with Spark and write predictions atomically to ``output_path``."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql.types import StructField
+
+    from sparkpipe.data.io import read_dataset, write_dataset
+    from sparkpipe.session import get_spark
+
+    spark = spark or get_spark(spark_cfg)
+    model, meta = load_spark_model(model_uri, mlflow_cfg)
+    loaded = read_dataset(spark, DataConfig(input_path=input_path, output_path=str(Path(output_path).parent), format=fmt))
+    scored = model.transform(loaded.df)
+    keep = list(loaded.df.columns)
+    extra = [f for f in scored.schema.fields if f.name in ("prediction", "probability", "predictedLabel")]
+    cols = [scored[c] for c in keep]
+    for f in extra:
+        cols.append(vector_to_array(scored[f.name]).alias(f.name) if _is_vector(f) else scored[f.name])
+    out_df = scored.select(*cols)
+    write_dataset(out_df, output_path, output_format)
+    rows = spark.read.format(output_format).load(output_path).count() if output_format != "delta" else None
+    return {"model": model_uri, "input_path": input_path, "output_path": output_path, "rows": rows,
+            "quarantined": loaded.quarantined, "task": meta.get("task")}
+
+
+def _is_vector(f: Any) -> bool:
+    return "Vector" in type(f.dataType).__name__
+
+
+def evaluate_saved(model_uri: str, data_path: str, cfg: PipelineConfig, target: str | None = None,
+                   spark: SparkSession | None = None) -> dict[str, float]:
+    """Evaluate a saved model on a labelled data set (``sparkpipe evaluate``)."""
+    from pyspark.sql import functions as F
+
+    from sparkpipe.data.io import read_dataset, require_columns
+    from sparkpipe.session import get_spark
+
+    spark = spark or get_spark(cfg.spark, cfg.optimization)
+    model, meta = load_spark_model(model_uri, cfg.mlflow)
+    task = meta.get("task") or cfg.model.task_type
+    target = target or meta.get("target") or cfg.features.target
+    if task is None:
+        raise SparkpipeError("the model has no sparkpipe metadata; pass --task and --target")
+    data_cfg = cfg.data.model_copy(update={"input_path": data_path})
+    df = read_dataset(spark, data_cfg).df
+    if task != "clustering":
+        if not target:
+            raise DataError("evaluation needs the target column: pass --target")
+        require_columns(df, [target], "--target")
+        labels = meta.get("label_labels")
+        if labels:
+            mapping = F.create_map(*[x for i, lab in enumerate(labels) for x in (F.lit(lab), F.lit(float(i)))])
+            df = df.withColumn(LABEL_COL, mapping[F.col(target).cast("string")])
+            df = df.filter(F.col(LABEL_COL).isNotNull())
+        else:
+            df = df.withColumn(LABEL_COL, F.col(target).cast("double"))
+    return evaluate_model(model, df, cfg, task)

@@ -1,0 +1,32 @@
+"""Shared fixtures: one session-scoped local[2] SparkSession bound to loopback."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from sparkpipe.config import SparkConfig
+    from sparkpipe.session import get_spark
+
+    session = get_spark(
+        SparkConfig(app_name="sparkpipe-tests", master="local[2]", shuffle_partitions=4, ui_enabled=False,
+                    log_level="ERROR", conf={"spark.default.parallelism": 4})
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def tmp_cwd(tmp_path, monkeypatch):
+    """Run the test inside a fresh temporary directory (MLflow's sqlite file, outputs, ...)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
