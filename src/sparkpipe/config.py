@@ -257,7 +257,9 @@ class TuningConfig(_Strict):
     timeout_minutes: float | None = Field(default=None, gt=0)
     metric: str | None = None
     seed: int = 42
-    param_grid: dict[str, dict[str, list[Any]]] | dict[str, list[Any]] = Field(default_factory=dict)
+    # {algorithm: {param: [values]}} or flat {param: [values]}; the shapes are checked per entry in
+    # config_checks (a pydantic union of the two reported every error twice)
+    param_grid: dict[str, Any] = Field(default_factory=dict)
     search_space: dict[str, dict[str, Any]] = Field(default_factory=dict)
     pruning: bool = True
 
@@ -266,6 +268,8 @@ class CompareConfig(_Strict):
     algorithms: list[str] = Field(default_factory=list)
     tune: bool = False
     metric: str | None = None
+    bootstrap_samples: int = Field(default=20, ge=0, description="bootstrap resamples of the validation "
+                                   "set behind the leaderboard's ± std (0: no std)")
 
 
 # ---------------------------------------------------------------------------------------- evaluation
@@ -287,7 +291,7 @@ class MlflowConfig(_Strict):
     experiment_name: str = "sparkpipe"
     artifact_location: str | None = None
     registered_model_name: str | None = None
-    register: bool = True
+    register_model: bool = Field(default=True, alias="register")
     alias: str | None = Field(default="champion", description="alias given to a newly registered version")
     log_input_example: bool = True
 
@@ -376,11 +380,11 @@ def _default_model_name(cfg: PipelineConfig) -> str:
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand_env(value: Any, path: str = "") -> Any:
+def _expand_env(value: Any, path: str = "", source: str | None = None) -> Any:
     if isinstance(value, dict):
-        return {k: _expand_env(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), source) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_expand_env(v, f"{path}[{i}]", source) for i, v in enumerate(value)]
     if isinstance(value, str):
 
         def sub(m: re.Match[str]) -> str:
@@ -389,7 +393,8 @@ def _expand_env(value: Any, path: str = "") -> Any:
                 return os.environ[name]
             if default is not None:
                 return default
-            raise ConfigError([(path, f"environment variable {name} is not set; export it or write ${{{name}:-default}}")])
+            raise ConfigError([(path, f"environment variable {name} is not set; export it or write ${{{name}:-default}}")],
+                              source)
 
         return _ENV_RE.sub(sub, value)
     return value
@@ -498,7 +503,7 @@ def build_config(raw: dict[str, Any] | None, source: str | None = None) -> Pipel
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError([("<root>", f"the config must be a mapping of sections, got {type(raw).__name__}")], source)
-    raw = _expand_env(raw)
+    raw = _expand_env(raw, source=source)
     try:
         cfg = PipelineConfig.model_validate(raw)
     except ValidationError as exc:

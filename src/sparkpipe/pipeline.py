@@ -194,8 +194,12 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
 # ------------------------------------------------------------------------------------------ model
 def fit_model(spark: SparkSession, cfg: PipelineConfig, data: PreparedData,
               progress: Progress | None = None, algorithm: str | None = None,
-              hyperparameters: dict[str, Any] | None = None) -> tuple[PipelineModel, dict[str, Any]]:
+              hyperparameters: dict[str, Any] | None = None,
+              tracker: Any = None) -> tuple[PipelineModel, dict[str, Any]]:
     """Fit feature stages once, then the estimator (tuned when configured); return the served model.
+
+    ``tracker`` (a :class:`~sparkpipe.tracking.Tracker` with an active run) makes tuning log each
+    trial as a nested child run.
 
     Returns
     -------
@@ -206,7 +210,7 @@ def fit_model(spark: SparkSession, cfg: PipelineConfig, data: PreparedData,
     from pyspark.ml.feature import IndexToString
 
     from sparkpipe.features.auto import build_feature_stages
-    from sparkpipe.models.algorithms import build_estimator, get_algorithm
+    from sparkpipe.models.algorithms import build_estimator, get_algorithm, requires_nonnegative_features
 
     progress = progress or Progress()
     algorithm = algorithm or cfg.model.algorithm
@@ -218,7 +222,7 @@ def fit_model(spark: SparkSession, cfg: PipelineConfig, data: PreparedData,
         plan = build_feature_stages(
             data.train.drop(LABEL_COL) if LABEL_COL in data.train.columns else data.train,
             cfg.features, data.task, data.target,
-            nonnegative=_needs_nonnegative(spec, params),
+            nonnegative=requires_nonnegative_features(spec, params),
         )
         feature_model = Pipeline(stages=list(plan.stages)).fit(data.train)
         train_features = feature_model.transform(data.train)
@@ -240,7 +244,8 @@ def fit_model(spark: SparkSession, cfg: PipelineConfig, data: PreparedData,
         if cfg.tuning.enabled:
             from sparkpipe.tuning import tune
 
-            model, tuning_info = tune(spark, cfg, spec, estimator, train_features, data, progress)
+            model, tuning_info = tune(spark, cfg, spec, estimator, train_features, data, progress,
+                                       tracker=tracker)
         else:
             model = estimator.fit(train_features)
     stages = list(feature_model.stages) + [model]
@@ -252,27 +257,19 @@ def fit_model(spark: SparkSession, cfg: PipelineConfig, data: PreparedData,
                                           "num_classes": num_classes, "spec": spec}
 
 
-def _needs_nonnegative(spec: Any, params: dict[str, Any]) -> bool:
-    flag = getattr(spec, "needs_nonnegative_features", False)
-    if callable(flag):
-        return bool(flag(params))
-    if spec.name == "naive_bayes":
-        return params.get("modelType", spec.default_params.get("modelType", "gaussian")) != "gaussian"
-    return bool(flag)
-
-
 def evaluate_model(model: PipelineModel, df: DataFrame | None, cfg: PipelineConfig, task: str,
-                   num_classes: int | None = None) -> dict[str, float]:
+                   num_classes: int | None = None, user_col: str | None = None,
+                   item_col: str | None = None) -> dict[str, float]:
     """Metrics of ``model`` on ``df`` for the configured metric list of ``task``."""
     if df is None:
         return {}
     from sparkpipe.evaluation import evaluate
 
-    metrics = list(getattr(cfg.evaluation, task))
-    if task == "classification" and num_classes and num_classes > 2:
-        metrics = [m for m in metrics if m not in ()]  # evaluation handles multiclass AUC itself
-    return evaluate(model.transform(df), task, metrics, label_col=LABEL_COL, k=cfg.evaluation.k,
-                    model=model.stages[-1] if task == "recommendation" else None)
+    extra: dict[str, Any] = {}
+    if task == "recommendation":
+        extra = {"model": model.stages[-1], "user_col": user_col, "item_col": item_col}
+    return evaluate(model.transform(df), task, list(getattr(cfg.evaluation, task)), label_col=LABEL_COL,
+                    k=cfg.evaluation.k, num_classes=num_classes, **extra)
 
 
 # ------------------------------------------------------------------------------------- signature
@@ -321,28 +318,30 @@ def run_pipeline(cfg: PipelineConfig, raw_yaml: str | None = None, spark: SparkS
     spark = spark or get_spark(cfg.spark, cfg.optimization)
     progress = Progress(spark=spark)
     data = prepare_data(spark, cfg, progress)
-    model, info = fit_model(spark, cfg, data, progress)
-    plan = info["feature_plan"]
-
-    with progress.step("evaluate"):
-        metrics: dict[str, float] = {}
-        for split_name, split_df in (("validation", data.validation), ("test", data.test)):
-            for name, value in evaluate_model(model, split_df, cfg, data.task, info["num_classes"]).items():
-                metrics[f"{split_name}_{name}"] = value
-        train_rows = data.train.count()
-        data.lineage["train_rows"] = train_rows
-
     tracker = Tracker(cfg)
-    result = RunResult(run_id=None, task=data.task, algorithm=cfg.model.algorithm, metrics=metrics,
-                       output_path=cfg.data.output_path, lineage=data.lineage, tuning=info["tuning"])
-    sp_meta = {
-        "task": data.task, "algorithm": cfg.model.algorithm, "target": data.target,
-        "label_labels": data.label_labels, "feature_names": list(getattr(plan, "feature_names", []) or []),
-        "input_schema": [list(x) for x in plan.input_schema], "user_col": data.user_col, "item_col": data.item_col,
-    }
-    name = cfg.registered_model_name()
+    # the run is open while training, so tuning trials are logged as its child runs
     with tracker.run(run_name=f"{cfg.model.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}",
                      tags={"sparkpipe.task": data.task, "sparkpipe.algorithm": cfg.model.algorithm}) as run:
+        model, info = fit_model(spark, cfg, data, progress, tracker=tracker)
+        plan = info["feature_plan"]
+
+        with progress.step("evaluate"):
+            metrics: dict[str, float] = {}
+            for split_name, split_df in (("validation", data.validation), ("test", data.test)):
+                for name, value in evaluate_model(model, split_df, cfg, data.task, info["num_classes"],
+                                                      data.user_col, data.item_col).items():
+                    metrics[f"{split_name}_{name}"] = value
+            train_rows = data.train.count()
+            data.lineage["train_rows"] = train_rows
+
+        result = RunResult(run_id=None, task=data.task, algorithm=cfg.model.algorithm, metrics=metrics,
+                           output_path=cfg.data.output_path, lineage=data.lineage, tuning=info["tuning"])
+        sp_meta = {
+            "task": data.task, "algorithm": cfg.model.algorithm, "target": data.target,
+            "label_labels": data.label_labels, "feature_names": list(getattr(plan, "feature_names", []) or []),
+            "input_schema": [list(x) for x in plan.input_schema], "user_col": data.user_col, "item_col": data.item_col,
+        }
+        name = cfg.registered_model_name()
         with progress.step("log to MLflow"):
             tracker.log_config(cfg, raw_yaml)
             tracker.log_params({"task": data.task, "num_features": info["num_features"],
@@ -361,12 +360,17 @@ def run_pipeline(cfg: PipelineConfig, raw_yaml: str | None = None, spark: SparkS
             with progress.step("register model"):
                 result.model_uri = tracker.log_spark_model(model, input_example=example, signature=signature,
                                                            metadata={"sparkpipe": sp_meta})
-                if cfg.mlflow.register:
+                if cfg.mlflow.register_model:
                     result.registered_version = tracker.register(
                         result.model_uri, name, alias=cfg.mlflow.alias,
                         tags={"task": data.task, "algorithm": cfg.model.algorithm})
                     result.registered_name = name
             result.run_id, result.tracking_uri = run.run_id, run.tracking_uri
+        if cfg.evaluation.report:
+            from sparkpipe.report import run_report
+
+            with progress.step("report"):
+                result.report_path = run_report(cfg, result, model, data, info, tracker)
         result.timings = dict(progress.timings)
         result.timings["total"] = time.perf_counter() - t_start
         out = write_run_outputs(cfg, result, model if run is None else None)
@@ -498,4 +502,5 @@ def evaluate_saved(model_uri: str, data_path: str, cfg: PipelineConfig, target: 
             df = df.filter(F.col(LABEL_COL).isNotNull())
         else:
             df = df.withColumn(LABEL_COL, F.col(target).cast("double"))
-    return evaluate_model(model, df, cfg, task)
+    return evaluate_model(model, df, cfg, task, len(meta.get("label_labels") or []) or None,
+                          meta.get("user_col"), meta.get("item_col"))

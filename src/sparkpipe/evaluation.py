@@ -1,0 +1,751 @@
+"""Metrics per task, computed in Spark (no collect of rows to the driver).
+
+Metric names are the config's names (``evaluation.classification: [accuracy, f1, ...]``) and are
+looked up in :data:`METRICS`; an unknown name raises :class:`~sparkpipe.errors.UnknownNameError`
+listing the valid names for the task.
+
+Definitions
+-----------
+Classification (labels are ``0.0 .. C-1``, predictions likewise)
+    ``accuracy``
+        Fraction of rows with ``prediction == label``.
+    ``precision``, ``recall``, ``f1``
+        **Binary** (two classes): of the positive class, label ``1.0`` (scikit-learn's
+        ``average="binary"``). **Multiclass**: support-weighted average over the classes
+        (Spark's ``weightedPrecision`` / ``weightedRecall`` / ``f1``, scikit-learn's
+        ``average="weighted"``). A class that is never predicted has precision 0.
+    ``precision_macro``, ``recall_macro``, ``f1_macro``; ``precision_weighted``, ...
+        Unweighted mean over the classes seen in labels or predictions, and the support-weighted mean,
+        whatever the number of classes.
+    ``auc_roc``, ``auc_pr``
+        **Binary**: Spark's ``BinaryClassificationEvaluator`` (trapezoidal areas; ``auc_pr`` is the
+        area under the interpolated precision-recall curve, not scikit-learn's step-wise average
+        precision). The score is ``probability[1]`` when a probability column exists, else
+        ``rawPrediction`` (e.g. ``linear_svc``); ``rawPrediction[1]`` alone is not a monotone score for
+        naive Bayes or MLP, the probability is. **Multiclass**: one-vs-rest, macro-averaged over the
+        classes that have both positive and negative rows (scikit-learn's
+        ``roc_auc_score(multi_class="ovr", average="macro")``); one Spark pass per class over a cached
+        two-column projection.
+    ``log_loss``
+        Spark's ``MulticlassClassificationEvaluator(metricName="logLoss")`` on the probability column
+        (probabilities clipped at 1e-15).
+Regression (one ``agg`` pass for all of them)
+    ``rmse``, ``mse``, ``mae``, ``r2`` (``1 - SSE/SST``), ``explained_variance``
+    (``1 - Var(y - ŷ)/Var(y)``, as scikit-learn), ``mape`` (mean ``|y - ŷ| / |y|`` over rows with
+    ``y != 0``; the number of zero labels skipped is returned as ``mape_zero_labels_skipped``).
+Clustering
+    ``silhouette``
+        Spark's ``ClusteringEvaluator`` with its default squared Euclidean distance (equal to
+        scikit-learn's ``silhouette_score(metric="sqeuclidean")``, not the Euclidean default);
+        ``silhouette_cosine`` uses cosine distance.
+    ``davies_bouldin``, ``calinski_harabasz``
+        As scikit-learn (Euclidean distances, centroids = cluster means of the features), from two
+        aggregate passes: cluster means, then per-cluster mean distance and squared distance to
+        the centroid. Only ``k`` centroids reach the driver.
+Recommendation
+    ``rmse``, ``mae``, ``mse`` on the rating predictions (rows with NaN predictions — cold-start users
+    or items — are skipped). Ranking metrics (``precision_at_k``, ``recall_at_k``, ``ndcg_at_k``,
+    ``map_at_k``, ``map``) use Spark's ``RankingEvaluator`` with binary relevance: an item is relevant
+    to a user when its test rating is ``>= relevance_threshold`` (4.0 by default); users without a
+    relevant test item are left out. The predicted ranking is the model's top ``k`` over all items
+    (``ALSModel.recommendForUserSubset``) when ``model`` is given — the usual offline protocol — and
+    otherwise the user's test items ordered by predicted rating. Spark divides precision@k by ``k``
+    even when a user has fewer than ``k`` items.
+
+Metrics that cannot be computed for the given predictions (``log_loss`` without a probability column,
+silhouette of a single cluster, ...) come back as NaN with a warning in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from sparkpipe.errors import SparkpipeError, UnknownNameError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
+
+Direction = Literal["max", "min"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric of one task.
+
+    Attributes
+    ----------
+    name
+        Config name, e.g. ``"auc_roc"``.
+    task
+        The task it belongs to.
+    direction
+        ``"max"`` when larger is better, ``"min"`` otherwise (tuning and model comparison use it).
+    description
+        One line for reports.
+    needs
+        What the predictions must carry beyond label and prediction: ``"probability"``,
+        ``"score"`` (probability or raw prediction), ``"features"`` or ``None``.
+    """
+
+    name: str
+    task: str
+    direction: Direction
+    description: str
+    needs: str | None = None
+
+
+def _m(task: str, name: str, direction: Direction, description: str, needs: str | None = None) -> MetricSpec:
+    return MetricSpec(name, task, direction, description, needs)
+
+
+_SPECS: tuple[MetricSpec, ...] = (
+    _m("classification", "accuracy", "max", "fraction of correct predictions"),
+    _m("classification", "precision", "max", "positive-class precision (binary) / weighted precision"),
+    _m("classification", "recall", "max", "positive-class recall (binary) / weighted recall"),
+    _m("classification", "f1", "max", "positive-class F1 (binary) / weighted F1 (multiclass)"),
+    _m("classification", "precision_macro", "max", "unweighted mean of per-class precision"),
+    _m("classification", "recall_macro", "max", "unweighted mean of per-class recall"),
+    _m("classification", "f1_macro", "max", "unweighted mean of per-class F1"),
+    _m("classification", "precision_weighted", "max", "support-weighted mean of per-class precision"),
+    _m("classification", "recall_weighted", "max", "support-weighted mean of per-class recall"),
+    _m("classification", "f1_weighted", "max", "support-weighted mean of per-class F1"),
+    _m("classification", "auc_roc", "max", "area under ROC (binary) / one-vs-rest macro AUC", "score"),
+    _m("classification", "auc_pr", "max", "area under precision-recall curve (binary) / OvR macro", "score"),
+    _m("classification", "log_loss", "min", "mean negative log-likelihood of the true class", "probability"),
+    _m("regression", "rmse", "min", "root mean squared error"),
+    _m("regression", "mse", "min", "mean squared error"),
+    _m("regression", "mae", "min", "mean absolute error"),
+    _m("regression", "r2", "max", "coefficient of determination 1 - SSE/SST"),
+    _m("regression", "mape", "min", "mean absolute percentage error over non-zero labels (a fraction)"),
+    _m("regression", "explained_variance", "max", "1 - Var(residual) / Var(label)"),
+    _m("clustering", "silhouette", "max", "mean silhouette, squared Euclidean distance (Spark)", "features"),
+    _m("clustering", "silhouette_cosine", "max", "mean silhouette, cosine distance (Spark)", "features"),
+    _m("clustering", "davies_bouldin", "min", "Davies-Bouldin index (Euclidean)", "features"),
+    _m("clustering", "calinski_harabasz", "max", "Calinski-Harabasz variance ratio", "features"),
+    _m("recommendation", "rmse", "min", "root mean squared error of predicted ratings"),
+    _m("recommendation", "mse", "min", "mean squared error of predicted ratings"),
+    _m("recommendation", "mae", "min", "mean absolute error of predicted ratings"),
+    _m("recommendation", "precision_at_k", "max", "relevant items among the top k, divided by k"),
+    _m("recommendation", "recall_at_k", "max", "share of a user's relevant items found in the top k"),
+    _m("recommendation", "ndcg_at_k", "max", "normalised discounted cumulative gain at k (binary)"),
+    _m("recommendation", "map_at_k", "max", "mean average precision at k"),
+    _m("recommendation", "map", "max", "mean average precision over the whole ranking"),
+)
+
+#: ``task`` → ``metric name`` → :class:`MetricSpec`.
+METRICS: dict[str, dict[str, MetricSpec]] = {}
+for _spec in _SPECS:
+    METRICS.setdefault(_spec.task, {})[_spec.name] = _spec
+
+#: Metrics computed when the caller does not name any (the config's defaults).
+DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "precision", "recall", "f1", "auc_roc", "auc_pr", "log_loss"),
+    "regression": ("rmse", "mae", "r2", "mape"),
+    "clustering": ("silhouette", "davies_bouldin"),
+    "recommendation": ("rmse", "mae", "precision_at_k", "ndcg_at_k"),
+}
+
+#: Other spellings accepted for metric names, mapped to the canonical config name.
+METRIC_ALIASES: dict[str, str] = {
+    "auc": "auc_roc",
+    "roc_auc": "auc_roc",
+    "areaunderroc": "auc_roc",
+    "pr_auc": "auc_pr",
+    "areaunderpr": "auc_pr",
+    "logloss": "log_loss",
+    "f1_score": "f1",
+    "r2_score": "r2",
+    "precision@k": "precision_at_k",
+    "recall@k": "recall_at_k",
+    "ndcg@k": "ndcg_at_k",
+    "ndcg": "ndcg_at_k",
+    "map@k": "map_at_k",
+}
+
+_RANKING = {
+    "precision_at_k": "precisionAtK",
+    "recall_at_k": "recallAtK",
+    "ndcg_at_k": "ndcgAtK",
+    "map_at_k": "meanAveragePrecisionAtK",
+    "map": "meanAveragePrecision",
+}
+
+
+# ------------------------------------------------------------------------------------------- lookups
+def _unknown(kind: str, name: str, valid: Iterable[str]) -> UnknownNameError:
+    import difflib
+
+    valid = sorted(set(valid))
+    err = UnknownNameError(kind, name, valid)
+    close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.6)
+    if close:
+        err.args = (f"{err.args[0]} (did you mean {close[0]!r}?)",)
+    return err
+
+
+def canonical_metric(name: str) -> str:
+    """Canonical spelling of a metric name (lower case, aliases such as ``auc`` → ``auc_roc``)."""
+    key = str(name).strip().lower()
+    return METRIC_ALIASES.get(key, key)
+
+
+def metric_names(task: str) -> list[str]:
+    """Sorted metric names of a task."""
+    if task not in METRICS:
+        raise _unknown("task", task, METRICS)
+    return sorted(METRICS[task])
+
+
+def get_metric(task: str, name: str) -> MetricSpec:
+    """The :class:`MetricSpec` of ``name`` for ``task``.
+
+    Raises
+    ------
+    UnknownNameError
+        Unknown task, or unknown metric (the message lists the task's metrics).
+    """
+    if task not in METRICS:
+        raise _unknown("task", task, METRICS)
+    key = canonical_metric(name)
+    if key not in METRICS[task]:
+        raise _unknown(f"{task} metric", name, METRICS[task])
+    return METRICS[task][key]
+
+
+def metric_direction(name: str, task: str | None = None) -> Direction:
+    """``"max"`` if a larger value of the metric is better, else ``"min"``.
+
+    Raises
+    ------
+    UnknownNameError
+        The metric is unknown (for ``task`` when given, for every task otherwise).
+    """
+    if task is not None:
+        return get_metric(task, name).direction
+    key = canonical_metric(name)
+    for by_name in METRICS.values():
+        if key in by_name:
+            return by_name[key].direction
+    raise _unknown("metric", name, {n for by_name in METRICS.values() for n in by_name})
+
+
+def default_primary_metric(task: str, num_classes: int | None = None) -> str:
+    """The metric that ranks models when the config names none.
+
+    ``auc_roc`` for binary classification, ``f1`` (weighted) for multiclass or an unknown class count,
+    ``rmse`` for regression and recommendation, ``silhouette`` for clustering.
+    """
+    if task == "classification":
+        return "auc_roc" if num_classes == 2 else "f1"
+    if task in ("regression", "recommendation"):
+        return "rmse"
+    if task == "clustering":
+        return "silhouette"
+    raise _unknown("task", task, METRICS)
+
+
+def resolve_metrics(task: str, metrics: Sequence[str] | None) -> list[str]:
+    """Validate and de-duplicate metric names (``None`` → the task's defaults)."""
+    if metrics is None:
+        metrics = DEFAULT_METRICS.get(task, ())
+    out: list[str] = []
+    for name in metrics:
+        spec = get_metric(task, name)
+        if spec.name not in out:
+            out.append(spec.name)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+def evaluate(
+    predictions_df: DataFrame,
+    task: str,
+    metrics: Sequence[str] | None = None,
+    label_col: str = "label",
+    prediction_col: str = "prediction",
+    probability_col: str = "probability",
+    raw_col: str = "rawPrediction",
+    features_col: str = "features",
+    k: int = 10,
+    model: Any = None,
+    *,
+    user_col: str = "user",
+    item_col: str = "item",
+    relevance_threshold: float = 4.0,
+    num_classes: int | None = None,
+) -> dict[str, float]:
+    """Compute metrics of a predictions DataFrame (the output of ``model.transform``).
+
+    Parameters
+    ----------
+    predictions_df
+        Scored rows: label and prediction columns, plus probability / rawPrediction (classification)
+        or features (clustering) when the chosen metrics need them.
+    task
+        ``classification``, ``regression``, ``clustering`` or ``recommendation``.
+    metrics
+        Config metric names; ``None`` means :data:`DEFAULT_METRICS` of the task.
+    label_col
+        Label column; for recommendation, the rating column.
+    prediction_col, probability_col, raw_col, features_col
+        Column names.
+    k
+        Cut-off of the ranking metrics.
+    model
+        The fitted ``ALSModel`` for recommendation ranking metrics (see the module docstring);
+        ignored for other tasks.
+    user_col, item_col
+        Recommendation id columns.
+    relevance_threshold
+        A test item is relevant when its rating is at least this.
+    num_classes
+        Number of classes, when known; otherwise inferred from labels and predictions.
+
+    Returns
+    -------
+    dict[str, float]
+        One value per requested metric (NaN when it cannot be computed), plus
+        ``mape_zero_labels_skipped`` when ``mape`` was requested.
+
+    Raises
+    ------
+    UnknownNameError
+        An unknown task or metric name.
+    SparkpipeError
+        A required column is missing.
+    """
+    names = resolve_metrics(task, metrics)
+    if not names:
+        return {}
+    if task == "classification":
+        return _classification(
+            predictions_df, names, label_col, prediction_col, probability_col, raw_col, num_classes
+        )
+    if task == "regression":
+        return _regression(predictions_df, names, label_col, prediction_col)
+    if task == "clustering":
+        return _clustering(predictions_df, names, prediction_col, features_col)
+    return _recommendation(
+        predictions_df, names, label_col, prediction_col, k, model, user_col, item_col, relevance_threshold
+    )
+
+
+def _require(df: DataFrame, *cols: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise SparkpipeError(
+            f"cannot evaluate: column(s) {', '.join(missing)} missing from the predictions "
+            f"(columns: {', '.join(df.columns)}); pass the right *_col arguments"
+        )
+
+
+def _nan(name: str, why: str) -> float:
+    log.warning("metric %s cannot be computed: %s; reporting NaN", name, why)
+    return math.nan
+
+
+def _div(a: float, b: float) -> float:
+    return a / b if b else 0.0
+
+
+# ------------------------------------------------------------------------------------ classification
+def _classification(
+    df: DataFrame,
+    names: list[str],
+    label_col: str,
+    prediction_col: str,
+    probability_col: str,
+    raw_col: str,
+    num_classes: int | None,
+) -> dict[str, float]:
+    from pyspark.sql import functions as F
+
+    _require(df, label_col, prediction_col)
+    rows = (
+        df.where(F.col(label_col).isNotNull() & F.col(prediction_col).isNotNull())
+        .groupBy(F.col(label_col).cast("double").alias("y"), F.col(prediction_col).cast("double").alias("p"))
+        .count()
+        .collect()
+    )
+    confusion = {(float(r["y"]), float(r["p"])): int(r["count"]) for r in rows}
+    out: dict[str, float] = {}
+    total = sum(confusion.values())
+    if total == 0:
+        return {n: _nan(n, "no labelled predictions") for n in names}
+    classes = sorted({c for pair in confusion for c in pair})
+    if num_classes is None:
+        num_classes = max(2, int(max(classes)) + 1)
+    binary = num_classes == 2
+    support = {c: sum(n for (y, _), n in confusion.items() if y == c) for c in classes}
+    predicted = {c: sum(n for (_, p), n in confusion.items() if p == c) for c in classes}
+    per_class: dict[float, tuple[float, float, float]] = {}
+    for c in classes:
+        tp = confusion.get((c, c), 0)
+        prec, rec = _div(tp, predicted[c]), _div(tp, support[c])
+        per_class[c] = (prec, rec, _div(2 * prec * rec, prec + rec))
+    weighted = [sum(support[c] * per_class[c][i] for c in classes) / total for i in range(3)]
+    macro = [sum(per_class[c][i] for c in classes) / len(classes) for i in range(3)]
+    positive = per_class.get(1.0, (0.0, 0.0, 0.0))
+    headline = positive if binary else tuple(weighted)
+    table = {
+        "accuracy": sum(n for (y, p), n in confusion.items() if y == p) / total,
+        "precision": headline[0],
+        "recall": headline[1],
+        "f1": headline[2],
+        "precision_macro": macro[0],
+        "recall_macro": macro[1],
+        "f1_macro": macro[2],
+        "precision_weighted": weighted[0],
+        "recall_weighted": weighted[1],
+        "f1_weighted": weighted[2],
+    }
+    for name in names:
+        if name in table:
+            out[name] = float(table[name])
+    if "log_loss" in names:
+        if probability_col in df.columns:
+            from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+
+            ev = MulticlassClassificationEvaluator(
+                metricName="logLoss",
+                labelCol=label_col,
+                predictionCol=prediction_col,
+                probabilityCol=probability_col,
+            )
+            out["log_loss"] = float(ev.evaluate(df.where(F.col(label_col).isNotNull())))
+        else:
+            out["log_loss"] = _nan("log_loss", f"no probability column {probability_col!r}")
+    auc_names = [n for n in ("auc_roc", "auc_pr") if n in names]
+    if auc_names:
+        score_col = next((c for c in (probability_col, raw_col) if c in df.columns), None)
+        if score_col is None:
+            for n in auc_names:
+                out[n] = _nan(n, f"neither {probability_col!r} nor {raw_col!r} is in the predictions")
+        elif binary:
+            out.update(_binary_auc(df, auc_names, label_col, score_col))
+        else:
+            out.update(_ovr_auc(df, auc_names, label_col, score_col, classes, support, total))
+    return {n: out[n] for n in names}
+
+
+def _binary_auc(df: DataFrame, names: list[str], label_col: str, score_col: str) -> dict[str, float]:
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+    from pyspark.sql import functions as F
+
+    data = df.where(F.col(label_col).isNotNull())
+    ev = BinaryClassificationEvaluator(rawPredictionCol=score_col, labelCol=label_col)
+    metric = {"auc_roc": "areaUnderROC", "auc_pr": "areaUnderPR"}
+    return {n: float(ev.setMetricName(metric[n]).evaluate(data)) for n in names}
+
+
+def _ovr_auc(
+    df: DataFrame,
+    names: list[str],
+    label_col: str,
+    score_col: str,
+    classes: list[float],
+    support: dict[float, int],
+    total: int,
+) -> dict[str, float]:
+    """One-vs-rest macro AUCs: one BinaryClassificationEvaluator pass per class over a cached frame."""
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    usable = [c for c in classes if 0 < support.get(c, 0) < total]
+    skipped = [c for c in classes if c not in usable]
+    if skipped:
+        log.warning("one-vs-rest AUC: classes %s have no positive (or no negative) rows; skipped", skipped)
+    if not usable:
+        return {n: _nan(n, "no class has both positive and negative rows") for n in names}
+    base = (
+        df.where(F.col(label_col).isNotNull())
+        .select(F.col(label_col).cast("double").alias("y"), vector_to_array(F.col(score_col)).alias("s"))
+        .cache()
+    )
+    metric = {"auc_roc": "areaUnderROC", "auc_pr": "areaUnderPR"}
+    sums = dict.fromkeys(names, 0.0)
+    try:
+        for c in usable:
+            one = base.select(
+                (F.col("y") == F.lit(c)).cast("double").alias("label"),
+                F.element_at("s", int(c) + 1).alias("score"),
+            )
+            ev = BinaryClassificationEvaluator(rawPredictionCol="score", labelCol="label")
+            for n in names:
+                sums[n] += float(ev.setMetricName(metric[n]).evaluate(one))
+    finally:
+        base.unpersist()
+    return {n: sums[n] / len(usable) for n in names}
+
+
+# ---------------------------------------------------------------------------------------- regression
+def _error_aggregates(df: DataFrame, label_col: str, prediction_col: str) -> dict[str, float]:
+    """One ``agg`` over the rows: count, mse, mae, variances, MAPE sums (no rows collected)."""
+    from pyspark.sql import functions as F
+
+    y = F.col(label_col).cast("double")
+    p = F.col(prediction_col).cast("double")
+    valid = y.isNotNull() & p.isNotNull() & ~F.isnan(y) & ~F.isnan(p)
+    err = p - y
+    row = (
+        df.where(valid)
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.avg(err * err).alias("mse"),
+            F.avg(F.abs(err)).alias("mae"),
+            F.var_pop(y).alias("var_y"),
+            F.var_pop(err).alias("var_err"),
+            F.sum(F.when(y != 0, F.abs(err) / F.abs(y))).alias("ape_sum"),
+            F.count(F.when(y != 0, F.lit(1))).alias("n_nonzero"),
+        )
+        .first()
+    )
+    return {k: (float(v) if v is not None else math.nan) for k, v in row.asDict().items()}
+
+
+def _regression(df: DataFrame, names: list[str], label_col: str, prediction_col: str) -> dict[str, float]:
+    _require(df, label_col, prediction_col)
+    a = _error_aggregates(df, label_col, prediction_col)
+    n = int(a["n"])
+    if n == 0:
+        return {m: _nan(m, "no rows with both a label and a prediction") for m in names}
+    out: dict[str, float] = {}
+    for name in names:
+        if name == "rmse":
+            out[name] = math.sqrt(a["mse"])
+        elif name in ("mse", "mae"):
+            out[name] = a[name]
+        elif name in ("r2", "explained_variance"):
+            if not a["var_y"]:
+                out[name] = _nan(name, "the label is constant")
+            else:
+                resid = a["mse"] if name == "r2" else a["var_err"]
+                out[name] = 1.0 - resid / a["var_y"]
+        elif name == "mape":
+            nonzero = int(a["n_nonzero"])
+            skipped = n - nonzero
+            if skipped:
+                log.warning("mape: skipped %d of %d rows whose label is 0", skipped, n)
+            out[name] = a["ape_sum"] / nonzero if nonzero else _nan(name, "every label is 0")
+            out["mape_zero_labels_skipped"] = float(skipped)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- clustering
+def cluster_statistics(df: DataFrame, prediction_col: str, features_col: str) -> dict[str, Any]:
+    """Per-cluster sizes, centroids (feature means), mean and summed squared distance to the centroid.
+
+    Two aggregate passes; only ``k`` centroid vectors reach the driver.
+
+    Returns
+    -------
+    dict
+        ``clusters`` (ids), ``counts``, ``centroids`` (lists of floats), ``mean_dist`` and ``sum_sq``
+        (per cluster, Euclidean).
+    """
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.ml.stat import Summarizer
+    from pyspark.sql import functions as F
+
+    data = df.where(F.col(prediction_col).isNotNull()).select(
+        F.col(prediction_col).cast("int").alias("cluster"), F.col(features_col).alias("features")
+    )
+    stats = (
+        data.groupBy("cluster")
+        .agg(F.count(F.lit(1)).alias("n"), Summarizer.mean(F.col("features")).alias("centroid"))
+        .collect()
+    )
+    stats = sorted(stats, key=lambda r: r["cluster"])
+    clusters = [int(r["cluster"]) for r in stats]
+    counts = [int(r["n"]) for r in stats]
+    centroids = [[float(v) for v in r["centroid"].toArray()] for r in stats]
+    if not clusters:
+        return {"clusters": [], "counts": [], "centroids": [], "mean_dist": [], "sum_sq": []}
+    spark = df.sparkSession
+    cents = spark.createDataFrame(list(zip(clusters, centroids, strict=True)), "cluster int, c array<double>")
+    sq = F.aggregate(
+        F.zip_with(vector_to_array(F.col("features")), F.col("c"), lambda a, b: (a - b) * (a - b)),
+        F.lit(0.0),
+        lambda acc, v: acc + v,
+    )
+    dist_rows = (
+        data.join(F.broadcast(cents), "cluster")
+        .withColumn("d2", sq)
+        .groupBy("cluster")
+        .agg(F.avg(F.sqrt("d2")).alias("mean_dist"), F.sum("d2").alias("sum_sq"))
+        .collect()
+    )
+    by_cluster = {int(r["cluster"]): r for r in dist_rows}
+    return {
+        "clusters": clusters,
+        "counts": counts,
+        "centroids": centroids,
+        "mean_dist": [float(by_cluster[c]["mean_dist"]) for c in clusters],
+        "sum_sq": [float(by_cluster[c]["sum_sq"]) for c in clusters],
+    }
+
+
+def _euclid(a: Sequence[float], b: Sequence[float]) -> float:
+    return math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b, strict=True)))
+
+
+def davies_bouldin_from_stats(stats: dict[str, Any]) -> float:
+    """Davies-Bouldin index from :func:`cluster_statistics` (scikit-learn's definition).
+
+    Mean over clusters of ``max_j (s_i + s_j) / d(c_i, c_j)``, where ``s`` is the mean Euclidean
+    distance of a cluster's points to its centroid. Coinciding centroids are skipped and an all-zero
+    spread gives 0, as in scikit-learn.
+    """
+    cents, spread = stats["centroids"], stats["mean_dist"]
+    k = len(cents)
+    if all(s == 0 for s in spread):
+        return 0.0
+    total = 0.0
+    for i in range(k):
+        worst = 0.0
+        for j in range(k):
+            d = _euclid(cents[i], cents[j]) if i != j else 0.0
+            if d > 0:
+                worst = max(worst, (spread[i] + spread[j]) / d)
+        total += worst
+    return total / k
+
+
+def calinski_harabasz_from_stats(stats: dict[str, Any]) -> float:
+    """Calinski-Harabasz score from :func:`cluster_statistics` (scikit-learn's definition)."""
+    counts, cents = stats["counts"], stats["centroids"]
+    n, k = sum(counts), len(counts)
+    overall = [sum(c[d] * m for c, m in zip(cents, counts, strict=True)) / n for d in range(len(cents[0]))]
+    between = sum(m * _euclid(c, overall) ** 2 for c, m in zip(cents, counts, strict=True))
+    within = sum(stats["sum_sq"])
+    if within == 0:
+        return 1.0
+    return (between / (k - 1)) / (within / (n - k)) if n > k else math.nan
+
+
+def _clustering(df: DataFrame, names: list[str], prediction_col: str, features_col: str) -> dict[str, float]:
+    from pyspark.sql import functions as F
+
+    _require(df, prediction_col, features_col)
+    out: dict[str, float] = {}
+    stats = None
+    if {"davies_bouldin", "calinski_harabasz"} & set(names):
+        stats = cluster_statistics(df, prediction_col, features_col)
+        k = len(stats["clusters"])
+    else:
+        k = df.select(F.countDistinct(prediction_col)).first()[0] if set(names) else 0
+    for name in names:
+        if k < 2:
+            out[name] = _nan(name, f"needs at least 2 clusters, found {k}")
+        elif name in ("silhouette", "silhouette_cosine"):
+            from pyspark.ml.evaluation import ClusteringEvaluator
+
+            ev = ClusteringEvaluator(
+                featuresCol=features_col,
+                predictionCol=prediction_col,
+                metricName="silhouette",
+                distanceMeasure="cosine" if name == "silhouette_cosine" else "squaredEuclidean",
+            )
+            out[name] = float(ev.evaluate(df.where(F.col(prediction_col).isNotNull())))
+        elif name == "davies_bouldin":
+            out[name] = davies_bouldin_from_stats(stats)
+        elif name == "calinski_harabasz":
+            out[name] = calinski_harabasz_from_stats(stats)
+    return out
+
+
+# ------------------------------------------------------------------------------------ recommendation
+def ranking_frame(
+    df: DataFrame,
+    label_col: str,
+    prediction_col: str,
+    k: int,
+    model: Any,
+    user_col: str,
+    item_col: str,
+    relevance_threshold: float,
+) -> DataFrame:
+    """Per user: ``ranked`` (predicted item order) and ``relevant`` (test items rated ≥ threshold).
+
+    Users without any relevant test item are dropped. Items are cast to double, as Spark's
+    ``RankingEvaluator`` expects.
+    """
+    from pyspark.sql import functions as F
+
+    item = F.col(item_col).cast("double")
+    pred = F.col(prediction_col).cast("double")
+    usable_pred = pred.isNotNull() & ~F.isnan(pred)
+    grouped = df.groupBy(user_col).agg(
+        F.array_sort(F.collect_set(F.when(F.col(label_col) >= relevance_threshold, item))).alias("relevant"),
+        F.sort_array(
+            F.collect_list(F.when(usable_pred, F.struct((-pred).alias("neg_score"), item.alias("item"))))
+        ).alias("_pairs"),
+    )
+    grouped = grouped.where(F.size("relevant") > 0)
+    if model is None:
+        return grouped.select(
+            user_col, "relevant", F.transform("_pairs", lambda s: s["item"]).alias("ranked")
+        )
+    model_user = model.getUserCol()
+    model_item = model.getItemCol()
+    users = grouped.select(F.col(user_col).alias(model_user)).distinct()
+    recs = model.recommendForUserSubset(users, k).select(
+        F.col(model_user).alias(user_col),
+        F.transform("recommendations", lambda s: s[model_item].cast("double")).alias("ranked"),
+    )
+    return (
+        grouped.select(user_col, "relevant")
+        .join(recs, user_col, "left")
+        .select(user_col, "relevant", F.coalesce("ranked", F.array().cast("array<double>")).alias("ranked"))
+    )
+
+
+def _recommendation(
+    df: DataFrame,
+    names: list[str],
+    label_col: str,
+    prediction_col: str,
+    k: int,
+    model: Any,
+    user_col: str,
+    item_col: str,
+    relevance_threshold: float,
+) -> dict[str, float]:
+    _require(df, label_col, prediction_col)
+    out: dict[str, float] = {}
+    if {"rmse", "mse", "mae"} & set(names):
+        a = _error_aggregates(df, label_col, prediction_col)
+        for name in ("rmse", "mse", "mae"):
+            if name in names:
+                if not a["n"]:
+                    out[name] = _nan(name, "no rows with a rating prediction")
+                else:
+                    out[name] = math.sqrt(a["mse"]) if name == "rmse" else a[name]
+    ranking = [n for n in names if n in _RANKING]
+    if ranking:
+        from pyspark.ml.evaluation import RankingEvaluator
+
+        _require(df, user_col, item_col)
+        frame = ranking_frame(
+            df, label_col, prediction_col, k, model, user_col, item_col, relevance_threshold
+        ).cache()
+        try:
+            if frame.limit(1).count() == 0:
+                for n in ranking:
+                    out[n] = _nan(n, f"no user has a test item rated >= {relevance_threshold}")
+            else:
+                for n in ranking:
+                    ev = RankingEvaluator(
+                        predictionCol="ranked", labelCol="relevant", metricName=_RANKING[n], k=k
+                    )
+                    out[n] = float(ev.evaluate(frame))
+        finally:
+            frame.unpersist()
+    return {n: out[n] for n in names}
