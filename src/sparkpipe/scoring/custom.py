@@ -1,0 +1,336 @@
+"""NumPy twins of sparkpipe's own feature stages (:mod:`sparkpipe.features.stages`).
+
+Each twin is registered under the class path PySpark writes into the saved stage's metadata
+(``sparkpipe.features.stages.<Class>``) and reproduces the Spark SQL expressions of its stage on a
+frame (see :mod:`sparkpipe.scoring.base` for the frame representation). This module imports neither
+PySpark nor :mod:`sparkpipe.features`, so the serving process stays JVM- and PySpark-free; the few
+shared constants are repeated here and a test checks they agree.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from sparkpipe.errors import ScoringError
+from sparkpipe.scoring.base import Frame, StageFiles, Twin, n_rows, register
+
+STAGES_MODULE = "sparkpipe.features.stages"
+
+CYCLIC_PERIODS: dict[str, float] = {"hour": 24.0, "day_of_week": 7.0, "month": 12.0}
+"""Same as :data:`sparkpipe.features.stages.CYCLIC_PERIODS`."""
+
+DEFAULT_TIME_PARTS: tuple[str, ...] = ("hour", "day_of_week", "month", "is_weekend")
+
+_US_PER_DAY = 86_400_000_000
+_US_PER_HOUR = 3_600_000_000
+_US_PER_MINUTE = 60_000_000
+_NAT = np.iinfo(np.int64).min
+
+
+def _column(frame: Frame, name: str, stage: str) -> Any:
+    try:
+        return frame[name]
+    except KeyError:
+        raise ScoringError(
+            f"{stage}: input column {name!r} is missing; columns present: {', '.join(frame)}"
+        ) from None
+
+
+# ------------------------------------------------------------------------------ timestamp parsing
+_TS_RE = re.compile(
+    r"^(?P<y>\d{4})(?:-(?P<mo>\d{1,2})(?:-(?P<d>\d{1,2})"
+    r"(?:[ T](?P<h>\d{1,2})(?::(?P<mi>\d{1,2})(?::(?P<s>\d{1,2})(?:\.(?P<f>\d{0,9}))?)?)?)?)?)?"
+    r"\s*(?P<z>Z|UTC|GMT|[+-]\d{1,2}(?::?\d{2})?)?$"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_spark_timestamp(text: str | None) -> int | None:
+    """Microseconds since the epoch (UTC) of a string as Spark's ``try_cast(... as timestamp)`` reads it.
+
+    Covers the forms Spark accepts that matter in practice: ``yyyy``, ``yyyy-M``, ``yyyy-M-d``, then an
+    optional ``' '`` or ``'T'`` and ``H[:m[:s[.fraction]]]`` (fraction truncated to microseconds) and an
+    optional zone ``Z``/``UTC``/``GMT``/``+hh[:mm]``/``+hhmm``; surrounding whitespace is ignored; a
+    string without zone is in UTC (the session time zone). Anything else, or an impossible date, gives
+    ``None`` (null), as ``try_cast`` does. Region zone ids (``Europe/Paris``) are not supported.
+    """
+    if text is None:
+        return None
+    m = _TS_RE.match(text.strip())
+    if m is None:
+        return None
+    g = m.groupdict()
+    try:
+        t = datetime(
+            int(g["y"]),
+            int(g["mo"] or 1),
+            int(g["d"] or 1),
+            int(g["h"] or 0),
+            int(g["mi"] or 0),
+            int(g["s"] or 0),
+            tzinfo=UTC,
+        )
+    except ValueError:
+        return None
+    frac = (g["f"] or "")[:6].ljust(6, "0")
+    us = (t - _EPOCH) // timedelta(microseconds=1) + int(frac)
+    zone = g["z"]
+    if zone and zone[0] in "+-":
+        digits = zone[1:].replace(":", "")
+        hh, mm = (int(digits[:-2]), int(digits[-2:])) if len(digits) > 2 else (int(digits), 0)
+        if hh > 18 or mm > 59:
+            return None
+        offset = (hh * 60 + mm) * _US_PER_MINUTE
+        us -= offset if zone[0] == "+" else -offset
+    return us
+
+
+def to_epoch_micros(values: Any) -> np.ndarray:
+    """A timestamp/date/string column as int64 microseconds since the epoch; null -> ``INT64_MIN``."""
+    arr = np.asarray(values)
+    if np.issubdtype(arr.dtype, np.datetime64):
+        return arr.astype("datetime64[us]").view(np.int64)
+    if arr.dtype == object:
+        out = np.full(arr.shape[0], _NAT, dtype=np.int64)
+        for i, v in enumerate(arr):
+            if v is None:
+                continue
+            if isinstance(v, str):
+                us = parse_spark_timestamp(v)
+                if us is not None:
+                    out[i] = us
+            else:
+                out[i] = np.datetime64(v, "us").astype(np.int64)
+        return out
+    if arr.dtype.kind == "U":
+        return to_epoch_micros(arr.astype(object))
+    raise ScoringError(f"TimeFeatures: expected timestamps, dates or strings, got an array of {arr.dtype}")
+
+
+def calendar_parts(micros: np.ndarray) -> dict[str, np.ndarray]:
+    """Spark's calendar functions on epoch microseconds (UTC), as float64 with NaN for null.
+
+    ``hour``, ``minute``, ``day_of_week`` (0 = Monday, Spark's ``weekday``), ``day_of_month``,
+    ``month``, ``year`` and ``is_weekend``; proleptic Gregorian calendar like Spark 3+.
+    """
+    null = micros == _NAT
+    us = np.where(null, 0, micros)
+    days = np.floor_divide(us, _US_PER_DAY)
+    in_day = us - days * _US_PER_DAY
+    d = days.astype("datetime64[D]")
+    months = d.astype("datetime64[M]")
+    years = d.astype("datetime64[Y]")
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday
+    parts = {
+        "hour": in_day // _US_PER_HOUR,
+        "minute": (in_day // _US_PER_MINUTE) % 60,
+        "day_of_week": weekday,
+        "day_of_month": (d - months).astype(np.int64) + 1,
+        "month": months.astype(np.int64) % 12 + 1,
+        "year": years.astype(np.int64) + 1970,
+        "is_weekend": (weekday >= 5).astype(np.int64),
+    }
+    return {k: np.where(null, np.nan, v.astype(np.float64)) for k, v in parts.items()}
+
+
+@register(f"{STAGES_MODULE}.TimeFeatures")
+class TimeFeaturesTwin(Twin):
+    """Twin of :class:`sparkpipe.features.stages.TimeFeatures`."""
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        self.parts = list(stage.param("parts", list(DEFAULT_TIME_PARTS)))
+        self.cyclic = bool(stage.param("cyclic", False))
+        unknown = [
+            p
+            for p in self.parts
+            if p not in ("hour", "day_of_week", "month", "is_weekend", "day_of_month", "year", "minute")
+        ]
+        if unknown:
+            raise ScoringError(f"TimeFeatures {self.uid}: unknown part(s) {unknown}")
+
+    @property
+    def output_cols(self) -> list[str]:
+        out: list[str] = []
+        for c in self.input_cols:
+            out += [f"{c}_{p}" for p in self.parts]
+            if self.cyclic:
+                for p in self.parts:
+                    if p in CYCLIC_PERIODS:
+                        out += [f"{c}_{p}_sin", f"{c}_{p}_cos"]
+        return out
+
+    def transform(self, frame: Frame) -> None:
+        for c in self.input_cols:
+            values = calendar_parts(to_epoch_micros(_column(frame, c, "TimeFeatures")))
+            for p in self.parts:
+                frame[f"{c}_{p}"] = values[p]
+            if self.cyclic:
+                for p in self.parts:
+                    if p in CYCLIC_PERIODS:
+                        offset = 1.0 if p == "month" else 0.0
+                        angle = (values[p] - offset) * (2.0 * math.pi / CYCLIC_PERIODS[p])
+                        frame[f"{c}_{p}_sin"] = np.sin(angle)
+                        frame[f"{c}_{p}_cos"] = np.cos(angle)
+
+
+# ------------------------------------------------------------------------------------ CastToDouble
+_NUM_SUFFIX_RE = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)[dDfF]$")
+
+
+def parse_spark_double(text: str | None) -> float:
+    """A string as Spark's ``try_cast(... as double)`` reads it (whitespace trimmed, ``NaN``,
+    ``Infinity``/``inf``, a trailing ``d``/``f``); anything else is NaN (null)."""
+    if text is None:
+        return math.nan
+    s = text.strip()
+    if not s or "_" in s:
+        return math.nan
+    m = _NUM_SUFFIX_RE.match(s)
+    if m:
+        s = m.group(1)
+    try:
+        return float(s)
+    except ValueError:
+        return math.nan
+
+
+def to_float64(values: Any) -> np.ndarray:
+    """A numeric, boolean or string column as float64 (null -> NaN), like Spark's cast to double."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "biuf":
+        return arr.astype(np.float64)
+    if arr.dtype == object or arr.dtype.kind == "U":
+        out = np.empty(arr.shape[0], dtype=np.float64)
+        for i, v in enumerate(arr):
+            if v is None:
+                out[i] = math.nan
+            elif isinstance(v, str):
+                out[i] = parse_spark_double(v)
+            elif isinstance(v, bool | int | float | np.number | np.bool_):
+                out[i] = float(v)
+            else:
+                raise ScoringError(f"cannot cast {type(v).__name__} value {v!r} to double")
+        return out
+    raise ScoringError(f"cannot cast an array of {arr.dtype} to double")
+
+
+@register(f"{STAGES_MODULE}.CastToDouble")
+class CastToDoubleTwin(Twin):
+    """Twin of :class:`sparkpipe.features.stages.CastToDouble`."""
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        self.skip_missing = bool(stage.param("skipMissing", False))
+        self.pairs = list(zip(self.input_cols, self.output_cols, strict=True))
+
+    def transform(self, frame: Frame) -> None:
+        for src, dst in self.pairs:
+            if self.skip_missing and src not in frame:
+                continue
+            frame[dst] = to_float64(_column(frame, src, "CastToDouble"))
+
+
+@register(f"{STAGES_MODULE}.ConstantImputer")
+class ConstantImputerTwin(Twin):
+    """Twin of :class:`sparkpipe.features.stages.ConstantImputer`."""
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        self.fill = float(stage.param("fillValue", 0.0))
+        self.pairs = list(zip(self.input_cols, self.output_cols, strict=True))
+
+    def transform(self, frame: Frame) -> None:
+        for src, dst in self.pairs:
+            x = to_float64(_column(frame, src, "ConstantImputer"))
+            frame[dst] = np.where(np.isnan(x), self.fill, x)
+
+
+def _is_missing(values: Any) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype.kind == "f":
+        return np.isnan(arr)
+    if np.issubdtype(arr.dtype, np.datetime64):
+        return np.isnat(arr)
+    if arr.dtype == object:
+        return np.fromiter(
+            (v is None or (isinstance(v, float) and math.isnan(v)) for v in arr),
+            dtype=bool,
+            count=arr.shape[0],
+        )
+    return np.zeros(arr.shape[0], dtype=bool)
+
+
+@register(f"{STAGES_MODULE}.MissingIndicator")
+class MissingIndicatorTwin(Twin):
+    """Twin of :class:`sparkpipe.features.stages.MissingIndicator`."""
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        self.pairs = list(zip(self.input_cols, self.output_cols, strict=True))
+
+    def transform(self, frame: Frame) -> None:
+        for src, dst in self.pairs:
+            frame[dst] = _is_missing(_column(frame, src, "MissingIndicator")).astype(np.float64)
+
+
+# ---------------------------------------------------------------------------- CategoricalImputer
+_INTEGRAL = {"tinyint", "smallint", "int", "bigint", "byte", "short", "integer", "long"}
+
+
+def spark_string(value: Any, spark_type: str) -> str | None:
+    """One value as Spark's ``cast(x as string)`` writes it, for string, integral and boolean types."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float | np.floating) and math.isnan(value):
+        return None
+    if spark_type == "boolean":
+        return "true" if bool(value) else "false"
+    if spark_type in _INTEGRAL:
+        return str(int(value))
+    return str(value)
+
+
+@register(f"{STAGES_MODULE}.CategoricalImputerModel")
+class CategoricalImputerModelTwin(Twin):
+    """Twin of :class:`sparkpipe.features.stages.CategoricalImputerModel`: cast to string, fill nulls."""
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        fills = list(stage.param("fillValues", []))
+        types = list(stage.param("inputTypes", ["string"] * len(fills)))
+        if not (len(fills) == len(types) == len(self.input_cols) == len(self.output_cols)):
+            raise ScoringError(
+                f"CategoricalImputerModel {self.uid}: inputCols/outputCols/fillValues lengths differ"
+            )
+        self.specs = list(zip(self.input_cols, self.output_cols, fills, types, strict=True))
+
+    def transform(self, frame: Frame) -> None:
+        rows = n_rows(frame)
+        for src, dst, fill, spark_type in self.specs:
+            values = np.asarray(_column(frame, src, "CategoricalImputerModel"))
+            out = np.empty(rows, dtype=object)
+            if values.dtype == object and spark_type == "string":
+                for i, v in enumerate(values):
+                    out[i] = fill if v is None else v
+            else:
+                for i, v in enumerate(values.tolist()):
+                    s = spark_string(v, spark_type)
+                    out[i] = fill if s is None else s
+            frame[dst] = out
+
+
+TWIN_CLASSES: tuple[type[Twin], ...] = (
+    TimeFeaturesTwin,
+    CastToDoubleTwin,
+    ConstantImputerTwin,
+    MissingIndicatorTwin,
+    CategoricalImputerModelTwin,
+)

@@ -1,0 +1,249 @@
+"""The FastAPI application: factory, lifespan, error handling and :func:`run`.
+
+``create_app(settings)`` wires one :class:`~sparkpipe.serving.service.ModelService`, one
+:class:`~sparkpipe.serving.jobs.JobManager` and one metrics registry into ``app.state``; routes get
+them through dependencies. The lifespan hook recovers jobs, loads the configured models (cached
+versions without importing MLflow), and starts the alias poller.
+
+Middlewares are pure ASGI (cheap on the hot path): body-size limit (outermost), metrics, and an error
+shield that turns any unexpected exception into a JSON 500 without a traceback (logged and counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sparkpipe.serving.jobs import JobManager
+from sparkpipe.serving.metrics import MetricsMiddleware, ServiceMetrics
+from sparkpipe.serving.routes import ROUTERS
+from sparkpipe.serving.schemas import ApiError, dumps, format_loc
+from sparkpipe.serving.security import BodyLimitMiddleware
+from sparkpipe.serving.service import ModelService
+from sparkpipe.serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+SETTINGS_ENV = "SPARKPIPE_SERVING_SETTINGS_JSON"
+
+
+class ErrorShieldMiddleware:
+    """Last line of defence: an unexpected exception becomes ``500 {"detail": ...}`` (no traceback)."""
+
+    def __init__(self, app: Any, metrics: ServiceMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("unexpected error answering %s %s", scope.get("method"), scope.get("path"))
+            self.metrics.error("internal_error")
+            if started:
+                return
+            body = dumps(ApiError(500, "internal server error; the incident was logged").body())
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+
+def _error_response(request: Request, exc: ApiError) -> Response:
+    request.app.state.metrics.error(exc.error_type)
+    return Response(
+        dumps(exc.body()), status_code=exc.status, media_type="application/json", headers=exc.headers
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error to JSON with the field named; never a stack trace."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return _error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            (
+                format_loc(
+                    tuple(e.get("loc", ()))[1:]
+                    if e.get("loc", ("",))[0] in ("path", "query", "header")
+                    else tuple(e.get("loc", ()))
+                )
+                or "body",
+                str(e.get("msg", "invalid"))[:300],
+            )
+            for e in exc.errors()[:20]
+        ]
+        msg = "invalid request: " + "; ".join(f"{f}: {m}" for f, m in errors[:5])
+        return _error_response(request, ApiError(422, msg, errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no route {request.method} {request.url.path}; see /docs"
+        return _error_response(
+            request, ApiError(exc.status_code, detail, headers=dict(exc.headers or {}) or None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:  # pragma: no cover - shield first
+        log.error("unexpected error: %s", exc, exc_info=exc)
+        return _error_response(request, ApiError(500, "internal server error; the incident was logged"))
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Recover jobs, load models, start the alias poller; on shutdown stop them."""
+    settings: ServingSettings = app.state.settings
+    service: ModelService = app.state.service
+    jobs: JobManager = app.state.jobs
+    await run_in_threadpool(jobs.recover)
+    from_cache = await run_in_threadpool(service.start)
+    tasks: list[asyncio.Task[Any]] = []
+    if from_cache:  # served from the cache: check the registry for moved aliases right away
+        tasks.append(asyncio.create_task(run_in_threadpool(service.refresh)))
+    if settings.reload_interval_seconds > 0:
+        tasks.append(asyncio.create_task(service.poll_aliases(settings.reload_interval_seconds)))
+    log.info("sparkpipe serving %s", service.status())
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        jobs.shutdown()
+        service.close()
+
+
+def create_app(
+    settings: ServingSettings | None = None,
+    *,
+    service: ModelService | None = None,
+    jobs: JobManager | None = None,
+) -> FastAPI:
+    """Build the prediction service.
+
+    Parameters
+    ----------
+    settings
+        Service settings; by default read from the environment (``SPARKPIPE_*``).
+    service, jobs
+        Pre-built collaborators (tests); by default created from ``settings``.
+
+    Returns
+    -------
+    FastAPI
+    """
+    settings = settings or ServingSettings()
+    metrics = ServiceMetrics()
+    service = service or ModelService(settings, metrics)
+    service.metrics = metrics
+
+    def _job_finished(state: dict[str, Any]) -> None:
+        name = (state.get("result") or {}).get("registered_name")
+        if (
+            state.get("status") == "succeeded"
+            and name
+            and any(s.split("@")[0].split("/")[0] == name for s in service.specs)
+        ):
+            service.refresh(names=[name])
+
+    jobs = jobs or JobManager(settings.jobs_dir, settings.max_concurrent_jobs)
+    jobs.on_finished = jobs.on_finished or _job_finished
+    jobs.on_metrics = jobs.on_metrics or (lambda kind, status: metrics.jobs.labels(kind, status).inc())
+    app = FastAPI(
+        title="sparkpipe prediction service",
+        version=_version(),
+        lifespan=lifespan,
+        description="JVM-free scoring of Spark ML PipelineModels registered in MLflow.",
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.service = service
+    app.state.jobs = jobs
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(ErrorShieldMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    return app
+
+
+def _version() -> str:
+    from sparkpipe import __version__
+
+    return __version__
+
+
+def app_from_env() -> FastAPI:
+    """Factory for multi-worker uvicorn: settings travel as JSON in an environment variable."""
+    raw = os.environ.get(SETTINGS_ENV)
+    settings = ServingSettings.model_validate(json.loads(raw)) if raw else ServingSettings()
+    return create_app(settings)
+
+
+def run(settings: ServingSettings | None = None) -> None:
+    """Serve with uvicorn (uvloop + httptools when installed); used by ``sparkpipe serve``."""
+    import uvicorn
+
+    settings = settings or ServingSettings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+    kwargs: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "access_log": False,
+        "log_level": settings.log_level.lower(),
+        "timeout_keep_alive": 30,
+    }
+    with contextlib.suppress(ImportError):
+        import uvloop  # noqa: F401
+
+        kwargs["loop"] = "uvloop"
+    with contextlib.suppress(ImportError):
+        import httptools  # noqa: F401
+
+        kwargs["http"] = "httptools"
+    if settings.workers > 1:
+        data = settings.model_dump(mode="json")
+        data["api_key"] = settings.api_key_value()
+        os.environ[SETTINGS_ENV] = json.dumps(data)
+        uvicorn.run("sparkpipe.serving.app:app_from_env", factory=True, workers=settings.workers, **kwargs)
+    else:
+        uvicorn.run(create_app(settings), **kwargs)

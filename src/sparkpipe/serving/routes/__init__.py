@@ -1,0 +1,9 @@
+"""HTTP routes, one router per resource. Routes parse, call a service, format; nothing more."""
+
+from __future__ import annotations
+
+from sparkpipe.serving.routes import health, jobs, metrics, models, predict
+
+ROUTERS = (health.router, predict.router, models.router, jobs.router, metrics.router)
+
+__all__ = ["ROUTERS"]

@@ -1,0 +1,339 @@
+"""Request and response shapes of the prediction service, and the one error type routes raise.
+
+The hot endpoints (``/predict``, ``/invocations``) parse their JSON bodies themselves
+(:func:`parse_json`) and validate rows against the model's input schema in
+:mod:`sparkpipe.serving.service`: a pydantic union over every body form costs more than the model
+itself. The pydantic models below still document those bodies in OpenAPI and validate the low-rate
+endpoints (``/train``, ``/predict/batch``, alias promotion).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+JSON_TYPES = ("application/json",)
+
+
+class ApiError(Exception):
+    """An error answered as JSON with a 4xx/5xx status, naming the offending field(s).
+
+    Parameters
+    ----------
+    status
+        HTTP status code.
+    message
+        One sentence: what is wrong and how to fix it.
+    errors
+        ``(field, message)`` pairs, e.g. ``("features[2]", "expected a number ...")``.
+    headers
+        Extra response headers (``WWW-Authenticate`` for 401).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        errors: list[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        error_type: str | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = errors or []
+        self.headers = headers
+        self.error_type = error_type or _DEFAULT_TYPES.get(status, "error")
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body: ``detail`` (message), ``error_code`` (MLflow style) and ``errors``."""
+        out: dict[str, Any] = {
+            "detail": self.message,
+            "error_code": self.error_type.upper(),
+            "message": self.message,
+        }
+        if self.errors:
+            out["errors"] = [{"field": f, "message": m} for f, m in self.errors]
+        return out
+
+
+_DEFAULT_TYPES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+def invalid(field: str, message: str) -> ApiError:
+    """A 422 naming one field."""
+    return ApiError(422, f"{field}: {message}", [(field, message)])
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON; send null for a missing value")
+
+
+def parse_json(body: bytes, content_type: str | None) -> Any:
+    """Parse a JSON request body strictly; raise :class:`ApiError` 415/400 on anything else.
+
+    ``NaN``/``Infinity`` literals are refused (they are not JSON), as are numbers that overflow to
+    infinity and absurdly deep nesting.
+    """
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    if ctype not in JSON_TYPES and not (ctype.startswith("application/") and ctype.endswith("+json")):
+        raise ApiError(
+            415,
+            f"Content-Type must be application/json, got {ctype or 'none'!r}",
+            [("Content-Type", "send the body as JSON with Content-Type: application/json")],
+        )
+    if not body or not body.strip():
+        raise ApiError(400, "the request body is empty; send a JSON object", [("body", "empty")])
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ApiError(400, "the JSON body is nested too deeply", [("body", "nested too deeply")]) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        msg = str(exc).splitlines()[0][:200]
+        raise ApiError(
+            400, f"the body is not valid JSON: {msg}", [("body", f"malformed JSON: {msg}")]
+        ) from None
+
+
+def validate_model(model: type[BaseModel], data: Any) -> Any:
+    """Validate ``data`` into ``model``; a failure becomes a 422 naming each field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(
+            422,
+            "invalid request body: " + "; ".join(f"{f}: {m}" for f, m in validation_errors(exc)[:5]),
+            validation_errors(exc),
+        ) from None
+
+
+def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """Turn a pydantic error into ``(field, message)`` pairs with dotted/indexed field names."""
+    out: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False)[:20]:
+        out.append((format_loc(err.get("loc", ())) or "body", str(err.get("msg", "invalid"))[:300]))
+    return out
+
+
+def format_loc(loc: tuple[Any, ...] | list[Any]) -> str:
+    """``("body", "instances", 0, "age")`` -> ``instances[0].age``."""
+    parts = ""
+    for item in loc:
+        if item == "body" and not parts:
+            continue
+        if isinstance(item, int):
+            parts += f"[{item}]"
+        else:
+            parts += ("." if parts else "") + str(item)
+    return parts
+
+
+def finite(value: Any) -> bool:
+    """True unless ``value`` is a float that is NaN or infinite."""
+    return not (isinstance(value, float) and not math.isfinite(value))
+
+
+# ====================================================================== prediction (documentation)
+Scalar = float | int | str | bool | None
+
+
+class PredictRequest(BaseModel):
+    """Body of ``POST /predict``: exactly one of ``features`` (one row) or ``instances`` (many)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"model_id": "rf_v1", "features": [1.2, 3.4, 5.6]},
+                {"model_id": "churn@champion", "features": {"age": 42, "plan": "basic"}},
+                {"model_id": "churn/3", "instances": [[42, "basic"], {"age": 31, "plan": "pro"}]},
+            ]
+        },
+    )
+
+    model_id: str | None = Field(default=None, description="name, name@alias or name/version")
+    features: list[Scalar] | dict[str, Scalar] | None = None
+    instances: list[list[Scalar] | dict[str, Scalar]] | None = None
+
+
+class PredictResponse(BaseModel):
+    """Answer of ``POST /predict``."""
+
+    model: str
+    version: str
+    predictions: list[dict[str, Any]]
+    latency_ms: float
+
+
+class InvocationsRequest(BaseModel):
+    """MLflow scoring protocol: exactly one of the four keys."""
+
+    model_config = ConfigDict(extra="allow")
+
+    dataframe_split: dict[str, Any] | None = Field(default=None, description="{columns, data}")
+    dataframe_records: list[dict[str, Any]] | None = None
+    instances: list[Any] | dict[str, Any] | None = None
+    inputs: list[Any] | dict[str, Any] | None = None
+
+
+class InvocationsResponse(BaseModel):
+    predictions: list[Any]
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: a message and the offending fields."""
+
+    detail: str
+    error_code: str
+    message: str
+    errors: list[dict[str, str]] | None = None
+
+
+# ============================================================================================ jobs
+class TrainRequest(BaseModel):
+    """Body of ``POST /train``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"algorithm": "random_forest", "data_path": "data/churn.csv"},
+                {
+                    "algorithm": "gbt",
+                    "data_path": "data/churn.parquet",
+                    "overrides": {"model.hyperparameters.maxDepth": 5},
+                },
+            ]
+        },
+    )
+
+    algorithm: str = Field(min_length=1, max_length=100)
+    data_path: str = Field(min_length=1, max_length=4096)
+    config_path: str | None = Field(default=None, max_length=4096)
+    model_name: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
+    overrides: dict[str, Any] | list[str] | None = None
+
+    @field_validator("overrides")
+    @classmethod
+    def _overrides(cls, v: dict[str, Any] | list[str] | None) -> dict[str, Any] | list[str] | None:
+        if v is not None and len(v) > 200:
+            raise ValueError("at most 200 overrides")
+        if isinstance(v, list):
+            for item in v:
+                if "=" not in item:
+                    raise ValueError(f"{item!r} is not KEY=VALUE, e.g. model.hyperparameters.maxDepth=5")
+        return v
+
+
+class BatchPredictRequest(BaseModel):
+    """Body of ``POST /predict/batch``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str | None = Field(default=None, max_length=300)
+    input_path: str = Field(min_length=1, max_length=4096)
+    output_path: str = Field(min_length=1, max_length=4096)
+    format: Literal["parquet", "csv", "json", "orc", "delta"] | None = None
+
+
+class AliasRequest(BaseModel):
+    """Body of ``POST /models/{name}/aliases/{alias}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str | int = Field(description="the version the alias should point at")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str | int) -> str:
+        s = str(v).strip()
+        if not s.isdigit() or isinstance(v, bool):
+            raise ValueError("must be a version number such as 3")
+        return s
+
+
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
+
+
+class JobInfo(BaseModel):
+    """The state of one training or batch-scoring job, as stored in ``<jobs_dir>/<id>.json``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    kind: str
+    status: JobStatus
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    pid: int | None = None
+    log_path: str | None = None
+
+
+class JobAccepted(BaseModel):
+    id: str
+    status: JobStatus
+    url: str
+
+
+# ======================================================================================== responses
+def _np_default(value: Any) -> Any:
+    """``json.dumps`` hook for NumPy scalars and arrays (only called for non-JSON types)."""
+    tolist = getattr(value, "tolist", None)
+    if tolist is not None:
+        return tolist()
+    item = getattr(value, "item", None)
+    if item is not None:
+        return item()
+    return str(value)
+
+
+def _sanitize(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _sanitize(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_sanitize(v) for v in value]
+    tolist = getattr(value, "tolist", None)
+    if tolist is not None:
+        return _sanitize(tolist())
+    return value
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON; NumPy values converted; NaN/Infinity (not JSON) become ``null``."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=_np_default).encode()
+    except ValueError:
+        return json.dumps(
+            _sanitize(obj), separators=(",", ":"), allow_nan=False, default=_np_default
+        ).encode()
+
+
+def json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a JSON body that the route parses itself."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }

@@ -1,0 +1,1014 @@
+"""The model service: loading, caching, resolving and hot-swapping models, and scoring requests.
+
+Routes stay thin; everything they need is a method here.
+
+Model table
+    Configured references (``name``, ``name@alias``, ``name/version``) are resolved against the MLflow
+    registry in :meth:`ModelService.refresh`, downloaded once into the model cache, compiled to a NumPy
+    plan (or, for a pipeline with a stage that has no twin, loaded into the warm Spark fallback) and
+    published in an in-memory lookup table. ``/predict`` resolves ``model_id`` with one dict lookup:
+    no registry call on the request path.
+
+Hot swap
+    :meth:`ModelService.refresh` (called by the alias poller, ``POST /models/{name}/reload`` and alias
+    promotion) loads any new version *first*, then replaces the table with one assignment. A request
+    holds the :class:`LoadedModel` it looked up until it has answered, so in-flight requests finish on
+    the old version and none is dropped.
+
+Fast restart
+    Every resolution is remembered in ``<model_cache>/bindings.json``. At start-up, references whose
+    version is already in the cache are loaded straight from disk without importing MLflow (which alone
+    takes ~2 s), so ``/ready`` turns green quickly; the first background refresh then re-resolves them
+    against the registry and hot-swaps any alias that moved while the server was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from sparkpipe.errors import ModelError, ScoringError, UnsupportedStageError
+from sparkpipe.serving.metrics import ServiceMetrics
+from sparkpipe.serving.schemas import ApiError, invalid
+from sparkpipe.serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+
+_REF_RE = re.compile(r"^(?:models:/)?(?P<name>[^@/\s]+)(?:@(?P<alias>[^/\s]+)|/(?P<version>\d+|latest))?$")
+_THREADPOOL_ROWS = 256
+"""Batches larger than this are scored in a worker thread so the event loop stays responsive."""
+
+# ============================================================================ input type checking
+NUM, INT, STR, BOOL, TIME, ANY = range(6)
+_KIND_NAMES = {
+    NUM: "a number",
+    INT: "an integer",
+    STR: "a string",
+    BOOL: "true or false",
+    TIME: "an ISO-8601 timestamp string or epoch seconds",
+    ANY: "a value",
+}
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+_FLOAT_MAX = 1.7976931348623157e308
+
+
+def type_kind(spark_type: str) -> int:
+    """Classify a Spark type name into one of the checked kinds."""
+    base = spark_type.lower().split("(")[0].strip()
+    if base in ("double", "float", "decimal", "real"):
+        return NUM
+    if base in ("integer", "int", "long", "bigint", "short", "smallint", "byte", "tinyint"):
+        return INT
+    if base in ("string", "varchar", "char"):
+        return STR
+    if base == "boolean":
+        return BOOL
+    if base in ("timestamp", "timestamp_ntz", "date", "datetime"):
+        return TIME
+    return ANY
+
+
+class _Bad(Exception):
+    """A single value does not fit its column (message only; the caller adds the field)."""
+
+
+def check_value(value: Any, kind: int, spark_type: str) -> Any:
+    """Validate and normalise one JSON value for a column of ``kind``; raise :class:`_Bad`."""
+    if value is None:
+        return None
+    t = type(value)
+    if kind == NUM:
+        if t is float:
+            if value != value or value in (math.inf, -math.inf):
+                raise _Bad(f"expected a finite number ({spark_type}), got {value!r}")
+            return value
+        if t is int:
+            if -_FLOAT_MAX <= value <= _FLOAT_MAX:
+                return float(value)
+            raise _Bad(f"expected a number ({spark_type}), got an integer too large for a double")
+    elif kind == INT:
+        if t is int:
+            if _INT_MIN <= value <= _INT_MAX:
+                return value
+            raise _Bad(f"expected an integer ({spark_type}), got one outside the 64-bit range")
+        if t is float and value.is_integer() and _INT_MIN <= value <= _INT_MAX:
+            return int(value)
+    elif kind == STR:
+        if t is str:
+            return value
+    elif kind == BOOL:
+        if t is bool:
+            return value
+    elif kind == TIME:
+        if t is str:
+            try:
+                import datetime as dt
+
+                dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                raise _Bad(f"expected {_KIND_NAMES[TIME]} ({spark_type}), got {_short(value)}") from None
+            return value
+        if t in (int, float) and math.isfinite(value) and abs(value) < 1e11:
+            return value
+    else:
+        if t in (dict, list):
+            raise _Bad(f"expected a scalar value ({spark_type}), got {_type_name(value)}")
+        return value
+    raise _Bad(f"expected {_KIND_NAMES[kind]} ({spark_type}), got {_type_name(value)} {_short(value)}")
+
+
+def _type_name(value: Any) -> str:
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+    }.get(type(value), type(value).__name__)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# ============================================================================== loaded models
+@dataclass(eq=False)
+class LoadedModel:
+    """One model version ready to score.
+
+    Attributes
+    ----------
+    name, version
+        Registered name and version.
+    path
+        The local model directory (``MLmodel`` + ``sparkml/``).
+    scorer
+        A compiled NumPy pipeline or a :class:`~sparkpipe.serving.fallback.SparkFallbackScorer`.
+    serving_path
+        ``numpy`` or ``spark-fallback``.
+    input_schema
+        Ordered ``(name, spark type)`` of the raw input columns.
+    """
+
+    name: str
+    version: str
+    path: Path
+    scorer: Any
+    serving_path: str
+    input_schema: list[tuple[str, str]]
+    aliases: list[str] = field(default_factory=list)
+    run_id: str | None = None
+    example_rows: list[dict[str, Any]] = field(default_factory=list)
+    loaded_at: float = field(default_factory=time.time)
+    load_seconds: float = 0.0
+    unsupported: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.names = tuple(n for n, _ in self.input_schema)
+        self.checks = tuple((n, type_kind(t), t) for n, t in self.input_schema)
+        self.label = (self.name, self.version)
+        self.is_fallback = self.serving_path == "spark-fallback"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    # ------------------------------------------------------------------ input conversion
+    def columns_from_list(self, values: list[Any], where: str, out: dict[str, list[Any]]) -> None:
+        """Append one positional row (validated) to the column lists ``out``."""
+        checks = self.checks
+        if len(values) != len(checks):
+            raise ApiError(
+                422,
+                f"{where}: expected {len(checks)} values in this order: "
+                f"{', '.join(self.names)}; got {len(values)}",
+                [(where, f"expected {len(checks)} values ({', '.join(self.names)}), got {len(values)}")],
+            )
+        for i, (name, kind, stype) in enumerate(checks):
+            try:
+                out[name].append(check_value(values[i], kind, stype))
+            except _Bad as exc:
+                raise invalid(f"{where}[{i}]", f"column {name!r}: {exc}") from None
+
+    def columns_from_dict(self, row: dict[str, Any], where: str, out: dict[str, list[Any]]) -> None:
+        """Append one named row (validated) to the column lists ``out``; extra keys are ignored."""
+        for name, kind, stype in self.checks:
+            try:
+                value = row[name]
+            except KeyError:
+                raise invalid(
+                    f"{where}.{name}", f"missing; this model needs {', '.join(self.names)}"
+                ) from None
+            try:
+                out[name].append(check_value(value, kind, stype))
+            except _Bad as exc:
+                raise invalid(f"{where}.{name}", str(exc)) from None
+
+    def empty_columns(self) -> dict[str, list[Any]]:
+        return {n: [] for n in self.names}
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+        """Score validated columns synchronously (NumPy path or a blocking fallback call)."""
+        return self.scorer.predict(columns)
+
+    def example_request(self) -> dict[str, Any]:
+        """A ``/predict`` body this model accepts as is."""
+        row = self.example_rows[0] if self.example_rows else synthesize_row(self.input_schema)
+        return {"model_id": self.name, "features": {n: row.get(n) for n in self.names}}
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "name": self.name,
+            "version": self.version,
+            "serving_path": self.serving_path,
+            "aliases": list(self.aliases),
+            "run_id": self.run_id,
+            "input_schema": [{"name": n, "type": t} for n, t in self.input_schema],
+            "input_example": self.example_request(),
+            "loaded_at": self.loaded_at,
+            "load_seconds": round(self.load_seconds, 3),
+        }
+        if self.unsupported:
+            info["unsupported_stages"] = list(self.unsupported)
+        return info
+
+    def close(self) -> None:
+        closer = getattr(self.scorer, "close", None)
+        if callable(closer):
+            with contextlib.suppress(Exception):
+                closer()
+
+
+def synthesize_row(schema: list[tuple[str, str]]) -> dict[str, Any]:
+    """A plausible row for a schema (used when the model carries no input example)."""
+    values = {NUM: 0.0, INT: 0, STR: "", BOOL: False, TIME: "2024-01-01T00:00:00", ANY: None}
+    return {n: values[type_kind(t)] for n, t in schema}
+
+
+# ============================================================================ model directory
+def read_model_metadata(path: Path) -> dict[str, Any]:
+    """The ``MLmodel`` file of an MLflow model directory as a dict (empty when absent)."""
+    mlmodel = path / "MLmodel"
+    if not mlmodel.is_file():
+        return {}
+    import yaml
+
+    try:
+        return yaml.safe_load(mlmodel.read_text()) or {}
+    except yaml.YAMLError:
+        return {}
+
+
+_MLFLOW_TO_SPARK = {
+    "double": "double",
+    "float": "double",
+    "long": "long",
+    "integer": "integer",
+    "string": "string",
+    "boolean": "boolean",
+    "datetime": "timestamp",
+    "binary": "binary",
+}
+
+
+def schema_from_metadata(meta: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """The raw input schema recorded by sparkpipe (``metadata.sparkpipe.input_schema``) or the
+    MLflow signature, else ``None``."""
+    sp = (meta.get("metadata") or {}).get("sparkpipe") or {}
+    if sp.get("input_schema"):
+        return [(str(n), str(t)) for n, t in sp["input_schema"]]
+    sig = (meta.get("signature") or {}).get("inputs")
+    if sig:
+        try:
+            cols = json.loads(sig) if isinstance(sig, str) else sig
+            return [
+                (c["name"], _MLFLOW_TO_SPARK.get(c.get("type", "string"), "string"))
+                for c in cols
+                if c.get("name")
+            ]
+        except (ValueError, TypeError, KeyError):
+            return None
+    return None
+
+
+def read_input_example(path: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the model's ``input_example.json`` (MLflow's split/records/inputs layouts)."""
+    name = ((meta.get("saved_input_example_info") or {}).get("artifact_path")) or "input_example.json"
+    f = path / name
+    if not f.is_file():
+        return []
+    try:
+        data = json.loads(f.read_text())
+    except (ValueError, OSError):
+        return []
+    if isinstance(data, dict) and "dataframe_split" in data:
+        data = data["dataframe_split"]
+    if isinstance(data, dict) and "columns" in data and "data" in data:
+        return [
+            dict(zip(data["columns"], row, strict=False)) for row in data["data"] if isinstance(row, list)
+        ]
+    if isinstance(data, dict) and "inputs" in data:
+        data = data["inputs"]
+    if isinstance(data, list) and all(isinstance(r, dict) for r in data):
+        return data
+    if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
+        n = min((len(v) for v in data.values()), default=0)
+        return [{k: v[i] for k, v in data.items()} for i in range(n)]
+    return []
+
+
+def _example_is_valid(model: LoadedModel, row: dict[str, Any]) -> bool:
+    try:
+        model.columns_from_dict(row, "features", model.empty_columns())
+        return True
+    except ApiError:
+        return False
+
+
+# ==================================================================================== service
+def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
+    """Split ``name``, ``name@alias``, ``name/version`` (optionally ``models:/``-prefixed)."""
+    m = _REF_RE.match(ref.strip())
+    if not m:
+        raise ModelError(f"model reference {ref!r} is not NAME, NAME@ALIAS or NAME/VERSION")
+    return m.group("name"), m.group("alias"), m.group("version")
+
+
+class ModelService:
+    """Loads, caches, resolves and serves models; scores validated requests.
+
+    Parameters
+    ----------
+    settings
+        The service settings (models to load, limits, MLflow stores, cache).
+    metrics
+        Where counts and gauges go.
+    registry
+        A :class:`sparkpipe.tracking.Registry` to use (tests); by default one is created lazily.
+    """
+
+    def __init__(
+        self, settings: ServingSettings, metrics: ServiceMetrics | None = None, registry: Any = None
+    ):
+        self.settings = settings
+        self.metrics = metrics or ServiceMetrics()
+        self._registry = registry
+        self._registry_lock = threading.Lock()
+        self._lock = threading.RLock()
+        self.specs: list[str] = settings.model_refs()
+        self._loaded: dict[tuple[str, str], LoadedModel] = {}
+        self._bindings: dict[str, tuple[str, str]] = {}
+        self._table: dict[str, LoadedModel] = {}
+        self._default: LoadedModel | None = None
+        self.errors: dict[str, str] = {}
+        self.last_refresh: float | None = None
+        self.cache_dir = Path(settings.model_cache_dir)
+
+    # ------------------------------------------------------------------ registry
+    @property
+    def registry(self) -> Any:
+        """The registry client (created on first use: importing MLflow takes about 2 s)."""
+        if self._registry is None:
+            with self._registry_lock:
+                if self._registry is None:
+                    from sparkpipe.tracking import Registry
+
+                    self._registry = Registry(self.settings.mlflow_config())
+        return self._registry
+
+    # ------------------------------------------------------------------ lookup (hot path)
+    @property
+    def ready(self) -> bool:
+        """True when every configured reference is served (and at least one is configured)."""
+        table = self._table
+        return bool(self.specs) and all(s in table for s in self.specs)
+
+    def get(self, model_id: str | None) -> LoadedModel:
+        """The loaded model for ``model_id`` (``None``: the default model); 404 when unknown."""
+        if model_id is None:
+            model = self._default
+            if model is None:
+                raise ApiError(
+                    404,
+                    "no default model is configured or loaded; send model_id "
+                    f"(loaded: {', '.join(self.known()) or 'none'})",
+                    [("model_id", "required")],
+                )
+            return model
+        if type(model_id) is not str:
+            raise invalid("model_id", f"must be a string, got {_type_name(model_id)}")
+        model = self._table.get(model_id)
+        if model is None:
+            model = self._table.get(model_id.strip().removeprefix("models:/"))
+            if model is None:
+                known = self.known()
+                raise ApiError(
+                    404,
+                    f"unknown model {_short(model_id)}; loaded models: {', '.join(known) or 'none'}",
+                    [("model_id", f"unknown model; known: {', '.join(known) or 'none'}")],
+                )
+        return model
+
+    def known(self) -> list[str]:
+        """The references that resolve (sorted)."""
+        return sorted(self._table)
+
+    def loaded(self) -> list[LoadedModel]:
+        return sorted(self._loaded.values(), key=lambda m: (m.name, int(m.version)))
+
+    def default_model(self) -> LoadedModel | None:
+        return self._default
+
+    # ------------------------------------------------------------------ scoring
+    async def predict(self, payload: Any) -> tuple[LoadedModel, list[dict[str, Any]]]:
+        """Score a parsed ``/predict`` body; return the model used and one dict per row."""
+        if type(payload) is not dict:
+            raise invalid(
+                "body",
+                f"expected a JSON object with model_id and features or instances, got {_type_name(payload)}",
+            )
+        unknown = payload.keys() - {"model_id", "features", "instances"}
+        if unknown:
+            raise invalid(
+                sorted(map(str, unknown))[0], "unknown field; allowed: model_id, features, instances"
+            )
+        model = self.get(payload.get("model_id"))
+        features = payload.get("features")
+        instances = payload.get("instances")
+        cols = model.empty_columns()
+        if features is not None and instances is not None:
+            raise invalid("features", "send either features (one row) or instances (many rows), not both")
+        if features is not None:
+            if type(features) is list:
+                model.columns_from_list(features, "features", cols)
+            elif type(features) is dict:
+                model.columns_from_dict(features, "features", cols)
+            else:
+                raise invalid(
+                    "features",
+                    f"expected a list of {len(model.names)} values "
+                    f"({', '.join(model.names)}) or an object of named columns, got {_type_name(features)}",
+                )
+            n = 1
+            prefix: str | None = "features"
+        elif instances is not None:
+            n = self._rows_into(model, instances, "instances", cols)
+            prefix = None
+        else:
+            raise invalid(
+                "features",
+                f"required: a list in the order {', '.join(model.names)} or an object of "
+                "named columns (or instances: a list of rows)",
+            )
+        return model, await self.score(model, cols, n, prefix)
+
+    async def invocations(self, payload: Any, model_id: str | None) -> tuple[LoadedModel, list[Any]]:
+        """Score an MLflow scoring-protocol body; return the model and the ``predictions`` list."""
+        model = self.get(model_id)
+        cols = model.empty_columns()
+        if type(payload) is not dict:
+            raise invalid(
+                "body",
+                "expected a JSON object with one of dataframe_split, dataframe_records, instances, inputs",
+            )
+        keys = [k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in payload]
+        extra = payload.keys() - {"dataframe_split", "dataframe_records", "instances", "inputs", "params"}
+        if len(keys) != 1 or extra:
+            raise invalid(
+                "body",
+                "send exactly one of dataframe_split, dataframe_records, instances, inputs"
+                + (f" (unknown: {', '.join(sorted(map(str, extra)))})" if extra else ""),
+            )
+        key = keys[0]
+        data = payload[key]
+        if key == "dataframe_split":
+            n = self._split_into(model, data, cols)
+        elif type(data) is dict:  # columnar {"col": [values]} (or one row of scalars)
+            n = self._columnar_into(model, data, key, cols)
+        else:
+            n = self._rows_into(model, data, key, cols)
+        preds = await self.score(model, cols, n, None)
+        return model, [p.get("prediction") for p in preds]
+
+    async def invocations_csv(self, body: bytes, model_id: str | None) -> tuple[LoadedModel, list[Any]]:
+        """Score a ``text/csv`` body (header row of column names), as MLflow's server accepts."""
+        import csv
+        import io
+
+        model = self.get(model_id)
+        try:
+            text = body.decode("utf-8")
+            rows = list(csv.reader(io.StringIO(text)))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise ApiError(
+                400, f"the body is not valid UTF-8 CSV: {exc}", [("body", "malformed CSV")]
+            ) from None
+        if not rows:
+            raise invalid("body", "empty CSV; send a header row and data rows")
+        header, data = rows[0], [r for r in rows[1:] if r]
+        split = {
+            "columns": header,
+            "data": [
+                [_csv_value(v, model, header[j] if j < len(header) else "") for j, v in enumerate(r)]
+                for r in data
+            ],
+        }
+        cols = model.empty_columns()
+        n = self._split_into(model, split, cols)
+        preds = await self.score(model, cols, n, None)
+        return model, [p.get("prediction") for p in preds]
+
+    def reload(self, name: str, force: bool = False) -> dict[str, Any]:
+        """Re-resolve (and load) ``name`` now; a name not served yet starts being served.
+
+        Raises
+        ------
+        ApiError
+            404 when a new name cannot be resolved in the registry.
+        """
+        added = False
+        with self._lock:
+            if not any(parse_ref(s)[0] == name for s in self.specs):
+                self.specs.append(name)
+                added = True
+        result = self.refresh(names=[name], force=force)
+        if added and name in self.errors:
+            with self._lock:
+                err = self.errors.pop(name)
+                self.specs.remove(name)
+                self._bindings.pop(name, None)
+            raise ApiError(404, err, [("name", "cannot be loaded")])
+        return {**result, "loaded": [m.describe() for m in self.loaded() if m.name == name]}
+
+    async def score(
+        self, model: LoadedModel, cols: dict[str, list[Any]], n: int, prefix: str | None
+    ) -> list[dict[str, Any]]:
+        """Run the scorer on validated columns; map scorer input errors to 422."""
+        try:
+            if model.is_fallback:
+                preds = await model.scorer.apredict(cols, n)
+            elif n > _THREADPOOL_ROWS:
+                from starlette.concurrency import run_in_threadpool
+
+                preds = await run_in_threadpool(model.scorer.predict, cols)
+            else:
+                preds = model.scorer.predict(cols)
+        except ScoringError as exc:
+            raise self._input_error(model, exc, prefix) from None
+        self.metrics.observe_predictions(model.name, model.version, model.serving_path, n)
+        return preds
+
+    def _input_error(self, model: LoadedModel, exc: ScoringError, prefix: str | None) -> ApiError:
+        column = getattr(exc, "column", None)
+        row = getattr(exc, "row", None)
+        detail = getattr(exc, "detail", None) or str(exc)
+        if prefix == "features" and column in model.names:
+            where = f"features.{column}"
+        elif column is not None and row is not None:
+            where = f"instances[{row}].{column}"
+        else:
+            where = getattr(exc, "field", None) or "body"
+        return invalid(where, detail)
+
+    def _check_rows(self, n: int, where: str) -> None:
+        if n == 0:
+            raise invalid(where, "at least one row is required")
+        if n > self.settings.max_batch_rows:
+            raise invalid(
+                where, f"{n} rows exceed max_batch_rows ({self.settings.max_batch_rows}); split the request"
+            )
+
+    def _rows_into(self, model: LoadedModel, rows: Any, where: str, cols: dict[str, list[Any]]) -> int:
+        if type(rows) is not list:
+            raise invalid(where, f"expected a list of rows, got {_type_name(rows)}")
+        self._check_rows(len(rows), where)
+        for i, row in enumerate(rows):
+            t = type(row)
+            if t is dict:
+                model.columns_from_dict(row, f"{where}[{i}]", cols)
+            elif t is list:
+                model.columns_from_list(row, f"{where}[{i}]", cols)
+            else:
+                raise invalid(f"{where}[{i}]", f"expected a row (list or object), got {_type_name(row)}")
+        return len(rows)
+
+    def _split_into(self, model: LoadedModel, data: Any, cols: dict[str, list[Any]]) -> int:
+        where = "dataframe_split"
+        if type(data) is not dict:
+            raise invalid(where, f"expected an object with columns and data, got {_type_name(data)}")
+        columns, rows = data.get("columns"), data.get("data")
+        if type(rows) is not list:
+            raise invalid(f"{where}.data", "required: a list of rows")
+        if columns is None:
+            return self._rows_into(model, rows, f"{where}.data", cols)
+        if type(columns) is not list or not all(type(c) is str for c in columns):
+            raise invalid(f"{where}.columns", "expected a list of column names")
+        index = {c: i for i, c in enumerate(columns)}
+        missing = [n for n in model.names if n not in index]
+        if missing:
+            raise invalid(
+                f"{where}.columns",
+                f"missing column(s) {', '.join(missing)}; this model needs {', '.join(model.names)}",
+            )
+        self._check_rows(len(rows), f"{where}.data")
+        width = len(columns)
+        for r, row in enumerate(rows):
+            if type(row) is not list or len(row) != width:
+                raise invalid(f"{where}.data[{r}]", f"expected a list of {width} values (one per column)")
+            for name, kind, stype in model.checks:
+                j = index[name]
+                try:
+                    cols[name].append(check_value(row[j], kind, stype))
+                except _Bad as exc:
+                    raise invalid(f"{where}.data[{r}][{j}]", f"column {name!r}: {exc}") from None
+        return len(rows)
+
+    def _columnar_into(
+        self, model: LoadedModel, data: dict[str, Any], where: str, cols: dict[str, list[Any]]
+    ) -> int:
+        if data and all(type(v) is not list for v in data.values()):
+            model.columns_from_dict(data, where, cols)  # a single row given as scalars
+            return 1
+        n = None
+        for name, kind, stype in model.checks:
+            if name not in data:
+                raise invalid(f"{where}.{name}", f"missing; this model needs {', '.join(model.names)}")
+            values = data[name]
+            if type(values) is not list:
+                raise invalid(f"{where}.{name}", "expected a list of values (one per row)")
+            if n is None:
+                n = len(values)
+                self._check_rows(n, f"{where}.{name}")
+            elif len(values) != n:
+                raise invalid(f"{where}.{name}", f"has {len(values)} values, other columns have {n}")
+            out = cols[name]
+            for i, v in enumerate(values):
+                try:
+                    out.append(check_value(v, kind, stype))
+                except _Bad as exc:
+                    raise invalid(f"{where}.{name}[{i}]", str(exc)) from None
+        return n or 0
+
+    # ------------------------------------------------------------------ loading
+    def load_model_dir(
+        self, path: Path, name: str, version: str, aliases: list[str] | None = None, run_id: str | None = None
+    ) -> LoadedModel:
+        """Compile a local model directory (NumPy path) or load it into the Spark fallback."""
+        t0 = time.perf_counter()
+        meta = read_model_metadata(path)
+        schema = schema_from_metadata(meta)
+        examples = read_input_example(path, meta)
+        unsupported: list[str] = []
+        try:
+            from sparkpipe.scoring.compile import compile_pipeline
+
+            scorer: Any = compile_pipeline(path, input_schema=schema)
+            schema = [(str(n), str(t)) for n, t in scorer.input_schema]
+            serving_path = "numpy"
+        except UnsupportedStageError as exc:
+            from sparkpipe.serving.fallback import SparkFallbackScorer
+
+            with contextlib.suppress(Exception):
+                from sparkpipe.scoring.compile import unsupported_stages
+
+                unsupported = list(unsupported_stages(path))
+            if not schema:
+                if not examples:
+                    raise ModelError(
+                        f"{name}/{version} needs the Spark fallback ({exc}) but records no input "
+                        "schema, signature or input example"
+                    ) from exc
+                schema = [(k, _infer_type(v)) for k, v in examples[0].items()]
+            log.warning("%s/%s: %s; serving it with the warm Spark fallback", name, version, exc)
+            scorer = SparkFallbackScorer(
+                path,
+                schema,
+                master=self.settings.fallback_master,
+                max_batch_rows=self.settings.fallback_max_batch_rows,
+                batch_wait_ms=self.settings.fallback_batch_wait_ms,
+                on_batch=self.metrics.fallback_batch.observe,
+            )
+            serving_path = "spark-fallback"
+        model = LoadedModel(
+            name=name,
+            version=str(version),
+            path=path,
+            scorer=scorer,
+            serving_path=serving_path,
+            input_schema=schema,
+            aliases=list(aliases or []),
+            run_id=run_id,
+            unsupported=unsupported,
+        )
+        model.example_rows = [r for r in examples if _example_is_valid(model, r)][:5]
+        warm = model.example_rows[:1] or [synthesize_row(schema)]
+        cols = model.empty_columns()
+        try:
+            model.columns_from_dict(warm[0], "example", cols)
+            if model.is_fallback:
+                scorer.warm_up(cols)
+            else:
+                scorer.predict(cols)
+        except Exception as exc:  # a synthesized row may not suit the model; warm-up is best effort
+            log.debug("warm-up of %s/%s skipped: %s", name, version, exc)
+        model.load_seconds = time.perf_counter() - t0
+        log.info(
+            "loaded %s/%s (%s, %d input columns) in %.2fs",
+            name,
+            version,
+            serving_path,
+            len(schema),
+            model.load_seconds,
+        )
+        return model
+
+    def _load_ref(self, ref: Any) -> LoadedModel:
+        path = self.registry.download(ref, cache_dir=self.cache_dir)
+        return self.load_model_dir(path, ref.name, ref.version, aliases=ref.aliases, run_id=ref.run_id)
+
+    def start(self) -> bool:
+        """Start-up load: cached versions first (no MLflow import), then the registry for the rest.
+
+        Returns
+        -------
+        bool
+            True when some reference was served from the cache and should be re-validated against the
+            registry soon (the caller schedules :meth:`refresh`).
+        """
+        from_cache = False
+        with self._lock:
+            cached = self._read_bindings()
+            pending = []
+            for spec in self.specs:
+                hit = cached.get(spec)
+                path = self.cache_dir / hit["name"] / hit["version"] if hit else None
+                if (
+                    hit
+                    and path is not None
+                    and hit.get("tracking_uri") == self.settings.tracking_uri
+                    and (path / "MLmodel").is_file()
+                ):
+                    key = (hit["name"], hit["version"])
+                    try:
+                        if key not in self._loaded:
+                            self._loaded[key] = self.load_model_dir(
+                                path, *key, aliases=hit.get("aliases"), run_id=hit.get("run_id")
+                            )
+                        self._bindings[spec] = key
+                        from_cache = True
+                        continue
+                    except Exception as exc:
+                        log.warning("cached %s/%s could not be loaded (%s); resolving again", *key, exc)
+                pending.append(spec)
+            self._publish()
+            if pending:
+                self.refresh(specs=pending)
+        return from_cache
+
+    def refresh(
+        self, names: list[str] | None = None, specs: list[str] | None = None, force: bool = False
+    ) -> dict[str, Any]:
+        """Re-resolve configured references, load new versions, then swap the table atomically.
+
+        Parameters
+        ----------
+        names
+            Only references of these registered models (``None``: all).
+        specs
+            Only these references.
+        force
+            Reload even when the version did not change (re-download is not needed: versions are
+            immutable, but the model is recompiled).
+
+        Returns
+        -------
+        dict
+            ``{"changed": [...], "errors": {...}}``.
+        """
+        changed: list[str] = []
+        with self._lock:
+            todo = [
+                s
+                for s in self.specs
+                if (specs is None or s in specs) and (names is None or parse_ref(s)[0] in names)
+            ]
+            new_loaded = dict(self._loaded)
+            new_bindings = dict(self._bindings)
+            for spec in todo:
+                try:
+                    ref = self.registry.resolve(spec, default_alias=self.settings.default_alias)
+                    key = (ref.name, str(ref.version))
+                    current = new_loaded.get(key)
+                    if current is None or force:
+                        new_loaded[key] = self._load_ref(ref)
+                    else:
+                        current.aliases = list(ref.aliases)
+                    if new_bindings.get(spec) != key:
+                        if spec in new_bindings:
+                            changed.append(f"{spec}: {new_bindings[spec][1]} -> {key[1]}")
+                            self.metrics.swaps.labels(ref.name).inc()
+                        else:
+                            changed.append(f"{spec}: loaded {key[1]}")
+                    new_bindings[spec] = key
+                    self.errors.pop(spec, None)
+                except Exception as exc:  # keep serving what we have; report the problem
+                    msg = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+                    self.errors[spec] = msg
+                    log.warning("could not load %s: %s", spec, msg)
+            old = self._loaded
+            self._loaded, self._bindings = new_loaded, new_bindings
+            self._publish()
+            for key, model in old.items():
+                if self._loaded.get(key) is not model:
+                    model.close()  # a fallback answers what is queued, then stops
+            self.last_refresh = time.time()
+            self._write_bindings()
+        if changed:
+            log.info("model table updated: %s", "; ".join(changed))
+        return {"changed": changed, "errors": dict(self.errors)}
+
+    def add_spec(self, spec: str) -> None:
+        """Start serving another reference (``POST /models/{name}/reload`` of a new name)."""
+        parse_ref(spec)
+        with self._lock:
+            if spec not in self.specs:
+                self.specs.append(spec)
+
+    def _publish(self) -> None:
+        """Build the lookup table from bindings and swap it in with one assignment."""
+        bound = {key for key in self._bindings.values()}
+        self._loaded = {k: m for k, m in self._loaded.items() if k in bound}
+        table: dict[str, LoadedModel] = {}
+        by_name: dict[str, list[LoadedModel]] = {}
+        for m in self._loaded.values():
+            by_name.setdefault(m.name, []).append(m)
+            table[f"{m.name}/{m.version}"] = m
+            for alias in m.aliases:
+                table[f"{m.name}@{alias}"] = m
+        for name, models in by_name.items():
+            latest = max(models, key=lambda x: int(x.version))
+            table[f"{name}/latest"] = latest
+            champion = next((m for m in models if self.settings.default_alias in m.aliases), None)
+            table[name] = champion or latest
+        for spec, key in self._bindings.items():  # configured references win
+            table[spec] = self._loaded[key]
+        default = self._bindings.get(self.specs[0]) if self.specs else None
+        self._table = table
+        self._default = self._loaded.get(default) if default else None
+        self.metrics.set_models([(m.name, m.version, m.serving_path) for m in self._loaded.values()])
+
+    # ------------------------------------------------------------------ bindings cache
+    def _bindings_file(self) -> Path:
+        return self.cache_dir / "bindings.json"
+
+    def _read_bindings(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self._bindings_file().read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _write_bindings(self) -> None:
+        data = self._read_bindings()
+        for spec, key in self._bindings.items():
+            m = self._loaded[key]
+            data[spec] = {
+                "name": m.name,
+                "version": m.version,
+                "aliases": m.aliases,
+                "run_id": m.run_id,
+                "tracking_uri": self.settings.tracking_uri,
+            }
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".bindings-", dir=self.cache_dir)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh, indent=1)
+            os.replace(tmp, self._bindings_file())
+        except OSError as exc:
+            log.debug("could not write %s: %s", self._bindings_file(), exc)
+
+    # ------------------------------------------------------------------ registry views
+    def set_alias(self, name: str, alias: str, version: str) -> dict[str, Any]:
+        """Point ``name@alias`` at ``version`` in the registry, then refresh what serves ``name``."""
+        try:
+            self.registry.client.get_model_version(name, version)
+        except Exception as exc:
+            raise ApiError(
+                404, f"model {name!r} has no version {version}", [("version", str(exc)[:200])]
+            ) from None
+        self.registry.set_alias(name, alias, version)
+        result = self.refresh(names=[name])
+        return {"name": name, "alias": alias, "version": version, **result}
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """Registered models (versions, aliases, metrics) merged with what is loaded."""
+        try:
+            entries = self.registry.list_models(include_versions=True)
+            registry_error = None
+        except Exception as exc:
+            entries, registry_error = [], str(exc).splitlines()[0][:300]
+        by_name = {e["name"]: e for e in entries}
+        for m in self.loaded():
+            by_name.setdefault(m.name, {"name": m.name, "aliases": {}, "versions": []})
+        out = []
+        for name in sorted(by_name):
+            entry = dict(by_name[name])
+            entry["aliases"] = {str(k): str(v) for k, v in (entry.get("aliases") or {}).items()}
+            entry["loaded"] = [m.describe() for m in self.loaded() if m.name == name]
+            entry["serving"] = bool(entry["loaded"])
+            if registry_error:
+                entry["registry_error"] = registry_error
+            out.append(entry)
+        return out
+
+    def model_info(self, name: str) -> dict[str, Any]:
+        """One registered model merged with its loaded versions; 404 when neither exists."""
+        for entry in self.list_models():
+            if entry["name"] == name:
+                return entry
+        known = ", ".join(sorted({e["name"] for e in self.list_models()})) or "none"
+        raise ApiError(
+            404,
+            f"unknown model {_short(name)}; registered or loaded models: {known}",
+            [("name", f"unknown model; known: {known}")],
+        )
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "configured": list(self.specs),
+            "default": self._default.ref if self._default else None,
+            "loaded": [
+                {"name": m.name, "version": m.version, "serving_path": m.serving_path} for m in self.loaded()
+            ],
+            "errors": dict(self.errors),
+            "last_refresh": self.last_refresh,
+        }
+
+    def close(self) -> None:
+        for m in list(self._loaded.values()):
+            m.close()
+
+    # ------------------------------------------------------------------ polling
+    async def poll_aliases(self, interval: float) -> None:
+        """Forever: every ``interval`` seconds re-resolve the configured references in a thread."""
+        from starlette.concurrency import run_in_threadpool
+
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await run_in_threadpool(self.refresh)
+            except Exception:
+                log.exception("alias polling failed")
+
+
+def _csv_value(text: str, model: LoadedModel, column: str) -> Any:
+    """A CSV cell converted by its column's type (empty means null)."""
+    if text == "":
+        return None
+    kind = next((k for n, k, _ in model.checks if n == column), ANY)
+    try:
+        if kind == NUM:
+            return float(text)
+        if kind == INT:
+            return int(text)
+    except ValueError:
+        return text  # reported as a type error naming the cell
+    if kind == BOOL and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def _infer_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "long"
+    if isinstance(value, float):
+        return "double"
+    return "string"
+
+
+def get_service(request: Request) -> ModelService:
+    """FastAPI dependency: the application's :class:`ModelService`."""
+    return request.app.state.service
+
+
+ServiceDep = Annotated[ModelService, Depends(get_service)]

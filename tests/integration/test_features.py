@@ -1,0 +1,282 @@
+"""Role inference, the v1 feature plan and persistence of the custom stages, on real Spark."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from sparkpipe.config import FeaturesConfig, MissingValuesConfig
+from sparkpipe.errors import ConfigError, UnknownNameError
+
+pytestmark = pytest.mark.spark
+
+UTC = dt.UTC
+SCHEMA = (
+    "customer_id string, plan string, charges double, tenure int, flag boolean, signup_ts timestamp, "
+    "const string, note string, tags array<string>, churn string"
+)
+
+
+def _rows(n: int) -> list[tuple]:
+    rows = []
+    for i in range(n):
+        rows.append(
+            (
+                f"cust-{i:04d}",
+                ["basic", "pro", None, "basic", "premium"][i % 5],
+                None if i % 6 == 0 else 20.0 + 3.5 * i,
+                i % 13,
+                [True, False, None][i % 3],
+                None if i % 7 == 0 else dt.datetime(2024, 2, 28, 22, tzinfo=UTC) + dt.timedelta(hours=9 * i),
+                "same",
+                f"customer number {i} wrote a fairly long comment about the service and billing",
+                ["x"],
+                ["yes", "no", "no"][i % 3],
+            )
+        )
+    return rows
+
+
+@pytest.fixture(scope="module")
+def mixed(spark):
+    return spark.createDataFrame(_rows(30), SCHEMA).cache()
+
+
+@pytest.fixture(scope="module")
+def mixed_profile(mixed):
+    from sparkpipe.features import profile_frame
+
+    return profile_frame(mixed)
+
+
+def test_infer_roles_every_role(mixed, mixed_profile):
+    from sparkpipe.features import infer_roles
+
+    roles, profile = infer_roles(mixed, FeaturesConfig(target="churn"))
+    assert profile == mixed_profile
+    assert roles.target == "churn"
+    assert roles.numeric == ["charges", "tenure"]
+    assert roles.categorical == ["plan"]
+    assert roles.boolean == ["flag"]
+    assert roles.timestamp == ["signup_ts"]
+    assert roles.text == ["note"]
+    assert roles.id_like == ["customer_id"]
+    assert roles.constant == ["const"]
+    assert roles.ignored == ["tags"]
+    assert "churn" not in roles.feature_columns
+    assert roles.role_of("churn") == "target" and roles.role_of("plan") == "categorical"
+
+    cols = profile["columns"]
+    assert profile["row_count"] == 30
+    assert cols["charges"]["null_count"] == 5 and cols["charges"]["null_ratio"] == pytest.approx(5 / 30)
+    assert cols["charges"]["min"] == 23.5 and cols["charges"]["max"] == 20.0 + 3.5 * 29
+    assert cols["plan"]["approx_distinct"] == 3 and cols["plan"]["null_count"] == 6
+    assert cols["flag"]["type"] == "boolean" and 0 < cols["flag"]["mean"] < 1
+    assert isinstance(cols["signup_ts"]["min"], str)  # JSON friendly
+    assert cols["tenure"]["type"] == "int"
+
+
+def test_config_overrides_win(mixed, mixed_profile):
+    from sparkpipe.features import infer_roles
+
+    cfg = FeaturesConfig(
+        target="churn",
+        categorical=["tenure"],
+        exclude=["charges"],
+        id_columns=["note"],
+        numeric=["flag"],
+    )
+    roles, _ = infer_roles(mixed, cfg, profile=mixed_profile)
+    assert roles.categorical == ["plan", "tenure"]
+    assert roles.excluded == ["charges"]
+    assert roles.id_like == ["customer_id", "note"]
+    assert roles.numeric == ["flag"] and roles.boolean == []
+
+    roles, _ = infer_roles(
+        mixed, FeaturesConfig(columns=["plan", "tenure"]), target="churn", profile=mixed_profile
+    )
+    assert roles.feature_columns == ["plan", "tenure"]
+    assert "flag" in roles.excluded
+
+    roles, _ = infer_roles(
+        mixed, FeaturesConfig(target="churn"), int_categorical_max=20, profile=mixed_profile
+    )
+    assert "tenure" in roles.categorical
+
+    with pytest.raises(ConfigError, match="nope"):
+        infer_roles(mixed, FeaturesConfig(numeric=["nope"]))
+    with pytest.raises(ConfigError, match="cannot be categorical"):
+        infer_roles(mixed, FeaturesConfig(categorical=["charges"]))
+
+
+def _vectors(df, col: str) -> list[list[float]]:
+    return [r[col].toArray().tolist() for r in df.select(col).collect()]
+
+
+def test_plan_fits_transforms_saves_and_reloads(spark, mixed, mixed_profile, tmp_path):
+    from pyspark.ml import PipelineModel
+
+    from sparkpipe.features import build_feature_stages
+
+    plan = build_feature_stages(
+        mixed, FeaturesConfig(target="churn"), "classification", profile=mixed_profile
+    )
+    names = [type(s).__name__ for s in plan.stages]
+    assert [type(s).__name__ for s in plan.label_stages] == ["StringIndexerModel"]
+    assert names == [
+        "TimeFeatures",
+        "CastToDouble",
+        "Imputer",
+        "CategoricalImputer",
+        "StringIndexer",
+        "OneHotEncoder",
+        "VectorAssembler",
+        "StandardScaler",
+    ]
+    assert plan.label_col == "label" and plan.label_labels == ["no", "yes"]
+    assert plan.features_col == "features"
+    assert [c for c, _ in plan.input_schema] == ["plan", "charges", "tenure", "flag", "signup_ts"]
+    assert dict(plan.input_schema)["tenure"] == "int"
+    assert all("churn" not in n for n in plan.feature_names)
+    assert plan.feature_names[:4] == [
+        "signup_ts_hour",
+        "signup_ts_day_of_week",
+        "signup_ts_month",
+        "signup_ts_is_weekend",
+    ]
+    assert plan.feature_names[-5:] == [
+        "plan=basic",
+        "plan=__missing__",
+        "plan=premium",
+        "plan=pro",
+        "plan=__unknown",
+    ]
+
+    # the unfitted pipeline (with the custom estimator) persists too
+    plan.pipeline().write().overwrite().save(str(tmp_path / "unfitted"))
+
+    model = plan.pipeline().fit(mixed)
+    assert plan.resolve_feature_names(model) == plan.feature_names
+    test = spark.createDataFrame(
+        [
+            (
+                "cust-x",
+                "enterprise",
+                None,
+                None,
+                None,
+                None,
+                "same",
+                "new",
+                ["x"],
+                "yes",
+            ),  # unseen, all missing
+            (
+                "cust-y",
+                None,
+                1e5,
+                4,
+                True,
+                dt.datetime(2024, 12, 31, 23, 0, tzinfo=UTC),
+                "other",
+                "",
+                [],
+                "no",
+            ),
+        ],
+        SCHEMA,
+    )
+    out = model.transform(test)
+    vecs = _vectors(out, plan.features_col)
+    assert all(len(v) == len(plan.feature_names) for v in vecs)
+    unknown = plan.feature_names.index("plan=__unknown")
+    missing = plan.feature_names.index("plan=__missing__")
+    raw = _vectors(out, plan.stages[-1].getInputCol())  # before scaling (a slot never seen has std 0)
+    assert raw[0][unknown] == 1.0 and raw[1][missing] == 1.0 and raw[1][unknown] == 0.0
+
+    model.write().overwrite().save(str(tmp_path / "fitted"))
+    reloaded = PipelineModel.load(str(tmp_path / "fitted"))
+    assert _vectors(reloaded.transform(test), plan.features_col) == vecs
+    # at prediction time the target is absent: every stage must cope
+    assert _vectors(reloaded.transform(test.drop("churn")), plan.features_col) == vecs
+
+
+def test_custom_stages_round_trip_inside_pipeline(spark, tmp_path):
+    from pyspark.ml import Pipeline, PipelineModel
+
+    from sparkpipe.features.stages import (
+        CastToDouble,
+        CategoricalImputer,
+        ConstantImputer,
+        MissingIndicator,
+        TimeFeatures,
+    )
+
+    df = spark.createDataFrame(
+        [("a", 1, True, "2024-02-29 10:00:00"), (None, None, None, None), ("b", 1, False, "bad")],
+        "s string, n int, b boolean, t string",
+    )
+    stages = [
+        TimeFeatures(inputCols=["t"], parts=["hour", "year"], cyclic=True),
+        CastToDouble(inputCols=["n", "b"], outputCols=["n_d", "b_d"]),
+        ConstantImputer(inputCols=["n_d"], outputCols=["n_f"], fillValue=7.0),
+        MissingIndicator(inputCols=["s"], outputCols=["s_m"]),
+        CategoricalImputer(inputCols=["s", "n"], outputCols=["s_c", "n_c"], strategy="mode"),
+    ]
+    model = Pipeline(stages=stages).fit(df)
+    model.write().overwrite().save(str(tmp_path / "m"))
+    reloaded = PipelineModel.load(str(tmp_path / "m"))
+    assert [type(s).__name__ for s in reloaded.stages][-1] == "CategoricalImputerModel"
+    assert reloaded.stages[0].getParts() == ["hour", "year"] and reloaded.stages[0].getCyclic()
+    assert reloaded.stages[-1].getFillValues() == ["a", "1"]
+    assert reloaded.transform(df).collect() == model.transform(df).collect()
+    row = reloaded.transform(df).collect()[1]
+    assert row["t_hour"] is None and row["n_f"] == 7.0 and row["s_m"] == 1.0 and row["s_c"] == "a"
+
+
+def test_plan_variants(spark, mixed, mixed_profile):
+    from sparkpipe.features import build_feature_stages
+
+    cfg = FeaturesConfig(
+        target="churn",
+        scaling="standard",
+        missing_values=MissingValuesConfig(strategy="constant", fill_value=0, add_indicator=True),
+        exclude=["plan"],
+    )
+    plan = build_feature_stages(mixed, cfg, "classification", nonnegative=True, profile=mixed_profile)
+    kinds = [type(s).__name__ for s in plan.stages]
+    assert "ConstantImputer" in kinds and "MissingIndicator" in kinds and kinds[-1] == "MinMaxScaler"
+    assert "charges__missing" in plan.feature_names and "tenure__missing" not in plan.feature_names
+    model = plan.pipeline().fit(mixed)
+    vecs = _vectors(model.transform(mixed), plan.features_col)
+    assert min(min(v) for v in vecs) >= 0.0 and len(vecs[0]) == len(plan.feature_names)
+    with_mean = build_feature_stages(mixed, cfg, "clustering", profile=mixed_profile).stages[-1]
+    assert with_mean.getWithMean() is True  # all-dense, narrow vector: centred
+
+    clustering = build_feature_stages(
+        mixed, FeaturesConfig(), "clustering", label_col="churn", profile=mixed_profile
+    )
+    assert clustering.label_col is None and "churn" not in dict(clustering.input_schema)
+    assert clustering.stages[-1].getWithMean() is False  # one-hot blocks: keep sparsity
+
+    regression = build_feature_stages(
+        mixed, FeaturesConfig(target="charges"), "regression", profile=mixed_profile
+    )
+    assert regression.label_col == "charges" and "charges" not in regression.feature_names
+
+    ratings = spark.createDataFrame(
+        [(1, "a", 4.0), (2, "b", 3.0), (1, "b", 5.0)], "user int, item string, rating double"
+    )
+    rec = build_feature_stages(
+        ratings, FeaturesConfig(user_col="user", item_col="item"), "recommendation", label_col="rating"
+    )
+    assert rec.features_col is None and rec.user_col == "user" and rec.item_col == "item__idx"
+    assert rec.rating_col == "rating" and [type(s).__name__ for s in rec.stages] == ["StringIndexer"]
+
+    with pytest.raises(UnknownNameError, match="valid tasks"):
+        build_feature_stages(mixed, FeaturesConfig(), "forecasting")
+    with pytest.raises(ConfigError, match="needs a target"):
+        build_feature_stages(mixed, FeaturesConfig(), "classification")
+    with pytest.raises(ConfigError, match="user_col"):
+        build_feature_stages(ratings, FeaturesConfig(), "recommendation")

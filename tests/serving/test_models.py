@@ -1,0 +1,105 @@
+"""``/models`` views, reload, alias promotion, and the hot swap under concurrent requests."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from sparkpipe.serving.app import create_app
+
+from .conftest import MODEL, make_settings
+
+ROW = {"plan": "pro", "age": 33.5, "calls": 4}
+
+
+def test_models_list_and_detail(client: Any) -> None:
+    body = client.get("/models").json()
+    names = [m["name"] for m in body["models"]]
+    assert MODEL in names
+    entry = client.get(f"/models/{MODEL}").json()
+    assert [v["version"] for v in entry["versions"]] == ["2", "1"]
+    assert entry["aliases"]["champion"] == "1"
+    assert entry["versions"][1]["metrics"]["validation_accuracy"] == 0.9
+    loaded = entry["loaded"][0]
+    assert loaded["serving_path"] == "numpy"
+    assert loaded["input_schema"] == [
+        {"name": "plan", "type": "string"},
+        {"name": "age", "type": "double"},
+        {"name": "calls", "type": "long"},
+    ]
+    example = loaded["input_example"]
+    assert example == {"model_id": MODEL, "features": {"plan": "pro", "age": 33.5, "calls": 4}}
+    assert client.post("/predict", json=example).status_code == 200
+    missing = client.get("/models/nope")
+    assert missing.status_code == 404 and MODEL in missing.json()["detail"]
+    assert client.get("/models/bad%20name").status_code == 422
+
+
+def test_reload_loads_a_new_name_and_404s_unknown(client: Any) -> None:
+    r = client.post(f"/models/{MODEL}/reload?force=true")
+    assert r.status_code == 200, r.text
+    assert r.json()["loaded"][0]["version"] == "1"
+    assert client.post("/models/does_not_exist/reload").status_code == 404
+    assert client.get("/ready").status_code == 200
+
+
+def test_promote_alias_updates_serving(registered: dict[str, Any], tmp_path: Any) -> None:
+    settings = make_settings(registered, tmp_path, model_name=f"{MODEL}@staging")
+    from sparkpipe.tracking import Registry
+
+    Registry(registered["cfg"].mlflow).set_alias(MODEL, "staging", "1")
+    with TestClient(create_app(settings)) as c:
+        assert c.post("/predict", json={"features": ROW}).json()["version"] == "1"
+        r = c.post(f"/models/{MODEL}/aliases/staging", json={"version": "2"})
+        assert r.status_code == 200, r.text
+        assert c.post("/predict", json={"features": ROW}).json()["version"] == "2"
+        assert (
+            c.post("/predict", json={"model_id": f"{MODEL}@staging", "features": ROW}).json()["version"]
+            == "2"
+        )
+        assert c.post(f"/models/{MODEL}/aliases/staging", json={"version": "99"}).status_code == 404
+        assert c.post(f"/models/{MODEL}/aliases/staging", json={"version": "x"}).status_code == 422
+        assert 'sparkpipe_model_swaps_total{model="churn_lr"} 1.0' in c.get("/metrics").text
+
+
+def test_hot_swap_under_concurrent_requests(registered: dict[str, Any], tmp_path: Any) -> None:
+    """Requests keep flowing while the alias moves and the poller swaps versions: none fails."""
+    from sparkpipe.tracking import Registry
+
+    reg = Registry(registered["cfg"].mlflow)
+    reg.set_alias(MODEL, "challenger", "1")
+    settings = make_settings(
+        registered, tmp_path, model_name=f"{MODEL}@challenger", reload_interval_seconds=0.05
+    )
+    results: list[tuple[int, str]] = []
+    stop = threading.Event()
+    with TestClient(create_app(settings)) as c:
+        service = c.app.state.service
+
+        def hammer() -> None:
+            while not stop.is_set():
+                r = c.post("/predict", json={"instances": [ROW, ROW]})
+                results.append((r.status_code, r.json().get("version", "")))
+
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            for version in ("2", "1", "2"):
+                before = len(results)
+                reg.set_alias(MODEL, "challenger", version)
+                deadline = __import__("time").monotonic() + 30
+                while service.get(None).version != version and __import__("time").monotonic() < deadline:
+                    __import__("time").sleep(0.02)
+                assert service.get(None).version == version
+                while len(results) < before + 20:
+                    __import__("time").sleep(0.01)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+    assert results and all(code == 200 for code, _ in results), {c for c, _ in results}
+    assert {v for _, v in results} == {"1", "2"}
+    assert results[-1][1] == "2"
