@@ -224,11 +224,16 @@ def fit_model(spark: SparkSession, cfg: PipelineConfig, data: PreparedData,
             cfg.features, data.task, data.target,
             nonnegative=requires_nonnegative_features(spec, params),
         )
+        if plan.dropna_subset:  # missing_values.strategy: drop — count what is dropped, per split
+            _drop_missing(data, plan.dropna_subset)
         feature_model = Pipeline(stages=list(plan.stages)).fit(data.train)
         train_features = feature_model.transform(data.train)
         if cfg.optimization.cache_data:
             train_features = train_features.cache()
-        num_features = len(plan.feature_names) if getattr(plan, "feature_names", None) else None
+        plan.resolve_feature_names(feature_model)
+        num_features = len(plan.feature_names) or None
+        if data.task == "recommendation":  # string ids are indexed by the plan into *__idx columns
+            data.user_col, data.item_col = plan.user_col or data.user_col, plan.item_col or data.item_col
 
     num_classes = len(data.label_labels) if data.label_labels else None
     if data.task == "classification" and num_classes is None:
@@ -255,6 +260,21 @@ def fit_model(spark: SparkSession, cfg: PipelineConfig, data: PreparedData,
         train_features.unpersist()
     return PipelineModel(stages=stages), {"feature_plan": plan, "tuning": tuning_info, "num_features": num_features,
                                           "num_classes": num_classes, "spec": spec}
+
+
+def _drop_missing(data: PreparedData, subset: list[str]) -> None:
+    """Drop rows with missing feature values from every split and record how many (strategy ``drop``)."""
+    for name in ("train", "validation", "test"):
+        df = getattr(data, name)
+        if df is None:
+            continue
+        kept = df.dropna(subset=subset)
+        dropped = df.count() - kept.count()
+        data.lineage[f"dropped_missing_rows_{name}"] = dropped
+        if dropped:
+            log.warning("%d %s rows with missing values in %s were dropped (missing_values.strategy: drop)",
+                        dropped, name, subset)
+        setattr(data, name, kept.cache() if name == "train" else kept)
 
 
 def evaluate_model(model: PipelineModel, df: DataFrame | None, cfg: PipelineConfig, task: str,
