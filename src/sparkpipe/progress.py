@@ -48,6 +48,7 @@ class Progress:
             tracker = self.spark.sparkContext.statusTracker()
         except Exception:  # session gone
             return
+        quiet = 0.0
         while not stop.wait(self.interval):
             try:
                 parts = []
@@ -58,6 +59,11 @@ class Progress:
                 jobs = tracker.getActiveJobsIds()
             except Exception:
                 return
+            if not parts:  # no Spark work right now: a heartbeat every 30 s is enough
+                quiet += self.interval
+                if quiet < 30:
+                    continue
+            quiet = 0.0
             detail = ", ".join(parts) if parts else "no active Spark stage"
             log.info("  … %s: %.0fs elapsed, %d Spark job(s) running; %s", name, time.perf_counter() - t0,
                      len(jobs), detail)
