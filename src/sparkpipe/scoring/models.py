@@ -1,0 +1,1297 @@
+"""NumPy twins of every fitted Spark MLlib model sparkpipe trains.
+
+Each twin mirrors the arithmetic of the Spark 4 ``transform`` of its model class: the same output
+columns (honouring ``predictionCol``, ``rawPredictionCol``, ``probabilityCol``; an empty column name
+means Spark does not add that column), the same order of operations where it matters for rounding
+(sequential sums, max-shifted softmax, Spark's argmax that ignores ``NaN``), and the same validation
+errors (raised here as :class:`FeatureValueError`).
+
+Frame conventions follow :mod:`sparkpipe.scoring.base`: a feature vector column is a ``float64``
+2-D array ``(n_rows, size)`` or a ``scipy.sparse`` CSR matrix; predictions are ``float64`` 1-D
+arrays; probability and rawPrediction are ``float64`` 2-D arrays ``(n_rows, num_classes)``.
+
+Tree ensembles are compiled once into flat node arrays and every row walks all trees together,
+one level per NumPy step, so scoring cost is ``O(depth)`` vectorised operations.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from scipy import linalg as sla
+from scipy import special
+
+from sparkpipe.errors import ScoringError, UnsupportedStageError
+from sparkpipe.scoring.base import (
+    Frame,
+    StageFiles,
+    Twin,
+    as_2d,
+    matrix_from_struct,
+    register,
+    vector_from_struct,
+)
+
+logger = logging.getLogger(__name__)
+
+EPSILON: float = float(np.finfo(np.float64).eps)
+"""Machine epsilon, Spark's ``MLUtils.EPSILON`` / ``Utils.EPSILON`` (2.220446049250313e-16)."""
+
+_DOUBLE_MIN_VALUE = -np.finfo(np.float64).max  # Scala's Double.MinValue (most negative double)
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+
+COLD_START_COL = "cold_start"
+"""Boolean column the ALS twin adds: ``True`` where the user or the item was unseen in training."""
+
+
+class FeatureValueError(ScoringError):
+    """A feature value is invalid for the model (Spark's transform would fail on the same row)."""
+
+
+# ------------------------------------------------------------------------------------------ helpers
+Matrix = np.ndarray | sp.csr_matrix
+
+
+def _features(frame: Frame, col: str, size: int) -> Matrix:
+    """The feature vector column ``col`` as a float64 dense 2-D array or CSR matrix of width ``size``."""
+    if col not in frame:
+        raise ScoringError(f"input column {col!r} is missing from the frame (columns: {sorted(frame)})")
+    x = as_2d(frame[col])
+    if sp.issparse(x):
+        x = sp.csr_matrix(x, dtype=np.float64)
+    else:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2:
+            raise ScoringError(f"column {col!r} must be a 2-D vector array, got shape {x.shape}")
+    if x.shape[1] != size:
+        raise ScoringError(f"column {col!r} holds vectors of size {x.shape[1]}; the model expects {size}")
+    return x
+
+
+def _dense_columns(x: Matrix, cols: np.ndarray) -> np.ndarray:
+    """Columns ``cols`` of ``x`` as a C-contiguous dense float64 array (densifies only those columns)."""
+    if sp.issparse(x):
+        return np.ascontiguousarray(x[:, cols].toarray(), dtype=np.float64)
+    return np.ascontiguousarray(x[:, cols], dtype=np.float64)
+
+
+def _to_dense(x: Matrix) -> np.ndarray:
+    return x.toarray() if sp.issparse(x) else x
+
+
+def _matmul(x: Matrix, w: np.ndarray) -> np.ndarray:
+    """``x @ w`` for a dense array or CSR matrix ``x``; always returns a dense ndarray."""
+    out = x @ w
+    return np.asarray(out, dtype=np.float64)
+
+
+def _seq_sum(a: np.ndarray) -> np.ndarray:
+    """Row sums accumulated left to right (Scala's ``Array.sum``), bit-for-bit like Spark."""
+    total = np.zeros(a.shape[0], dtype=np.float64)
+    for j in range(a.shape[1]):
+        total = total + a[:, j]
+    return total
+
+
+def spark_argmax(a: np.ndarray) -> np.ndarray:
+    """Row-wise ``DenseVector.argmax`` as Spark computes it, as float64 labels.
+
+    Spark keeps the first maximum and never moves to a ``NaN``; a ``NaN`` in the first slot
+    therefore wins (nothing compares greater than it).
+    """
+    if a.shape[1] == 0:
+        return np.full(a.shape[0], -1.0)
+    b = np.where(np.isnan(a), -np.inf, a)
+    idx = np.argmax(b, axis=1)
+    idx[np.isnan(a[:, 0])] = 0
+    return idx.astype(np.float64)
+
+
+def thresholded_argmax(prob: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Spark's ``probability2prediction`` with ``thresholds``: argmax of ``p / t``.
+
+    A zero threshold gives ``+inf`` (always predicted) unless its probability is 0 too (``NaN``,
+    never predicted); ties keep the lower index.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = prob / thresholds
+    b = np.where(np.isnan(scaled), -np.inf, scaled)
+    return np.argmax(b, axis=1).astype(np.float64)
+
+
+def _normalize_rows(raw: np.ndarray) -> np.ndarray:
+    """``ProbabilisticClassificationModel.normalizeToProbabilitiesInPlace`` for every row."""
+    total = _seq_sum(raw)
+    if np.any(raw < 0) or np.any(~(total > 0)):
+        raise FeatureValueError("cannot normalise raw predictions: negative or all-zero class counts")
+    return raw / total[:, None]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+def _softmax_spark(raw: np.ndarray) -> np.ndarray:
+    """``ml.impl.Utils.softmax`` (multinomial logistic regression), row-wise.
+
+    The max margin (not below ``Double.MinValue``) is subtracted before ``exp``; a row holding
+    ``+inf`` becomes ``0 * row`` with 1.0 at the first ``+inf`` (Spark's ``dscal`` then assignment).
+    """
+    b = np.where(np.isnan(raw), -np.inf, raw)
+    max_v = np.maximum(b.max(axis=1), _DOUBLE_MIN_VALUE)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(raw - max_v[:, None])
+        out = e / _seq_sum(e)[:, None]
+        posinf = np.isposinf(raw)
+        rows = np.flatnonzero(posinf.any(axis=1))
+        if rows.size:
+            first = np.argmax(posinf[rows], axis=1)
+            out[rows] = raw[rows] * 0.0
+            out[rows, first] = 1.0
+    return out
+
+
+def _softmax_minvalue(raw: np.ndarray) -> np.ndarray:
+    """Softmax as MLP's ``SoftmaxLayerModelWithCrossEntropyLoss`` and NaiveBayes compute it."""
+    b = np.where(np.isnan(raw), -np.inf, raw)
+    max_v = np.maximum(b.max(axis=1), _DOUBLE_MIN_VALUE)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(raw - max_v[:, None])
+        return e / _seq_sum(e)[:, None]
+
+
+# ------------------------------------------------------------------------------------- base twins
+class _ModelTwin(Twin):
+    """Shared plumbing: the features column and the output column params."""
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        self.features_col: str = stage.param("featuresCol", "features")
+        self.prediction_col: str = stage.param("predictionCol", "prediction") or ""
+
+    @property
+    def input_cols(self) -> list[str]:
+        return [self.features_col]
+
+    @property
+    def output_cols(self) -> list[str]:
+        return [c for c in (self.prediction_col,) if c]
+
+
+class _ClassifierTwin(_ModelTwin):
+    """Mirror of ``ClassificationModel`` / ``ProbabilisticClassificationModel.transform``.
+
+    Subclasses implement :meth:`_raw` (rawPrediction from features) and, when probabilistic,
+    :meth:`_raw2prob`; they may override the prediction rules as their Spark classes do.
+    """
+
+    probabilistic: bool = True
+    num_classes: int = 2
+    num_features: int = 0
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        self.raw_col: str = stage.param("rawPredictionCol", "rawPrediction") or ""
+        self.prob_col: str = (
+            (stage.param("probabilityCol", "probability") or "") if self.probabilistic else ""
+        )
+        th = stage.param("thresholds")
+        self.thresholds: np.ndarray | None = None if th is None else np.asarray(th, dtype=np.float64)
+
+    def _check_thresholds(self) -> None:
+        if self.thresholds is not None and self.thresholds.size != self.num_classes:
+            raise ScoringError(
+                f"{type(self).__name__}: thresholds has length {self.thresholds.size} but the model has "
+                f"{self.num_classes} classes (Spark's transform fails the same way)"
+            )
+
+    @property
+    def output_cols(self) -> list[str]:
+        return [c for c in (self.raw_col, self.prob_col, self.prediction_col) if c]
+
+    # --- the Spark hooks
+    def _raw(self, x: Matrix) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _raw2prob(self, raw: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _prob2pred(self, prob: np.ndarray) -> np.ndarray:
+        if self.thresholds is None:
+            return spark_argmax(prob)
+        return thresholded_argmax(prob, self.thresholds)
+
+    def _raw2pred(self, raw: np.ndarray) -> np.ndarray:
+        if self.thresholds is None or not self.probabilistic:
+            return spark_argmax(raw)
+        return self._prob2pred(self._raw2prob(raw))
+
+    def _predict(self, x: Matrix) -> np.ndarray:
+        return self._raw2pred(self._raw(x))
+
+    def transform(self, frame: Frame) -> None:
+        x = _features(frame, self.features_col, self.num_features)
+        raw = prob = None
+        if self.raw_col:
+            raw = self._raw(x)
+            frame[self.raw_col] = raw
+        if self.prob_col:
+            prob = self._raw2prob(raw.copy() if raw is not None else self._raw(x))
+            frame[self.prob_col] = prob
+        if self.prediction_col:
+            if raw is not None:
+                pred = self._raw2pred(raw)
+            elif prob is not None:
+                pred = self._prob2pred(prob)
+            else:
+                pred = self._predict(x)
+            frame[self.prediction_col] = np.asarray(pred, dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------ linear classifiers
+@register("org.apache.spark.ml.classification.LogisticRegressionModel")
+class LogisticRegressionTwin(_ClassifierTwin):
+    """Binary and multinomial logistic regression (``LogisticRegressionModel``).
+
+    Binary: rawPrediction ``[-m, m]`` with ``m = x.w + b``; probability ``p0 = 1/(1+exp(m))``,
+    ``p1 = 1 - p0``; prediction ``p1 > t`` (or ``m > log(t/(1-t))`` from rawPrediction) where ``t``
+    is ``threshold`` or derived from ``thresholds``. Multinomial: margins ``W x + b``, Spark's
+    max-shifted softmax, argmax or the thresholds rule.
+    """
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        row = stage.read_rows()[0]
+        self.num_classes = int(row["numClasses"])
+        self.num_features = int(row["numFeatures"])
+        self.is_multinomial = bool(row["isMultinomial"])
+        self.coefficients = matrix_from_struct(row["coefficientMatrix"])  # (numClasses|1, numFeatures)
+        self.intercepts = vector_from_struct(row["interceptVector"])
+        self._check_thresholds()
+        if not self.is_multinomial:
+            self.w = np.ascontiguousarray(self.coefficients[0])
+            self.b = float(self.intercepts[0])
+            if self.thresholds is not None:
+                t = 1.0 / (1.0 + self.thresholds[0] / self.thresholds[1])
+            else:
+                t = float(stage.param("threshold", 0.5))
+            if t == 0.0:
+                raw_t = -np.inf
+            elif t == 1.0:
+                raw_t = np.inf
+            else:
+                raw_t = float(np.log(t / (1.0 - t)))
+            self.prob_threshold, self.raw_threshold = t, raw_t
+        else:
+            self.wt = np.ascontiguousarray(self.coefficients.T)
+
+    def _margin(self, x: Matrix) -> np.ndarray:
+        return _matmul(x, self.w) + self.b
+
+    def _raw(self, x: Matrix) -> np.ndarray:
+        if self.is_multinomial:
+            return _matmul(x, self.wt) + self.intercepts
+        m = self._margin(x)
+        return np.column_stack([-m, m])
+
+    def _raw2prob(self, raw: np.ndarray) -> np.ndarray:
+        if self.is_multinomial:
+            return _softmax_spark(raw)
+        p0 = _sigmoid(raw[:, 0])
+        return np.column_stack([p0, 1.0 - p0])
+
+    def _raw2pred(self, raw: np.ndarray) -> np.ndarray:
+        if self.is_multinomial:
+            return super()._raw2pred(raw)
+        return (raw[:, 1] > self.raw_threshold).astype(np.float64)
+
+    def _prob2pred(self, prob: np.ndarray) -> np.ndarray:
+        if self.is_multinomial:
+            return super()._prob2pred(prob)
+        return (prob[:, 1] > self.prob_threshold).astype(np.float64)
+
+    def _predict(self, x: Matrix) -> np.ndarray:
+        if self.is_multinomial:
+            return super()._predict(x)
+        return (_sigmoid(self._margin(x)) > self.prob_threshold).astype(np.float64)
+
+
+@register("org.apache.spark.ml.classification.LinearSVCModel")
+class LinearSVCTwin(_ClassifierTwin):
+    """Linear SVM: rawPrediction ``[-m, m]``, prediction ``m > threshold``; no probability."""
+
+    probabilistic = False
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        row = stage.read_rows()[0]
+        self.w = vector_from_struct(row["coefficients"])
+        self.b = float(row["intercept"])
+        self.num_features = self.w.size
+        self.threshold = float(stage.param("threshold", 0.0))
+
+    def _raw(self, x: Matrix) -> np.ndarray:
+        m = _matmul(x, self.w) + self.b
+        return np.column_stack([-m, m])
+
+    def _raw2pred(self, raw: np.ndarray) -> np.ndarray:
+        return (raw[:, 1] > self.threshold).astype(np.float64)
+
+
+@register("org.apache.spark.ml.classification.NaiveBayesModel")
+class NaiveBayesTwin(_ClassifierTwin):
+    """Naive Bayes: multinomial, complement, bernoulli and gaussian model types.
+
+    Spark rejects negative (multinomial, complement) or non-0/1 (bernoulli) feature values; the
+    twin raises :class:`FeatureValueError` for the same rows.
+    """
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        row = stage.read_rows()[0]
+        self.model_type: str = stage.param("modelType", "multinomial")
+        self.pi = vector_from_struct(row["pi"])
+        self.theta = matrix_from_struct(row["theta"])  # (numClasses, numFeatures)
+        self.num_classes, self.num_features = self.theta.shape
+        self._check_thresholds()
+        if self.model_type == "bernoulli":
+            neg_theta = np.log1p(-np.exp(self.theta))
+            self.theta_minus_neg = np.ascontiguousarray((self.theta - neg_theta).T)
+            self.pi_plus_neg_sum = self.pi + neg_theta.sum(axis=1)
+        elif self.model_type == "gaussian":
+            self.sigma = matrix_from_struct(row["sigma"])
+            self.log_var_sum = np.log(self.sigma).sum(axis=1)
+        elif self.model_type in ("multinomial", "complement"):
+            self.theta_t = np.ascontiguousarray(self.theta.T)
+        else:
+            raise UnsupportedStageError(f"NaiveBayes modelType {self.model_type!r} has no NumPy twin")
+
+    def _values(self, x: Matrix) -> np.ndarray:
+        return x.data if sp.issparse(x) else x
+
+    def _raw(self, x: Matrix) -> np.ndarray:
+        mt = self.model_type
+        if mt in ("multinomial", "complement"):
+            if not np.all(self._values(x) >= 0.0):
+                raise FeatureValueError(
+                    f"NaiveBayes ({mt}) requires nonnegative feature values in {self.features_col!r}"
+                )
+            prob = _matmul(x, self.theta_t)
+            if mt == "multinomial":
+                return prob + self.pi
+            max_v = prob.max(axis=1)
+            log_sum_exp = np.log(_seq_sum(np.exp(prob - max_v[:, None]))) + max_v
+            return prob - log_sum_exp[:, None]
+        if mt == "bernoulli":
+            v = self._values(x)
+            if not np.all((v == 0.0) | (v == 1.0)):
+                raise FeatureValueError(
+                    f"NaiveBayes (bernoulli) requires 0/1 feature values in {self.features_col!r}"
+                )
+            return _matmul(x, self.theta_minus_neg) + self.pi_plus_neg_sum
+        xd = _to_dense(x)
+        out = np.empty((xd.shape[0], self.num_classes))
+        for i in range(self.num_classes):
+            d = xd - self.theta[i]
+            s = _seq_sum(d * d / self.sigma[i])
+            out[:, i] = self.pi[i] - (s + self.log_var_sum[i]) / 2
+        return out
+
+    def _raw2prob(self, raw: np.ndarray) -> np.ndarray:
+        return _softmax_minvalue(raw)
+
+
+# -------------------------------------------------------------------------------------------- trees
+@dataclass
+class _Forest:
+    """All trees of a model compiled into flat node arrays (global node numbering).
+
+    ``children[2*i]`` / ``children[2*i+1]`` are node ``i``'s left / right child; a leaf points to
+    itself on both sides, so walking ``depth`` steps lands every row on its leaf.
+    """
+
+    roots: np.ndarray
+    feature: np.ndarray  # index into ``used`` (0 for leaves)
+    threshold: np.ndarray
+    children: np.ndarray
+    cat_row: np.ndarray  # row in cat_table for categorical splits, -1 otherwise
+    cat_table: np.ndarray  # (n_categorical_nodes, width) bool: value is in the split's category set
+    cat_is_left: np.ndarray  # per categorical node: True if the set holds the left categories
+    used: np.ndarray  # original feature indices the splits read
+    depth: int
+    prediction: np.ndarray
+    impurity: np.ndarray
+    stats: np.ndarray  # (n_nodes, n_stats) impurity stats
+    num_features: int
+
+    @property
+    def num_trees(self) -> int:
+        return int(self.roots.size)
+
+    def leaves(self, x: Matrix) -> np.ndarray:
+        """Global leaf node index per row and tree, shape ``(n_rows, n_trees)``."""
+        n, t = x.shape[0], self.num_trees
+        node = np.tile(self.roots, n)
+        if self.depth == 0 or n == 0:
+            return node.reshape(n, t)
+        xu = _dense_columns(x, self.used)
+        flat = xu.ravel()
+        base = np.repeat(np.arange(n, dtype=np.int64) * xu.shape[1], t)
+        has_cat = self.cat_table.shape[0] > 0
+        width = self.cat_table.shape[1]
+        for _ in range(self.depth):
+            v = flat[base + self.feature[node]]
+            right = ~(v <= self.threshold[node])
+            if has_cat:
+                c = self.cat_row[node]
+                m = c >= 0
+                if m.any():
+                    xv, cm = v[m], c[m]
+                    ok = (xv >= 0) & (xv < width) & (xv == np.floor(xv))
+                    member = np.zeros(xv.size, dtype=bool)
+                    member[ok] = self.cat_table[cm[ok], xv[ok].astype(np.int64)]
+                    right[m] = member != self.cat_is_left[cm]
+            node = self.children[2 * node + right]
+        return node.reshape(n, t)
+
+
+def _list_column(col: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A pyarrow list column as (flat values, offsets)."""
+    import pyarrow as pa
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    arr = arr.cast(pa.list_(pa.float64()))
+    offsets = np.asarray(arr.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    values = np.asarray(arr.values.to_numpy(zero_copy_only=False), dtype=np.float64)
+    start = offsets[0]
+    return values[start : offsets[-1]], offsets - start
+
+
+def _compile_forest(stage: StageFiles, num_features: int) -> tuple[_Forest, np.ndarray]:
+    """Read a tree or ensemble stage's node table into a :class:`_Forest`; also return tree weights."""
+    table = stage.read_table("data")
+    if "nodeData" in table.column_names:
+        tree_id = np.asarray(table.column("treeID").to_numpy(), dtype=np.int64)
+        table = table.flatten().flatten()
+        prefix = "nodeData."
+    else:
+        tree_id = np.zeros(table.num_rows, dtype=np.int64)
+        table = table.flatten()
+        prefix = ""
+
+    def col(name: str) -> Any:
+        return table.column(prefix + name)
+
+    def num(name: str, dtype: Any) -> np.ndarray:
+        return np.asarray(col(name).to_numpy(), dtype=dtype)
+
+    node_id = num("id", np.int64)
+    order = np.lexsort((node_id, tree_id))
+    stats_vals, stats_off = _list_column(col("impurityStats"))
+    cats_vals, cats_off = _list_column(col("split.leftCategoriesOrThreshold"))
+    n_stats = int(np.max(np.diff(stats_off))) if stats_off.size > 1 else 0
+    stats = np.zeros((node_id.size, n_stats))
+    for i in range(node_id.size):  # compile time only
+        s = stats_vals[stats_off[i] : stats_off[i + 1]]
+        stats[i, : s.size] = s
+
+    tree_id, node_id = tree_id[order], node_id[order]
+    stats = stats[order]
+    prediction = num("prediction", np.float64)[order]
+    impurity = num("impurity", np.float64)[order]
+    left_id = num("leftChild", np.int64)[order]
+    right_id = num("rightChild", np.int64)[order]
+    feat = num("split.featureIndex", np.int64)[order]
+    num_cats = num("split.numCategories", np.int64)[order]
+    cat_lists = [cats_vals[cats_off[i] : cats_off[i + 1]] for i in order]
+
+    n = node_id.size
+    trees = np.unique(tree_id)
+    roots = np.empty(trees.size, dtype=np.int64)
+    left = np.arange(n, dtype=np.int64)
+    right = np.arange(n, dtype=np.int64)
+    start = 0
+    for k, t in enumerate(trees):
+        stop = start + int(np.sum(tree_id == t))
+        ids = node_id[start:stop]
+        lookup = {int(i): start + j for j, i in enumerate(ids)}
+        if 0 not in lookup:
+            raise ScoringError(f"tree {t} of stage {stage.path.name} has no root node (id 0)")
+        roots[k] = lookup[0]
+        for j in range(start, stop):
+            if left_id[j] >= 0:
+                left[j] = lookup[int(left_id[j])]
+                right[j] = lookup[int(right_id[j])]
+        start = stop
+    is_leaf = left_id < 0
+
+    used = np.unique(feat[~is_leaf]) if (~is_leaf).any() else np.zeros(0, dtype=np.int64)
+    if used.size and (used.min() < 0 or used.max() >= num_features):
+        raise ScoringError(f"stage {stage.path.name} splits on a feature outside 0..{num_features - 1}")
+    feature = np.zeros(n, dtype=np.int64)
+    feature[~is_leaf] = np.searchsorted(used, feat[~is_leaf])
+    threshold = np.full(n, np.nan)
+    cat_row = np.full(n, -1, dtype=np.int64)
+    # Spark's CategoricalSplit keeps the smaller side: with isLeft = len(left) <= numCategories // 2
+    # it tests membership of the left categories, otherwise of the complement in 0..numCategories-1
+    # (so a value outside both sets, e.g. unseen or fractional, goes left in that case).
+    cat_nodes = np.flatnonzero(~is_leaf & (num_cats >= 0))
+    width = 1
+    for j in cat_nodes:
+        width = max(width, int(num_cats[j]))
+        if cat_lists[j].size:
+            width = max(width, int(np.max(cat_lists[j])) + 1)
+    cat_table = np.zeros((cat_nodes.size, width), dtype=bool)
+    cat_is_left = np.ones(cat_nodes.size, dtype=bool)
+    for r, j in enumerate(cat_nodes):
+        cat_row[j] = r
+        cats = cat_lists[j]
+        cats = cats[(cats >= 0) & (cats == np.floor(cats))].astype(np.int64)
+        cat_is_left[r] = cat_lists[j].size <= int(num_cats[j]) // 2
+        if cat_is_left[r]:
+            cat_table[r, cats] = True
+        else:
+            cat_table[r, : int(num_cats[j])] = True
+            cat_table[r, cats] = False
+    cont = np.flatnonzero(~is_leaf & (num_cats < 0))
+    for j in cont:
+        threshold[j] = cat_lists[j][0]
+
+    children = np.empty(2 * n, dtype=np.int64)
+    children[0::2], children[1::2] = left, right
+    depth, frontier = 0, roots
+    while True:
+        internal = frontier[~is_leaf[frontier]]
+        if internal.size == 0:
+            break
+        frontier = np.concatenate([left[internal], right[internal]])
+        depth += 1
+
+    weights = np.ones(trees.size)
+    meta_dir = stage.path / "treesMetadata"
+    if meta_dir.is_dir():
+        mt = stage.read_table("treesMetadata")
+        # Spark 4.3 writes the columns unnamed (_1, _2, _3 = treeID, metadata, weights)
+        names = mt.column_names
+        id_col = "treeID" if "treeID" in names else names[0]
+        w_col = "weights" if "weights" in names else names[2]
+        w_ids = np.asarray(mt.column(id_col).to_numpy(), dtype=np.int64)
+        w = np.asarray(mt.column(w_col).to_numpy(), dtype=np.float64)
+        weights = w[np.argsort(w_ids)]
+        if weights.size != trees.size:
+            raise ScoringError(f"stage {stage.path.name}: {weights.size} tree weights for {trees.size} trees")
+    forest = _Forest(
+        roots=roots,
+        feature=feature,
+        threshold=threshold,
+        children=children,
+        cat_row=cat_row,
+        cat_table=cat_table,
+        cat_is_left=cat_is_left,
+        used=used.astype(np.int64),
+        depth=depth,
+        prediction=prediction,
+        impurity=impurity,
+        stats=stats,
+        num_features=num_features,
+    )
+    return forest, weights
+
+
+def _num_features(stage: StageFiles) -> int:
+    nf = stage.metadata.get("numFeatures", stage.param("numFeatures"))
+    if nf is None:
+        raise ScoringError(f"stage {stage.path.name}: metadata lacks numFeatures")
+    return int(nf)
+
+
+def _reject_leaf_col(stage: StageFiles) -> None:
+    if stage.param("leafCol", ""):
+        raise UnsupportedStageError(
+            f"{stage.class_name} with leafCol={stage.param('leafCol')!r} has no NumPy twin; "
+            "clear leafCol or score with Spark"
+        )
+
+
+class _TreeClassifierTwin(_ClassifierTwin):
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        _reject_leaf_col(stage)
+        self.num_features = _num_features(stage)
+        self.forest, self.weights = _compile_forest(stage, self.num_features)
+        nc = stage.metadata.get("numClasses")
+        self.num_classes = int(nc) if nc is not None else self.forest.stats.shape[1]
+        self._check_thresholds()
+
+    def _raw2prob(self, raw: np.ndarray) -> np.ndarray:
+        return _normalize_rows(raw)
+
+
+@register("org.apache.spark.ml.classification.DecisionTreeClassificationModel")
+class DecisionTreeClassifierTwin(_TreeClassifierTwin):
+    """Decision tree classifier: rawPrediction = leaf class counts; probability = normalised counts."""
+
+    def _raw(self, x: Matrix) -> np.ndarray:
+        return self.forest.stats[self.forest.leaves(x)[:, 0], : self.num_classes].copy()
+
+    def _predict(self, x: Matrix) -> np.ndarray:
+        return self.forest.prediction[self.forest.leaves(x)[:, 0]]
+
+
+@register("org.apache.spark.ml.classification.RandomForestClassificationModel")
+class RandomForestClassifierTwin(_TreeClassifierTwin):
+    """Random forest classifier: rawPrediction = sum over trees of normalised leaf class counts."""
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        stats = self.forest.stats[:, : self.num_classes]
+        total = _seq_sum(stats)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.votes = np.where(total[:, None] != 0, stats / total[:, None], 0.0)
+
+    def _raw(self, x: Matrix) -> np.ndarray:
+        # cumsum accumulates strictly in tree order: the same rounding as Spark's loop
+        return np.cumsum(self.votes[self.forest.leaves(x)], axis=1)[:, -1, :]
+
+
+@register("org.apache.spark.ml.classification.GBTClassificationModel")
+class GBTClassifierTwin(_TreeClassifierTwin):
+    """Gradient-boosted trees (logistic loss): margin = sum of weight * tree prediction.
+
+    rawPrediction ``[-m, m]``; probability ``p0 = 1/(1+exp(2m))``, ``p1 = 1 - p0``; prediction
+    ``m > 0`` unless ``thresholds`` are set.
+    """
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        self.num_classes = 2
+        self._check_thresholds()
+
+    def margin(self, x: Matrix) -> np.ndarray:
+        """Sum of ``weight_i * prediction_i`` over trees, accumulated in tree order."""
+        terms = self.forest.prediction[self.forest.leaves(x)] * self.weights
+        return np.cumsum(terms, axis=1)[:, -1]
+
+    def _raw(self, x: Matrix) -> np.ndarray:
+        m = self.margin(x)
+        return np.column_stack([-m, m])
+
+    def _raw2prob(self, raw: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            p0 = 1.0 / (1.0 + np.exp(-2.0 * raw[:, 0]))
+        return np.column_stack([p0, 1.0 - p0])
+
+    def _predict(self, x: Matrix) -> np.ndarray:
+        if self.thresholds is not None:
+            return super()._predict(x)
+        return (self.margin(x) > 0.0).astype(np.float64)
+
+
+class _TreeRegressorTwin(_ModelTwin):
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        _reject_leaf_col(stage)
+        self.num_features = _num_features(stage)
+        self.forest, self.weights = _compile_forest(stage, self.num_features)
+
+    def predict(self, x: Matrix) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def transform(self, frame: Frame) -> None:
+        x = _features(frame, self.features_col, self.num_features)
+        if self.prediction_col:
+            frame[self.prediction_col] = self.predict(x)
+
+
+@register("org.apache.spark.ml.regression.DecisionTreeRegressionModel")
+class DecisionTreeRegressorTwin(_TreeRegressorTwin):
+    """Decision tree regressor: leaf prediction (and leaf variance when ``varianceCol`` is set)."""
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        self.variance_col: str = stage.param("varianceCol", "") or ""
+        # Spark reports ``impurityStats.calculate()`` of the leaf (not the stored ``impurity``):
+        # (sumSquares - sum^2 / count) / count, 0 for an empty leaf.
+        st = self.forest.stats
+        count, total, sum_sq = st[:, 0], st[:, 1], st[:, 2]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.variance = np.where(count == 0, 0.0, (sum_sq - (total * total) / count) / count)
+
+    @property
+    def output_cols(self) -> list[str]:
+        return [c for c in (self.prediction_col, self.variance_col) if c]
+
+    def predict(self, x: Matrix) -> np.ndarray:
+        return self.forest.prediction[self.forest.leaves(x)[:, 0]]
+
+    def transform(self, frame: Frame) -> None:
+        x = _features(frame, self.features_col, self.num_features)
+        leaves = self.forest.leaves(x)[:, 0]
+        if self.prediction_col:
+            frame[self.prediction_col] = self.forest.prediction[leaves]
+        if self.variance_col:
+            frame[self.variance_col] = self.variance[leaves]
+
+
+@register("org.apache.spark.ml.regression.RandomForestRegressionModel")
+class RandomForestRegressorTwin(_TreeRegressorTwin):
+    """Random forest regressor: mean of the trees' leaf predictions (sequential sum / numTrees)."""
+
+    def predict(self, x: Matrix) -> np.ndarray:
+        preds = self.forest.prediction[self.forest.leaves(x)]
+        return np.cumsum(preds, axis=1)[:, -1] / preds.shape[1]
+
+
+@register("org.apache.spark.ml.regression.GBTRegressionModel")
+class GBTRegressorTwin(_TreeRegressorTwin):
+    """Gradient-boosted trees regressor: sum of ``weight_i * tree_i`` prediction."""
+
+    def predict(self, x: Matrix) -> np.ndarray:
+        terms = self.forest.prediction[self.forest.leaves(x)] * self.weights
+        return np.cumsum(terms, axis=1)[:, -1]
+
+
+# ------------------------------------------------------------------------------------------- MLP
+@register("org.apache.spark.ml.classification.MultilayerPerceptronClassificationModel")
+class MultilayerPerceptronTwin(_ClassifierTwin):
+    """Feed-forward network: affine + sigmoid hidden layers, affine output, softmax probability.
+
+    Spark's flat ``weights`` hold, per layer ``(n_in -> n_out)``, the ``n_out x n_in`` weight matrix
+    in column-major order followed by the ``n_out`` biases.
+    """
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        layers = [int(v) for v in stage.param("layers")]
+        weights = vector_from_struct(stage.read_rows()[0]["weights"])
+        self.num_features, self.num_classes = layers[0], layers[-1]
+        self._check_thresholds()
+        self.layers: list[tuple[np.ndarray, np.ndarray]] = []
+        off = 0
+        for n_in, n_out in itertools.pairwise(layers):
+            w = weights[off : off + n_in * n_out].reshape(n_in, n_out)
+            off += n_in * n_out
+            b = weights[off : off + n_out]
+            off += n_out
+            self.layers.append((np.ascontiguousarray(w), b.copy()))
+        if off != weights.size:
+            raise ScoringError(
+                f"MLP stage {stage.path.name}: layers {layers} need {off} weights, found {weights.size}"
+            )
+
+    def _raw(self, x: Matrix) -> np.ndarray:
+        h: Any = x
+        last = len(self.layers) - 1
+        for i, (w, b) in enumerate(self.layers):
+            h = _matmul(h, w) + b
+            if i < last:
+                h = _sigmoid(h)
+        return h
+
+    def _raw2prob(self, raw: np.ndarray) -> np.ndarray:
+        return _softmax_minvalue(raw)
+
+
+# ----------------------------------------------------------------------------- linear regressions
+@register("org.apache.spark.ml.regression.LinearRegressionModel")
+class LinearRegressionTwin(_ModelTwin):
+    """Linear regression: ``prediction = x.w + b``."""
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        row = stage.read_rows()[0]
+        self.w = vector_from_struct(row["coefficients"])
+        self.b = float(row["intercept"])
+
+    def transform(self, frame: Frame) -> None:
+        x = _features(frame, self.features_col, self.w.size)
+        if self.prediction_col:
+            frame[self.prediction_col] = _matmul(x, self.w) + self.b
+
+
+_FAMILY_DEFAULT_LINK = {"gaussian": "identity", "binomial": "logit", "poisson": "log", "gamma": "inverse"}
+_LINK_NAMES = ("identity", "log", "inverse", "logit", "probit", "cloglog", "sqrt")
+
+
+def _unlink(link: str, power: float, eta: np.ndarray) -> np.ndarray:
+    """Inverse link function ``mu = g^-1(eta)`` as Spark's ``Link.unlink``."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        if link == "identity":
+            return eta.copy()
+        if link == "log":
+            return np.exp(eta)
+        if link == "inverse":
+            return 1.0 / eta
+        if link == "logit":
+            return 1.0 / (1.0 + np.exp(-1.0 * eta))
+        if link == "probit":  # breeze Gaussian(0, 1).cdf
+            return 0.5 * (1.0 + special.erf(eta / np.sqrt(2.0)))
+        if link == "cloglog":
+            return 1.0 - np.exp(-1.0 * np.exp(eta))
+        if link == "sqrt":
+            return eta * eta
+        if link == "power":
+            return np.power(eta, 1.0 / power)
+    raise UnsupportedStageError(f"GLM link {link!r} has no NumPy twin")
+
+
+@register("org.apache.spark.ml.regression.GeneralizedLinearRegressionModel")
+class GeneralizedLinearRegressionTwin(_ModelTwin):
+    """Generalized linear regression: ``eta = x.w + b + offset``, ``prediction = project(unlink(eta))``.
+
+    Families gaussian, binomial, poisson, gamma and tweedie (``variancePower`` 0/1/2 behave as
+    gaussian/poisson/gamma, as in Spark); links identity, log, inverse, logit, probit, cloglog,
+    sqrt and tweedie's power link. ``linkPredictionCol`` (eta) and ``offsetCol`` are honoured.
+    """
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        row = stage.read_rows()[0]
+        self.w = vector_from_struct(row["coefficients"])
+        self.b = float(row["intercept"])
+        explicit = stage.metadata.get("paramMap", {})
+        family = str(stage.param("family", "gaussian")).lower()
+        vp = float(stage.param("variancePower", 0.0))
+        if family == "tweedie":
+            self.family = {0.0: "gaussian", 1.0: "poisson", 2.0: "gamma"}.get(vp, "tweedie")
+            lp = float(explicit["linkPower"]) if "linkPower" in explicit else 1.0 - vp
+            self.link, self.link_power = {
+                0.0: ("log", 0.0),
+                1.0: ("identity", 1.0),
+                -1.0: ("inverse", -1.0),
+                0.5: ("sqrt", 0.5),
+            }.get(lp, ("power", lp))
+        else:
+            if family not in _FAMILY_DEFAULT_LINK:
+                raise UnsupportedStageError(f"GLM family {family!r} has no NumPy twin")
+            self.family = family
+            link = explicit.get("link") or _FAMILY_DEFAULT_LINK[family]
+            if str(link).lower() not in _LINK_NAMES:
+                raise UnsupportedStageError(f"GLM link {link!r} has no NumPy twin")
+            self.link, self.link_power = str(link).lower(), 0.0
+        self.link_prediction_col: str = stage.param("linkPredictionCol", "") or ""
+        self.offset_col: str = stage.param("offsetCol", "") or ""
+
+    @property
+    def input_cols(self) -> list[str]:
+        return [self.features_col] + ([self.offset_col] if self.offset_col else [])
+
+    @property
+    def output_cols(self) -> list[str]:
+        return [c for c in (self.prediction_col, self.link_prediction_col) if c]
+
+    def _project(self, mu: np.ndarray) -> np.ndarray:
+        """``Family.project``: keep the mean inside the family's valid range."""
+        f = self.family
+        if f == "gaussian":
+            out = np.where(np.isneginf(mu), _DOUBLE_MIN_VALUE, mu)
+            return np.where(np.isposinf(out), -_DOUBLE_MIN_VALUE, out)
+        if f == "binomial":
+            return np.where(mu < 1e-16, 1e-16, np.where(mu > 1.0 - 1e-16, 1.0 - 1e-16, mu))
+        # poisson, gamma, tweedie
+        return np.where(mu < 1e-16, 1e-16, np.where(np.isinf(mu), -_DOUBLE_MIN_VALUE, mu))
+
+    def link_prediction(self, frame: Frame) -> np.ndarray:
+        """The linear predictor ``eta`` for every row."""
+        x = _features(frame, self.features_col, self.w.size)
+        eta = _matmul(x, self.w) + self.b
+        if self.offset_col:
+            if self.offset_col not in frame:
+                raise ScoringError(f"GLM offset column {self.offset_col!r} is missing from the frame")
+            eta = eta + np.asarray(frame[self.offset_col], dtype=np.float64)
+        return eta
+
+    def transform(self, frame: Frame) -> None:
+        eta = self.link_prediction(frame)
+        if self.prediction_col:
+            frame[self.prediction_col] = self._project(_unlink(self.link, self.link_power, eta))
+        if self.link_prediction_col:
+            frame[self.link_prediction_col] = eta
+
+
+# -------------------------------------------------------------------------------------- clustering
+def _fast_squared_distance(
+    x: Matrix, x_norm: np.ndarray, centers: np.ndarray, c_norm: np.ndarray
+) -> np.ndarray:
+    """``MLUtils.fastSquaredDistance`` between every row and every center, shape ``(n, k)``.
+
+    Uses ``|a|^2 + |b|^2 - 2 a.b`` when Spark's precision bound allows it, the exact squared
+    distance otherwise (sparse rows get Spark's second bound check first).
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _fast_squared_distance_impl(x, x_norm, centers, c_norm)
+
+
+def _fast_squared_distance_impl(
+    x: Matrix, x_norm: np.ndarray, centers: np.ndarray, c_norm: np.ndarray
+) -> np.ndarray:
+    dot = _matmul(x, centers.T)
+    sum_sq = x_norm[:, None] ** 2 + c_norm[None, :] ** 2
+    norm_diff = x_norm[:, None] - c_norm[None, :]
+    bound1 = 2.0 * EPSILON * sum_sq / (norm_diff * norm_diff + EPSILON)
+    fast = sum_sq - 2.0 * dot
+    exact_needed = ~(bound1 < 1e-6)
+    if sp.issparse(x):
+        fast2 = np.maximum(fast, 0.0)
+        bound2 = EPSILON * (sum_sq + 2.0 * np.abs(dot)) / (fast2 + EPSILON)
+        out = np.where(exact_needed, fast2, fast)
+        exact_needed = exact_needed & (bound2 > 1e-6)
+    else:
+        out = fast
+    rows, cols = np.nonzero(exact_needed)
+    if rows.size:
+        xr = _to_dense(x[np.unique(rows)]) if sp.issparse(x) else x
+        if sp.issparse(x):
+            pos = np.searchsorted(np.unique(rows), rows)
+            diff = xr[pos] - centers[cols]
+        else:
+            diff = xr[rows] - centers[cols]
+        out = out.copy()
+        out[rows, cols] = _seq_sum(diff * diff)  # Vectors.sqdist: left-to-right sum
+    return out
+
+
+def _argmin_first(d: np.ndarray) -> np.ndarray:
+    """Index of the first strictly smallest value per row (``NaN`` never wins; all-``NaN`` -> 0)."""
+    return np.argmin(np.where(np.isnan(d), np.inf, d), axis=1)
+
+
+def _seq_norms(x: Matrix) -> np.ndarray:
+    """L2 norm of every row with a left-to-right sum of squares (``Vectors.norm(v, 2)``)."""
+    d = _to_dense(x)
+    with np.errstate(over="ignore"):
+        return np.sqrt(_seq_sum(d * d))
+
+
+def _cosine_distance(x: Matrix, x_norm: np.ndarray, centers: np.ndarray, c_norm: np.ndarray) -> np.ndarray:
+    """``1 - dot(center, x) / |center| / |x|``; Spark asserts both norms are positive."""
+    if np.any(~(x_norm > 0)) or np.any(~(c_norm > 0)):
+        raise FeatureValueError("cosine distance is not defined for zero-length vectors")
+    return 1 - _matmul(x, centers.T) / c_norm[None, :] / x_norm[:, None]
+
+
+@register("org.apache.spark.ml.clustering.KMeansModel")
+class KMeansTwin(_ModelTwin):
+    """K-means: index of the closest center (euclidean or cosine), found the way Spark finds it.
+
+    Spark's ``findClosest`` uses pairwise center statistics (Elkan's triangle-inequality bounds)
+    with early exits; in exact arithmetic that is the argmin with ties to the lower index, and
+    mirroring the bounds keeps the same answer where rounding makes two centers tie.
+    """
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        rows = sorted(stage.read_rows(), key=lambda r: r["clusterIdx"])
+        self.centers = np.vstack([vector_from_struct(r["clusterCenter"]) for r in rows])
+        self.center_norms = _seq_norms(self.centers)
+        self.distance_measure: str = stage.param("distanceMeasure", "euclidean")
+        if self.distance_measure not in ("euclidean", "cosine"):
+            raise UnsupportedStageError(f"KMeans distanceMeasure {self.distance_measure!r} has no twin")
+        k, d = self.centers.shape
+        self.statistics: np.ndarray | None = None
+        if k < 1000 and k * k * d < 1_000_000:
+            self.statistics = self._compute_statistics()
+
+    def _compute_statistics(self) -> np.ndarray:
+        """``DistanceMeasure.computeStatistics`` as a full symmetric ``(k, k)`` matrix."""
+        k = self.centers.shape[0]
+        if k == 1:
+            return np.full((1, 1), np.nan)
+        dist = self._distances(self.centers, self.center_norms)
+        if self.distance_measure == "euclidean":
+            stat = 0.25 * np.sqrt(dist) * np.sqrt(dist)
+        else:
+            stat = 1 - np.sqrt(1 - dist / 2)
+        out = np.array(stat)
+        for i in range(k):
+            others = np.delete(stat[i], i)
+            out[i, i] = np.min(others)
+        return out
+
+    def _distances(self, x: Matrix, x_norm: np.ndarray) -> np.ndarray:
+        if self.distance_measure == "euclidean":
+            return _fast_squared_distance(x, x_norm, self.centers, self.center_norms)
+        return _cosine_distance(x, x_norm, self.centers, self.center_norms)
+
+    def predict(self, x: Matrix) -> np.ndarray:
+        """Closest center index per row (float64)."""
+        x_norm = _seq_norms(x)
+        dist = self._distances(x, x_norm)
+        n, k = dist.shape
+        euclid = self.distance_measure == "euclidean"
+        stats = self.statistics
+        best = dist[:, 0].copy() if stats is not None else np.full(n, np.inf)
+        idx = np.zeros(n, dtype=np.int64)
+        done = best < stats[0, 0] if stats is not None else np.zeros(n, dtype=bool)
+        for i in range(0 if stats is None else 1, k):
+            cond = ~done
+            if euclid:
+                lower = (self.center_norms[i] - x_norm) ** 2
+                cond &= lower < best
+            d = dist[:, i]
+            if stats is not None:
+                cond &= stats[i, idx] < best
+                ret = cond & (d < stats[i, i])
+            else:
+                ret = np.zeros(n, dtype=bool)
+            take = cond & ((d < best) | ret)
+            best = np.where(take, d, best)
+            idx = np.where(take, i, idx)
+            done |= ret
+        return idx.astype(np.float64)
+
+    def transform(self, frame: Frame) -> None:
+        x = _features(frame, self.features_col, self.centers.shape[1])
+        if self.prediction_col:
+            frame[self.prediction_col] = self.predict(x)
+
+
+@register("org.apache.spark.ml.clustering.BisectingKMeansModel")
+class BisectingKMeansTwin(_ModelTwin):
+    """Bisecting k-means: walk the cluster tree from the root to the nearer child, output the leaf index.
+
+    The model is stored as an old ``mllib`` model inside ``data/`` (``data/metadata`` and
+    ``data/data``); leaves carry their cluster index, internal nodes negative ids.
+    """
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        meta_parts = sorted((stage.path / "data" / "metadata").glob("part-*"))
+        if not meta_parts:
+            raise ScoringError(f"stage {stage.path.name}: missing data/metadata of the mllib model")
+        meta = json.loads(meta_parts[0].read_text().strip().splitlines()[0])
+        self.root_id = int(meta["rootId"])
+        self.distance_measure: str = meta.get("distanceMeasure", stage.param("distanceMeasure", "euclidean"))
+        if self.distance_measure not in ("euclidean", "cosine"):
+            raise UnsupportedStageError(f"BisectingKMeans distanceMeasure {self.distance_measure!r}")
+        nodes = stage.read_rows("data/data")
+        self.nodes = {
+            int(r["index"]): (
+                vector_from_struct(r["center"]),
+                float(r["norm"]),
+                [int(c) for c in (r["children"] or [])],
+            )
+            for r in nodes
+        }
+        if self.root_id not in self.nodes:
+            raise ScoringError(f"stage {stage.path.name}: root node {self.root_id} not found")
+        self.num_features = self.nodes[self.root_id][0].size
+
+    def _distance(self, x: Matrix, x_norm: np.ndarray, children: list[int]) -> np.ndarray:
+        centers = np.vstack([self.nodes[c][0] for c in children])
+        norms = np.array([self.nodes[c][1] for c in children])
+        if self.distance_measure == "euclidean":
+            return np.sqrt(_fast_squared_distance(x, x_norm, centers, norms))
+        return _cosine_distance(x, x_norm, centers, norms)
+
+    def predict(self, x: Matrix) -> np.ndarray:
+        """Leaf cluster index for every row."""
+        n = x.shape[0]
+        x_norm = _seq_norms(x)
+        current = np.full(n, self.root_id, dtype=np.int64)
+        while True:
+            internal = [k for k in np.unique(current) if self.nodes[int(k)][2]]
+            if not internal:
+                break
+            for k in internal:
+                children = self.nodes[int(k)][2]
+                rows = np.flatnonzero(current == k)
+                d = self._distance(x[rows], x_norm[rows], children)
+                current[rows] = np.asarray(children, dtype=np.int64)[_argmin_first(d)]
+        return current.astype(np.float64)
+
+    def transform(self, frame: Frame) -> None:
+        x = _features(frame, self.features_col, self.num_features)
+        if self.prediction_col:
+            frame[self.prediction_col] = self.predict(x)
+
+
+@register("org.apache.spark.ml.clustering.GaussianMixtureModel")
+class GaussianMixtureTwin(_ModelTwin):
+    """Gaussian mixture: posterior ``(EPSILON + w_i pdf_i(x)) / sum``; prediction = argmax.
+
+    Each component's density follows Spark's ``MultivariateGaussian``: eigendecomposition of the
+    covariance (LAPACK ``dsyev``, as breeze's ``eigSym``), eigenvalues below
+    ``EPSILON * max(d) * len(d)`` dropped (pseudo-determinant and pseudo-inverse).
+    """
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        row = stage.read_rows()[0]
+        self.prob_col: str = stage.param("probabilityCol", "probability") or ""
+        self.weights = np.asarray(row["weights"], dtype=np.float64)
+        self.means = np.vstack([vector_from_struct(m) for m in row["mus"]])
+        self.num_features = self.means.shape[1]
+        self.root_sigma_inv: list[np.ndarray] = []
+        self.log_const = np.empty(self.weights.size)
+        for i, s in enumerate(row["sigmas"]):
+            sigma = matrix_from_struct(s)
+            d, u = sla.eigh(sigma, driver="ev")
+            tol = EPSILON * np.max(d) * d.size
+            keep = d > tol
+            if not keep.any():
+                raise ScoringError("Covariance matrix has no non-zero singular values")
+            log_pdet = float(np.sum(np.log(d[keep])))
+            pinv_s = np.where(keep, np.sqrt(1.0 / np.where(keep, d, 1.0)), 0.0)
+            self.root_sigma_inv.append(pinv_s[:, None] * u.T)
+            self.log_const[i] = -0.5 * (self.num_features * np.log(2.0 * np.pi) + log_pdet)
+
+    @property
+    def output_cols(self) -> list[str]:
+        return [c for c in (self.prob_col, self.prediction_col) if c]
+
+    def predict_probability(self, x: Matrix) -> np.ndarray:
+        """Posterior probability of every component, shape ``(n, k)``."""
+        xd = _to_dense(x)
+        probs = np.empty((xd.shape[0], self.weights.size))
+        with np.errstate(over="ignore", under="ignore"):
+            for i in range(self.weights.size):
+                v = (xd - self.means[i]) @ self.root_sigma_inv[i].T
+                logpdf = self.log_const[i] + np.einsum("ij,ij->i", v, v) * -0.5
+                probs[:, i] = EPSILON + self.weights[i] * np.exp(logpdf)
+        return probs / _seq_sum(probs)[:, None]
+
+    def transform(self, frame: Frame) -> None:
+        x = _features(frame, self.features_col, self.num_features)
+        if not (self.prob_col or self.prediction_col):
+            return
+        prob = self.predict_probability(x)
+        if self.prob_col:
+            frame[self.prob_col] = prob
+        if self.prediction_col:
+            frame[self.prediction_col] = spark_argmax(prob)
+
+
+# ---------------------------------------------------------------------------------------------- ALS
+@register("org.apache.spark.ml.recommendation.ALSModel")
+class ALSTwin(_ModelTwin):
+    """ALS recommender: ``prediction = dot(userFactor, itemFactor)`` in float32, like Spark.
+
+    Spark accumulates ``dot += u[i] * v[i]`` in single precision over the rank and outputs a float
+    column; the twin does the same, sequentially, so predictions match bit for bit. Unknown users
+    or items give ``NaN`` and are flagged in the boolean column :data:`COLD_START_COL`
+    (``cold_start``); with ``coldStartStrategy='drop'`` Spark removes those rows, so callers should
+    drop rows where ``cold_start`` is true.
+    """
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        self.user_col: str = stage.param("userCol", "user")
+        self.item_col: str = stage.param("itemCol", "item")
+        self.cold_start_strategy: str = stage.param("coldStartStrategy", "nan")
+        self.user_ids, self.user_factors = self._factors(stage, "userFactors")
+        self.item_ids, self.item_factors = self._factors(stage, "itemFactors")
+        self.rank = self.user_factors.shape[1]
+
+    @staticmethod
+    def _factors(stage: StageFiles, subdir: str) -> tuple[np.ndarray, np.ndarray]:
+        table = stage.read_table(subdir)
+        ids = np.asarray(table.column("id").to_numpy(), dtype=np.int64)
+        values, offsets = _list_column(table.column("features"))
+        rank = int(offsets[1] - offsets[0]) if ids.size else 0
+        if ids.size and not np.all(np.diff(offsets) == rank):
+            raise ScoringError(f"stage {stage.path.name}: {subdir} rows have different ranks")
+        factors = values.astype(np.float32).reshape(ids.size, rank)
+        order = np.argsort(ids)
+        return ids[order], np.ascontiguousarray(factors[order])
+
+    @property
+    def input_cols(self) -> list[str]:
+        return [self.user_col, self.item_col]
+
+    @property
+    def output_cols(self) -> list[str]:
+        return [c for c in (self.prediction_col,) if c]
+
+    def _ids(self, frame: Frame, col: str) -> np.ndarray:
+        if col not in frame:
+            raise ScoringError(f"input column {col!r} is missing from the frame (columns: {sorted(frame)})")
+        v = np.asarray(frame[col], dtype=np.float64)
+        bad = np.isnan(v) | (v != np.trunc(v)) | (v < _INT_MIN) | (v > _INT_MAX)
+        if bad.any():
+            raise FeatureValueError(
+                f"ALS only supports non-null values in Integer range and without fractional part for "
+                f"column {col}, but got {v[bad][0]!r}"
+            )
+        return v.astype(np.int64)
+
+    @staticmethod
+    def _lookup(ids: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.searchsorted(known, ids)
+        pos = np.minimum(pos, max(known.size - 1, 0))
+        found = (known.size > 0) & (known[pos] == ids) if known.size else np.zeros(ids.size, bool)
+        return pos, found
+
+    @staticmethod
+    def _dot32(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Sequential single-precision dot product of matching rows (Spark's UDF loop)."""
+        acc = np.zeros(u.shape[0], dtype=np.float32)
+        for i in range(u.shape[1]):
+            acc = acc + u[:, i] * v[:, i]
+        return acc
+
+    def transform(self, frame: Frame) -> None:
+        users = self._ids(frame, self.user_col)
+        items = self._ids(frame, self.item_col)
+        upos, ufound = self._lookup(users, self.user_ids)
+        ipos, ifound = self._lookup(items, self.item_ids)
+        known = ufound & ifound
+        pred = np.full(users.size, np.nan)
+        if known.any():
+            pred[known] = self._dot32(self.user_factors[upos[known]], self.item_factors[ipos[known]]).astype(
+                np.float64
+            )
+        if self.prediction_col:
+            frame[self.prediction_col] = pred
+        frame[COLD_START_COL] = ~known
+
+    def recommend_for_user(self, user_id: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items for one user, ordered as Spark's ``recommendForUserSubset``.
+
+        Scores are float32 dot products (returned as float64); ordering is by score descending,
+        ties broken by the larger item id first (Spark's top-k of ``struct(rating, itemId)``).
+
+        Returns
+        -------
+        item_ids, scores
+            Both 1-D; empty when the user was not seen in training.
+        """
+        pos, found = self._lookup(np.asarray([int(user_id)], dtype=np.int64), self.user_ids)
+        if not found[0] or k <= 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        u = np.broadcast_to(self.user_factors[pos[0]], self.item_factors.shape)
+        scores = self._dot32(u, self.item_factors)
+        order = np.lexsort((-self.item_ids, -scores.astype(np.float64)))[:k]
+        return self.item_ids[order].copy(), scores[order].astype(np.float64)
+
+
+__all__ = [
+    "COLD_START_COL",
+    "EPSILON",
+    "ALSTwin",
+    "BisectingKMeansTwin",
+    "DecisionTreeClassifierTwin",
+    "DecisionTreeRegressorTwin",
+    "FeatureValueError",
+    "GBTClassifierTwin",
+    "GBTRegressorTwin",
+    "GaussianMixtureTwin",
+    "GeneralizedLinearRegressionTwin",
+    "KMeansTwin",
+    "LinearRegressionTwin",
+    "LinearSVCTwin",
+    "LogisticRegressionTwin",
+    "MultilayerPerceptronTwin",
+    "NaiveBayesTwin",
+    "RandomForestClassifierTwin",
+    "RandomForestRegressorTwin",
+    "spark_argmax",
+    "thresholded_argmax",
+]
