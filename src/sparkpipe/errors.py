@@ -59,5 +59,54 @@ class UnsupportedStageError(ScoringError):
     """A fitted stage has no NumPy twin; the caller may fall back to Spark."""
 
 
+class InputError(ScoringError):
+    """A request row cannot be scored: a field is missing, has the wrong type, or holds a value the
+    fitted pipeline rejects (an unseen category under ``handleInvalid='error'``, a null where Spark
+    would fail, ...). The serving layer maps it to a 4xx naming :attr:`field`.
+
+    Parameters
+    ----------
+    field
+        Where the problem is, e.g. ``instances[3].age`` (or just ``age`` when no row applies).
+    message
+        What is wrong and what was expected.
+    column
+        The input column name (``age``); defaults to ``field``.
+    row
+        The 0-based row index in the request batch, if known.
+    expected
+        The expected type or domain, e.g. ``double`` or ``one of 12 known labels``.
+    """
+
+    def __init__(
+        self,
+        field: str,
+        message: str,
+        *,
+        column: str | None = None,
+        row: int | None = None,
+        expected: str | None = None,
+    ):
+        self.field = field
+        self.column = column if column is not None else field
+        self.row = row
+        self.expected = expected
+        self.detail = message
+        super().__init__(f"{field}: {message}")
+
+    @classmethod
+    def at(
+        cls,
+        column: str,
+        row: int | None,
+        message: str,
+        expected: str | None = None,
+        prefix: str = "instances",
+    ) -> InputError:
+        """Build the error for ``column`` of row ``row`` (field ``instances[row].column``)."""
+        field = column if row is None else f"{prefix}[{row}].{column}"
+        return cls(field, message, column=column, row=row, expected=expected)
+
+
 class EnvironmentError_(SparkpipeError):
     """The machine lacks something sparkpipe needs (Java 17, a free port, ...)."""

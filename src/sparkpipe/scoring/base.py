@@ -57,7 +57,9 @@ def register(*class_names: str) -> Callable[[type[Twin]], type[Twin]]:
     def deco(cls: type[Twin]) -> type[Twin]:
         for name in class_names:
             if name in TWINS and TWINS[name] is not cls:
-                raise ScoringError(f"two twins registered for {name}: {TWINS[name].__name__} and {cls.__name__}")
+                raise ScoringError(
+                    f"two twins registered for {name}: {TWINS[name].__name__} and {cls.__name__}"
+                )
             TWINS[name] = cls
         cls.spark_classes = tuple(class_names)
         return cls
@@ -154,6 +156,16 @@ class Twin:
         if "outputCol" in p:
             return [p["outputCol"]]
         return []
+
+    def bind_types(self, types: dict[str, str]) -> None:
+        """Compile-time hook, called once in pipeline order before any :meth:`transform`.
+
+        ``types`` maps every column known so far to its Spark simple type name (``double``,
+        ``integer``, ``string``, ``boolean``, ``timestamp``, ``vector``, ...): the input schema plus what
+        earlier twins recorded. A twin whose result depends on the declared type (Spark casts an
+        integer column's imputed value back to integer, hashes a boolean as ``col=true``, ...) reads
+        its inputs' types here, and may record its outputs' types for later stages. Default: no-op.
+        """
 
     def transform(self, frame: Frame) -> None:  # pragma: no cover - interface
         raise NotImplementedError

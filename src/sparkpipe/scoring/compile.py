@@ -1,0 +1,537 @@
+"""Compile a saved Spark ``PipelineModel`` into a JVM-free NumPy scoring plan.
+
+``compile_pipeline(path)`` reads the saved stage directories (plain JSON + parquet through pyarrow; no
+SparkSession, no JVM, no ``pyspark`` import), instantiates the registered NumPy twin of every stage and
+returns a :class:`CompiledPipeline` that turns request records into a frame, runs the twins and returns
+the model's outputs.
+
+Input records are validated against the input schema: a missing column or a value that cannot be cast
+to the column's type raises :class:`~sparkpipe.errors.InputError` naming the field
+(``instances[3].age``). Extra columns the pipeline does not use are ignored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from sparkpipe.errors import InputError, ScoringError, UnsupportedStageError
+from sparkpipe.scoring import features as _features  # noqa: F401  (registers the feature twins)
+from sparkpipe.scoring.base import TWINS, Frame, StageFiles, Twin, n_rows
+
+logger = logging.getLogger(__name__)
+
+for _mod in ("sparkpipe.scoring.models", "sparkpipe.scoring.custom"):
+    try:
+        importlib.import_module(_mod)
+    except ModuleNotFoundError as _exc:  # only the module itself being absent is tolerated
+        if _exc.name != _mod:
+            raise
+        logger.debug("optional twin module %s is not available", _mod)
+
+PIPELINE_CLASSES = frozenset({"org.apache.spark.ml.PipelineModel", "pyspark.ml.pipeline.PipelineModel"})
+NUMERIC_TYPES = frozenset({"double", "float", "long", "integer", "short", "byte"})
+INTEGRAL_TYPES = frozenset({"long", "integer", "short", "byte"})
+SIMPLE_TYPES = NUMERIC_TYPES | {"boolean", "string", "timestamp", "date"}
+EXTRA_TYPES = frozenset({"vector", "array<string>"})
+"""Accepted as well, for pipelines whose first stage consumes a vector or a token list."""
+
+MLFLOW_TYPES = {
+    "double": "double",
+    "float": "float",
+    "long": "long",
+    "integer": "integer",
+    "boolean": "boolean",
+    "string": "string",
+    "datetime": "timestamp",
+    "binary": "string",
+}
+_TYPE_ALIASES = {
+    "int": "integer",
+    "bigint": "long",
+    "smallint": "short",
+    "tinyint": "byte",
+    "bool": "boolean",
+}
+MODEL_OUTPUT_PARAMS = ("predictionCol", "probabilityCol", "rawPredictionCol")
+
+_MISSING = object()
+_NUMBER_TYPES = frozenset({float, int, bool, type(None), np.float64, np.float32, np.int64, np.int32})
+_EPOCH = np.datetime64("1970-01-01T00:00:00", "us")
+
+
+# ------------------------------------------------------------------------------------- locating stages
+def _pipeline_root(path: Path) -> Path:
+    """The directory holding ``metadata/`` and ``stages/`` (``path`` itself or MLflow's ``sparkml/``)."""
+    if (path / "MLmodel").is_file():
+        for cand in (path / "sparkml", path / "model" / "sparkml"):
+            if (cand / "metadata").is_dir():
+                return cand
+        raise ScoringError(f"{path} is an MLflow model without a sparkml/ directory (not a Spark model)")
+    if (path / "metadata").is_dir():
+        return path
+    raise ScoringError(f"{path} is neither a saved Spark PipelineModel nor an MLflow spark model directory")
+
+
+def _stage_index(name: str) -> int:
+    head = name.split("_", 1)[0]
+    if not head.isdigit():
+        raise ScoringError(f"stage directory {name!r} does not start with an index")
+    return int(head)
+
+
+def _read_stages(root: Path) -> list[StageFiles]:
+    """Saved stages of the pipeline at ``root`` in order, nested PipelineModels flattened."""
+    meta = StageFiles.open(root)
+    if meta.class_name not in PIPELINE_CLASSES:
+        return [meta]  # a single saved stage is a one-stage pipeline
+    stages_dir = root / "stages"
+    dirs = sorted((d for d in stages_dir.iterdir() if d.is_dir()), key=lambda d: _stage_index(d.name))
+    uids = list(meta.param("stageUids", []) or [])
+    found = [d.name.split("_", 1)[1] if "_" in d.name else "" for d in dirs]
+    if uids and found != uids:
+        raise ScoringError(
+            f"stage directories of {root} do not match its metadata stageUids: {found} vs {uids}"
+        )
+    out: list[StageFiles] = []
+    for d in dirs:
+        st = StageFiles.open(d)
+        if st.class_name in PIPELINE_CLASSES:
+            out.extend(_read_stages(d))
+        else:
+            out.append(st)
+    return out
+
+
+def _normalise_type(name: str, t: str) -> str:
+    t = _TYPE_ALIASES.get(t.lower(), t.lower())
+    if t not in SIMPLE_TYPES and t not in EXTRA_TYPES:
+        raise ScoringError(
+            f"input column {name!r} has unsupported type {t!r}; use one of {sorted(SIMPLE_TYPES)}"
+        )
+    return t
+
+
+def _mlflow_schema(path: Path) -> list[tuple[str, str]] | None:
+    mlmodel = path / "MLmodel"
+    if not mlmodel.is_file():
+        return None
+    import yaml
+
+    doc = yaml.safe_load(mlmodel.read_text()) or {}
+    inputs = (doc.get("signature") or {}).get("inputs")
+    if not inputs:
+        return None
+    cols = json.loads(inputs) if isinstance(inputs, str) else inputs
+    schema = []
+    for c in cols:
+        if "name" not in c:
+            raise ScoringError(f"{mlmodel}: signature inputs must be named columns (got {c})")
+        t = MLFLOW_TYPES.get(str(c.get("type", "double")))
+        if t is None:
+            raise ScoringError(
+                f"{mlmodel}: column {c['name']!r} has unsupported MLflow type {c.get('type')!r}"
+            )
+        schema.append((c["name"], t))
+    return schema
+
+
+def _infer_schema(twins: list[Twin]) -> list[tuple[str, str]]:
+    produced: set[str] = set()
+    schema: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for t in twins:
+        for c in t.input_cols:
+            if c not in produced and c not in seen:
+                seen.add(c)
+                schema.append((c, "string" if getattr(t, "consumes", None) == "string" else "double"))
+        produced.update(t.output_cols)
+    return schema
+
+
+def _open_twins(stages: list[StageFiles]) -> tuple[list[Twin], list[str]]:
+    twins: list[Twin] = []
+    problems: list[str] = []
+    for st in stages:
+        cls = TWINS.get(st.class_name)
+        if cls is None:
+            problems.append(f"{st.class_name} (stage {st.path.name})")
+            continue
+        try:
+            twins.append(cls(st))
+        except UnsupportedStageError as exc:
+            problems.append(f"{st.class_name} (stage {st.path.name}): {exc}")
+    return twins, problems
+
+
+def unsupported_stages(path: str | Path) -> list[str]:
+    """Class names of the saved pipeline's stages that have no NumPy twin (or whose twin cannot handle
+    the stage's settings). Empty means :func:`compile_pipeline` will succeed.
+
+    Parameters
+    ----------
+    path
+        A saved PipelineModel directory or an MLflow spark model directory.
+    """
+    stages = _read_stages(_pipeline_root(Path(path)))
+    _, problems = _open_twins(stages)
+    return [p.split(" (", 1)[0] for p in problems]
+
+
+def compile_pipeline(
+    path: str | Path,
+    input_schema: Sequence[tuple[str, str]] | Mapping[str, str] | None = None,
+    output_columns: Sequence[str] | None = None,
+) -> CompiledPipeline:
+    """Compile a saved Spark PipelineModel (or MLflow spark model) into a NumPy scoring plan.
+
+    Parameters
+    ----------
+    path
+        A saved ``PipelineModel`` directory (``metadata/`` + ``stages/``) or an MLflow model directory
+        (``MLmodel`` + ``sparkml/``).
+    input_schema
+        Ordered ``(name, type)`` pairs (or a mapping) with Spark simple type names. Defaults to the
+        MLflow signature's inputs, else to the columns the stages consume that no stage produces.
+    output_columns
+        Columns :meth:`CompiledPipeline.predict` returns; default: the final model's outputs (plus any
+        ``IndexToString`` label after it), or the last stage's outputs for a feature-only pipeline.
+
+    Returns
+    -------
+    CompiledPipeline
+
+    Raises
+    ------
+    UnsupportedStageError
+        Naming every stage without a twin (the caller may fall back to Spark).
+    ScoringError
+        The directory is not a saved Spark model.
+    """
+    path = Path(path)
+    stages = _read_stages(_pipeline_root(path))
+    twins, problems = _open_twins(stages)
+    if problems:
+        err = UnsupportedStageError("no NumPy twin for: " + "; ".join(problems))
+        err.stages = [p.split(" (", 1)[0] for p in problems]  # type: ignore[attr-defined]
+        raise err
+    if input_schema is not None:
+        items = input_schema.items() if isinstance(input_schema, Mapping) else input_schema
+        schema = [(n, _normalise_type(n, t)) for n, t in items]
+        source = "argument"
+    elif (ml := _mlflow_schema(path)) is not None:
+        schema = ml
+        source = "MLmodel signature"
+    else:
+        schema = _infer_schema(twins)
+        source = "inferred"
+    logger.info("compiled %s: %d stages, input schema (%s) %s", path, len(twins), source, schema)
+    return CompiledPipeline(twins, schema, output_columns=output_columns, source=str(path))
+
+
+# -------------------------------------------------------------------------------------- input casting
+def _cast_numeric(name: str, t: str, vals: list[Any]) -> np.ndarray:
+    ok = _NUMBER_TYPES
+    for i, v in enumerate(vals):
+        if type(v) not in ok and not (isinstance(v, int | float) and not isinstance(v, str)):
+            raise InputError.at(name, i, f"expected {t}, got {type(v).__name__} {v!r}", t)
+    x = np.array(vals, dtype=np.float64)
+    if t in INTEGRAL_TYPES:
+        with np.errstate(invalid="ignore"):
+            frac = x - np.trunc(x)  # NaN for null and +-inf
+        if not (frac == 0.0).all():
+            bad = (frac != 0.0) & ~np.isnan(x)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise InputError.at(name, i, f"expected {t}, got {vals[i]!r}", t)
+    elif t == "float":
+        x = x.astype(np.float32).astype(np.float64)
+    return x
+
+
+def _cast_string(name: str, vals: list[Any]) -> np.ndarray:
+    for i, v in enumerate(vals):
+        if v is not None and type(v) is not str:
+            raise InputError.at(name, i, f"expected string, got {type(v).__name__} {v!r}", "string")
+    out = np.empty(len(vals), dtype=object)
+    out[:] = vals
+    return out
+
+
+def _cast_bool(name: str, vals: list[Any]) -> np.ndarray:
+    out = np.empty(len(vals), dtype=np.float64)
+    for i, v in enumerate(vals):
+        if v is None:
+            out[i] = np.nan
+        elif v is True or v is False or (type(v) is int and v in (0, 1)):
+            out[i] = float(v)
+        else:
+            raise InputError.at(name, i, f"expected boolean, got {type(v).__name__} {v!r}", "boolean")
+    return out
+
+
+def _to_utc_us(v: Any, is_date: bool) -> np.datetime64:
+    if isinstance(v, dt.datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(dt.UTC).replace(tzinfo=None)
+        if is_date:
+            v = dt.datetime(v.year, v.month, v.day)
+        return np.datetime64(v, "us")
+    if isinstance(v, dt.date):
+        return np.datetime64(dt.datetime(v.year, v.month, v.day), "us")
+    if isinstance(v, str):
+        s = v.strip()
+        try:
+            if is_date and len(s) == 10:
+                return np.datetime64(dt.date.fromisoformat(s), "D").astype("datetime64[us]")
+            return _to_utc_us(dt.datetime.fromisoformat(s.replace(" ", "T", 1)), is_date)
+        except ValueError:
+            raise ValueError(v) from None
+    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+        ts = _EPOCH + np.timedelta64(round(v * 1_000_000), "us")
+        return ts.astype("datetime64[D]").astype("datetime64[us]") if is_date else ts
+    raise ValueError(v)
+
+
+def _cast_time(name: str, t: str, vals: list[Any]) -> np.ndarray:
+    out = np.empty(len(vals), dtype="datetime64[us]")
+    for i, v in enumerate(vals):
+        if v is None:
+            out[i] = np.datetime64("NaT")
+            continue
+        try:
+            out[i] = _to_utc_us(v, t == "date")
+        except (ValueError, OverflowError):
+            raise InputError.at(
+                name, i, f"expected {t} (ISO-8601 string, datetime or epoch seconds), got {v!r}", t
+            ) from None
+    return out
+
+
+def _cast_vector(name: str, vals: list[Any]) -> np.ndarray:
+    rows = []
+    for i, v in enumerate(vals):
+        if hasattr(v, "toArray"):
+            v = v.toArray()
+        try:
+            rows.append(np.asarray(v, dtype=np.float64).reshape(-1))
+        except (TypeError, ValueError):
+            raise InputError.at(name, i, f"expected a list of numbers, got {v!r}", "vector") from None
+    if not rows:
+        return np.zeros((0, 0))
+    if len({r.shape[0] for r in rows}) != 1:
+        raise InputError.at(name, None, "vectors of different lengths in one batch", "vector")
+    return np.vstack(rows)
+
+
+def _cast_tokens(name: str, vals: list[Any]) -> np.ndarray:
+    out = np.empty(len(vals), dtype=object)
+    for i, v in enumerate(vals):
+        if v is not None and not (isinstance(v, list | tuple) and all(type(s) is str for s in v)):
+            raise InputError.at(name, i, f"expected a list of strings, got {v!r}", "array<string>")
+        out[i] = None if v is None else list(v)
+    return out
+
+
+def cast_column(name: str, t: str, vals: list[Any]) -> np.ndarray:
+    """Cast one column's Python values to the frame representation of Spark type ``t``.
+
+    Raises
+    ------
+    InputError
+        A value cannot be cast (the field names the row and column).
+    """
+    if t in NUMERIC_TYPES:
+        return _cast_numeric(name, t, vals)
+    if t == "string":
+        return _cast_string(name, vals)
+    if t == "boolean":
+        return _cast_bool(name, vals)
+    if t in ("timestamp", "date"):
+        return _cast_time(name, t, vals)
+    if t == "vector":
+        return _cast_vector(name, vals)
+    if t == "array<string>":
+        return _cast_tokens(name, vals)
+    raise ScoringError(f"unsupported input type {t!r} for column {name!r}")
+
+
+# ----------------------------------------------------------------------------------- compiled pipeline
+def _is_model(t: Twin) -> bool:
+    return "predictionCol" in t.stage.params
+
+
+class CompiledPipeline:
+    """A fitted Spark pipeline as a sequence of NumPy twins.
+
+    Parameters
+    ----------
+    stages
+        The twins, in pipeline order.
+    input_schema
+        Ordered ``(name, type)`` pairs of the input columns.
+    output_columns
+        What :meth:`predict` returns (default: see :func:`compile_pipeline`).
+    source
+        Where the model was read from (for :meth:`describe`).
+    """
+
+    def __init__(
+        self,
+        stages: list[Twin],
+        input_schema: Sequence[tuple[str, str]],
+        output_columns: Sequence[str] | None = None,
+        source: str = "",
+    ):
+        self.stages = list(stages)
+        self.input_schema: list[tuple[str, str]] = [(n, t) for n, t in input_schema]
+        self.source = source
+        self._names = [n for n, _ in self.input_schema]
+        self.types: dict[str, str] = dict(self.input_schema)
+        for t in self.stages:
+            t.bind_types(self.types)
+        produced: set[str] = set()
+        for t in self.stages:
+            produced.update(t.output_cols)
+        self.all_output_columns = [c for t in self.stages for c in t.output_cols]
+        self.output_columns = list(output_columns) if output_columns else self._default_outputs()
+        unknown = [c for c in self.output_columns if c not in produced and c not in self.types]
+        if unknown:
+            raise ScoringError(
+                f"output columns {unknown} are produced by no stage; known: {self.all_output_columns}"
+            )
+        model = self.model_stage
+        self._int_prediction = model is not None and ".clustering." in model.stage.class_name
+        self._pred_col = model.stage.params.get("predictionCol", "prediction") if model else None
+
+    # ------------------------------------------------------------------------------ introspection
+    @property
+    def model_stage(self) -> Twin | None:
+        """The last stage that is a predictor/model (has prediction outputs), if any."""
+        for t in reversed(self.stages):
+            if _is_model(t):
+                return t
+        return None
+
+    def _default_outputs(self) -> list[str]:
+        if not self.stages:
+            return []
+        model = self.model_stage
+        if model is None:
+            return list(self.stages[-1].output_cols)
+        cols = list(model.output_cols)
+        after = self.stages[self.stages.index(model) + 1 :]
+        for t in after:
+            if t.stage.class_name.endswith("IndexToString"):
+                cols.extend(t.output_cols)
+        return cols
+
+    def describe(self) -> dict[str, Any]:
+        """Stages, input schema and outputs (what ``/models`` shows)."""
+        return {
+            "source": self.source,
+            "engine": "numpy",
+            "stages": [t.describe() for t in self.stages],
+            "input_schema": [{"name": n, "type": t} for n, t in self.input_schema],
+            "output_columns": list(self.output_columns),
+        }
+
+    # ----------------------------------------------------------------------------------- scoring
+    def frame_from_records(self, records: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]) -> Frame:
+        """Build a frame from request records (a list of dicts, or a dict of column -> list).
+
+        Only schema columns are read; extra keys are ignored.
+
+        Raises
+        ------
+        InputError
+            A schema column is missing or holds a value that cannot be cast to its type.
+        """
+        frame: Frame = {}
+        if isinstance(records, Mapping):
+            lengths = set()
+            for name, t in self.input_schema:
+                if name not in records:
+                    raise InputError(name, f"missing field {name!r} (expected {t})", column=name, expected=t)
+                vals = list(records[name])
+                lengths.add(len(vals))
+                frame[name] = cast_column(name, t, vals)
+            if len(lengths) > 1:
+                raise InputError("records", f"columns have different lengths: {sorted(lengths)}")
+            return frame
+        for name, t in self.input_schema:
+            vals = [r.get(name, _MISSING) for r in records]
+            if _MISSING in vals:
+                i = next(k for k, v in enumerate(vals) if v is _MISSING)
+                if not isinstance(records[i], Mapping):
+                    raise InputError(f"instances[{i}]", "each instance must be an object", row=i)
+                raise InputError.at(name, i, f"missing field {name!r} (expected {t})", t)
+            frame[name] = cast_column(name, t, vals)
+        return frame
+
+    def transform(self, frame: Frame) -> Frame:
+        """Run every twin on ``frame`` (in place; also returned)."""
+        for t in self.stages:
+            t.transform(frame)
+        return frame
+
+    def predict_frame(self, frame: Frame, columns: Sequence[str] | None = None) -> dict[str, Any]:
+        """Score a frame; return the output columns as arrays (vectors as dense 2-D arrays)."""
+        self.transform(frame)
+        out: dict[str, Any] = {}
+        for c in columns or self.output_columns:
+            v = frame[c]
+            out[c] = v if type(v) is np.ndarray else (v.toarray() if sp.issparse(v) else np.asarray(v))
+        return out
+
+    def predict(
+        self,
+        records: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
+        columns: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Score request records; one dict per row with the output columns as Python values.
+
+        ``prediction`` is a float (an int cluster id for clustering models), vectors
+        (``probability``, ``rawPrediction``) are lists of floats, labels are strings.
+
+        Raises
+        ------
+        InputError
+            A record lacks a field, a value has the wrong type, or a value is rejected by a stage.
+        """
+        frame = self.frame_from_records(records)
+        cols = columns or self.output_columns
+        arrays = self.predict_frame(frame, cols)
+        if not cols:
+            return [{} for _ in range(n_rows(frame))]
+        int_col = self._pred_col if self._int_prediction else None
+        lists = [(arrays[c].astype(np.int64) if c == int_col else arrays[c]).tolist() for c in cols]
+        if len(lists[0]) == 1:
+            return [{c: v[0] for c, v in zip(cols, lists, strict=True)}]
+        return [dict(zip(cols, row, strict=True)) for row in zip(*lists, strict=True)]
+
+    def __repr__(self) -> str:
+        return f"CompiledPipeline({len(self.stages)} stages, inputs={self._names}, outputs={self.output_columns})"
+
+
+def iter_stage_classes(path: str | Path) -> Iterable[str]:
+    """Class names of the saved pipeline's (flattened) stages, in order."""
+    return [s.class_name for s in _read_stages(_pipeline_root(Path(path)))]
+
+
+__all__ = [
+    "CompiledPipeline",
+    "cast_column",
+    "compile_pipeline",
+    "iter_stage_classes",
+    "unsupported_stages",
+]

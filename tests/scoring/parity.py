@@ -1,0 +1,209 @@
+"""Parity helper: prove a NumPy twin gives Spark's answers.
+
+Reuse it for any stage or model::
+
+    from .parity import assert_parity
+
+    def test_my_stage(spark, tmp_path):
+        model = Pipeline(stages=[...]).fit(train_df)
+        assert_parity(model, test_df, tmp_path)
+
+It saves the fitted model, compiles it with :func:`sparkpipe.scoring.compile.compile_pipeline`, feeds the
+same rows (collected to Python dicts, as a request would carry them) through the twins and compares
+every output column with Spark's ``transform``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from sparkpipe.errors import InputError
+from sparkpipe.scoring.compile import CompiledPipeline, compile_pipeline
+
+ATOL = 1e-9
+
+
+def spark_simple_type(dtype: Any) -> str | None:
+    """The compile input-schema type name of a Spark SQL data type (None when not an input type)."""
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql import types as T
+
+    simple = {
+        T.DoubleType: "double",
+        T.FloatType: "float",
+        T.LongType: "long",
+        T.IntegerType: "integer",
+        T.ShortType: "short",
+        T.ByteType: "byte",
+        T.BooleanType: "boolean",
+        T.StringType: "string",
+        T.TimestampType: "timestamp",
+        T.TimestampNTZType: "timestamp",
+        T.DateType: "date",
+    }
+    for cls, name in simple.items():
+        if isinstance(dtype, cls):
+            return name
+    if isinstance(dtype, VectorUDT):
+        return "vector"
+    if isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, T.StringType):
+        return "array<string>"
+    return None
+
+
+def _python_value(v: Any) -> Any:
+    if isinstance(v, dt.datetime) and v.tzinfo is None:
+        return v.astimezone(dt.UTC)  # pyspark collects timestamps as naive local time
+    return v
+
+
+def save_and_compile(
+    spark_model: Any, df: Any, tmp_path: Path, input_schema: Sequence[tuple[str, str]] | None = None
+) -> tuple[CompiledPipeline, list[dict[str, Any]]]:
+    """Save ``spark_model`` (a PipelineModel or a single fitted stage) under ``tmp_path``, compile it
+    and return the compiled pipeline with ``df``'s rows as request records."""
+    from pyspark.ml import PipelineModel
+
+    model = spark_model if isinstance(spark_model, PipelineModel) else PipelineModel(stages=[spark_model])
+    path = Path(tmp_path) / f"model_{model.uid}"
+    model.write().overwrite().save(str(path))
+    if input_schema is None:
+        input_schema = [(f.name, t) for f in df.schema.fields if (t := spark_simple_type(f.dataType))]
+    compiled = compile_pipeline(path, input_schema=input_schema)
+    records = [{k: _python_value(v) for k, v in r.asDict().items()} for r in df.collect()]
+    return compiled, records
+
+
+def _to_dense_rows(values: list[Any]) -> np.ndarray:
+    rows = []
+    width = next((len(v.toArray()) for v in values if v is not None), 0)
+    for v in values:
+        rows.append(np.full(width, np.nan) if v is None else np.asarray(v.toArray(), dtype=np.float64))
+    return np.vstack(rows) if rows else np.zeros((0, width))
+
+
+def _assert_numbers(col: str, expected: np.ndarray, actual: np.ndarray, atol: float) -> None:
+    assert expected.shape == actual.shape, f"{col}: shape {actual.shape} != Spark's {expected.shape}"
+    nan_e, nan_a = np.isnan(expected), np.isnan(actual)
+    bad_nan = nan_e != nan_a
+    assert not bad_nan.any(), (
+        f"{col}: null/NaN mismatch at rows {sorted(set(np.argwhere(bad_nan)[:, 0].tolist()))[:10]}; "
+        f"Spark {expected[bad_nan][:5]} vs twin {actual[bad_nan][:5]}"
+    )
+    finite = ~nan_e
+    e, a = expected[finite], actual[finite]
+    integral = bool(np.all(e == np.round(e))) if e.size else True
+    if integral:
+        diff = e != a
+        assert not diff.any(), f"{col}: exact values differ: Spark {e[diff][:5]} vs twin {a[diff][:5]}"
+    else:
+        same_inf = (e == a) | (np.abs(e - a) <= atol)
+        assert same_inf.all(), (
+            f"{col}: max abs diff {np.nanmax(np.abs(e - a)):.3g} > {atol}; "
+            f"Spark {e[~same_inf][:5]} vs twin {a[~same_inf][:5]}"
+        )
+
+
+def assert_column_equal(col: str, spark_values: list[Any], twin_values: Any, atol: float = ATOL) -> None:
+    """Assert one output column equal: strings/lists exactly; numbers and vectors exactly when Spark's
+    values are all integral (indices, labels, class predictions), else within ``atol``; Spark null
+    equals twin NaN (numbers) or None (strings); sparse vectors are densified."""
+    from pyspark.ml.linalg import Vector
+
+    sample = next((v for v in spark_values if v is not None), None)
+    if isinstance(sample, Vector) or sp.issparse(twin_values) or getattr(twin_values, "ndim", 1) == 2:
+        expected = _to_dense_rows(spark_values)
+        actual = (
+            twin_values.toarray() if sp.issparse(twin_values) else np.asarray(twin_values, dtype=np.float64)
+        )
+        if actual.ndim == 1:
+            actual = actual.reshape(-1, 1)
+        if expected.shape[1] == 0 and all(v is None for v in spark_values):
+            assert np.isnan(actual).all(), f"{col}: Spark gives null vectors, twin {actual[:3]}"
+            return
+        _assert_numbers(col, expected, actual, atol)
+    elif isinstance(sample, str) or (
+        sample is None and getattr(twin_values, "dtype", None) is np.dtype(object)
+    ):
+        assert list(twin_values) == spark_values, (
+            f"{col}: Spark {spark_values[:8]} vs twin {list(twin_values)[:8]}"
+        )
+    elif isinstance(sample, list):
+        assert [None if v is None else list(v) for v in twin_values] == spark_values, (
+            f"{col}: Spark {spark_values[:5]} vs twin {list(twin_values)[:5]}"
+        )
+    else:
+        expected = np.asarray([math.nan if v is None else float(v) for v in spark_values], dtype=np.float64)
+        _assert_numbers(col, expected, np.asarray(twin_values, dtype=np.float64), atol)
+
+
+def assert_parity(
+    spark_model: Any,
+    df: Any,
+    tmp_path: Path,
+    columns: Sequence[str] | None = None,
+    input_schema: Sequence[tuple[str, str]] | None = None,
+    atol: float = ATOL,
+) -> CompiledPipeline:
+    """Assert the compiled NumPy pipeline reproduces Spark's ``transform`` on ``df``.
+
+    Parameters
+    ----------
+    spark_model
+        A fitted ``PipelineModel`` or a single fitted stage / transformer.
+    df
+        Spark DataFrame of test rows (keep it small); every row must be accepted by Spark.
+    tmp_path
+        Directory to save the model in (pytest's ``tmp_path``).
+    columns
+        Output columns to compare; default every column any stage adds.
+    input_schema
+        Override of the compile input schema; default derived from ``df.schema``.
+    atol
+        Absolute tolerance for non-integral numbers (default 1e-9).
+
+    Returns
+    -------
+    CompiledPipeline
+        The compiled pipeline, for further checks.
+    """
+    compiled, records = save_and_compile(spark_model, df, tmp_path, input_schema)
+    out_rows = spark_model.transform(df).collect()
+    assert len(out_rows) == len(records), "Spark dropped rows (handleInvalid='skip'?): use assert_both_reject"
+    frame = compiled.transform(compiled.frame_from_records(records))
+    cols = list(columns) if columns is not None else compiled.all_output_columns
+    assert cols, "nothing to compare: the pipeline declares no output columns"
+    for c in cols:
+        assert_column_equal(c, [r[c] for r in out_rows], frame[c], atol)
+    # twins may take single-row fast paths (serving): each row alone must match Spark too
+    singles = [compiled.transform(compiled.frame_from_records([rec])) for rec in records]
+    for c in cols:
+        for i, single in enumerate(singles):
+            assert_column_equal(f"{c} (row {i} scored alone)", [out_rows[i][c]], single[c], atol)
+    return compiled
+
+
+def assert_both_reject(spark_model: Any, df: Any, tmp_path: Path, field: str | None = None) -> InputError:
+    """Assert Spark fails (or, for ``handleInvalid='skip'``, drops rows) on ``df`` and the twin raises
+    :class:`InputError` (naming ``field`` when given, e.g. ``instances[2].city``)."""
+    import pytest
+
+    compiled, records = save_and_compile(spark_model, df, tmp_path)
+    try:
+        n_out = len(spark_model.transform(df).collect())
+        spark_failed = n_out < len(records)
+    except Exception:  # Spark surfaces the failure as a Py4J/Spark exception
+        spark_failed = True
+    assert spark_failed, "Spark accepted every row; the twin must not reject them"
+    with pytest.raises(InputError) as info:
+        compiled.transform(compiled.frame_from_records(records))
+    if field is not None:
+        assert info.value.field == field, f"InputError names {info.value.field!r}, expected {field!r}"
+    return info.value
