@@ -69,6 +69,13 @@ class PreparedData:
     lineage: dict[str, Any]
     user_col: str | None = None
     item_col: str | None = None
+    cached: list[DataFrame] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Unpersist what :func:`prepare_data` cached."""
+        for df in self.cached:
+            df.unpersist()
+        self.cached.clear()
 
 
 # ----------------------------------------------------------------------------------- logging set-up
@@ -181,14 +188,15 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
             df = df.withColumn(LABEL_COL, F.col(target).cast("double"))
 
     weights = [1.0 - cfg.data.validation_split - cfg.data.test_split, cfg.data.validation_split, cfg.data.test_split]
+    if cfg.optimization.cache_data:  # every split and metric reads the labelled input: compute it once
+        df = df.cache()
     splits = df.randomSplit([w for w in weights if w > 0], seed=cfg.data.seed)
     it = iter(splits)
     train = next(it)
     validation = next(it) if cfg.data.validation_split > 0 else None
     test = next(it) if cfg.data.test_split > 0 else None
-    if cfg.optimization.cache_data:
-        train = train.cache()
-    return PreparedData(train, validation, test, task, target, label_labels, lineage, user_col, item_col)
+    return PreparedData(train, validation, test, task, target, label_labels, lineage, user_col, item_col,
+                        cached=[df] if cfg.optimization.cache_data else [])
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -222,7 +230,7 @@ def fit_model(spark: SparkSession, cfg: PipelineConfig, data: PreparedData,
         plan = build_feature_stages(
             data.train.drop(LABEL_COL) if LABEL_COL in data.train.columns else data.train,
             cfg.features, data.task, data.target,
-            nonnegative=requires_nonnegative_features(spec, params),
+            nonnegative=requires_nonnegative_features(spec, params), seed=cfg.data.seed,
         )
         if plan.dropna_subset:  # missing_values.strategy: drop — count what is dropped, per split
             _drop_missing(data, plan.dropna_subset)
@@ -274,7 +282,7 @@ def _drop_missing(data: PreparedData, subset: list[str]) -> None:
         if dropped:
             log.warning("%d %s rows with missing values in %s were dropped (missing_values.strategy: drop)",
                         dropped, name, subset)
-        setattr(data, name, kept.cache() if name == "train" else kept)
+        setattr(data, name, kept)
 
 
 def evaluate_model(model: PipelineModel, df: DataFrame | None, cfg: PipelineConfig, task: str,
@@ -288,8 +296,12 @@ def evaluate_model(model: PipelineModel, df: DataFrame | None, cfg: PipelineConf
     extra: dict[str, Any] = {}
     if task == "recommendation":
         extra = {"model": model.stages[-1], "user_col": user_col, "item_col": item_col}
-    return evaluate(model.transform(df), task, list(getattr(cfg.evaluation, task)), label_col=LABEL_COL,
-                    k=cfg.evaluation.k, num_classes=num_classes, **extra)
+    predictions = model.transform(df).cache()  # several metrics read the same predictions
+    try:
+        return evaluate(predictions, task, list(getattr(cfg.evaluation, task)), label_col=LABEL_COL,
+                        k=cfg.evaluation.k, num_classes=num_classes, **extra)
+    finally:
+        predictions.unpersist()
 
 
 # ------------------------------------------------------------------------------------- signature
@@ -360,6 +372,7 @@ def run_pipeline(cfg: PipelineConfig, raw_yaml: str | None = None, spark: SparkS
             "task": data.task, "algorithm": cfg.model.algorithm, "target": data.target,
             "label_labels": data.label_labels, "feature_names": list(getattr(plan, "feature_names", []) or []),
             "input_schema": [list(x) for x in plan.input_schema], "user_col": data.user_col, "item_col": data.item_col,
+            "profile": getattr(plan, "profile", None),  # training-data profile, for drift checks
         }
         name = cfg.registered_model_name()
         with progress.step("log to MLflow"):
@@ -386,6 +399,11 @@ def run_pipeline(cfg: PipelineConfig, raw_yaml: str | None = None, spark: SparkS
                         tags={"task": data.task, "algorithm": cfg.model.algorithm})
                     result.registered_name = name
             result.run_id, result.tracking_uri = run.run_id, run.tracking_uri
+        if getattr(plan, "feature_names", None):
+            from sparkpipe.features.explain import explain_run
+
+            with progress.step("explain"):
+                explain_run(model, plan, Path(cfg.data.output_path) / "explain", tracker if run is not None else None)
         if cfg.evaluation.report:
             from sparkpipe.report import run_report
 
@@ -396,7 +414,7 @@ def run_pipeline(cfg: PipelineConfig, raw_yaml: str | None = None, spark: SparkS
         out = write_run_outputs(cfg, result, model if run is None else None)
         if run is not None:
             tracker.log_artifact(out / "run.json")
-    data.train.unpersist()
+    data.release()
     return result
 
 

@@ -1,0 +1,84 @@
+"""CLI behaviour that needs no Spark: bad config fails fast, with the key path and allowed values."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from sparkpipe.cli import main
+
+
+def _write(tmp_path, text: str):
+    p = tmp_path / "cfg.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("model:\n  algoritm: gbt\n", ["model.algoritm", "unknown key", "algorithm"]),
+        ("data:\n  validation_split: lots\n", ["data.validation_split", "lots"]),
+        ("model:\n  algorithm: xgboost\n", ["model.algorithm", "xgboost", "logistic_regression", "random_forest"]),
+        ("model:\n  algorithm: random_forest\n  hyperparameters: {numTree: 10}\n",
+         ["model.hyperparameters.numTree", "numTrees"]),
+        ("spark:\n  master: localhost\n", ["spark.master", "local[*]"]),
+        ("model: [1, 2\n", ["not valid YAML", "line"]),
+    ],
+    ids=["unknown-key", "wrong-type", "unknown-algorithm", "bad-param", "bad-master", "bad-yaml"],
+)
+def test_bad_config_exits_2_with_key_path(tmp_path, capsys, yaml_text, expected):
+    path = _write(tmp_path, yaml_text)
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--config", str(path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    for needle in expected:
+        assert needle in err, f"{needle!r} missing from: {err}"
+
+
+def test_bad_config_fails_before_spark_starts(tmp_path):
+    """In a fresh interpreter: validation errors never start a JVM."""
+    path = _write(tmp_path, "model:\n  algorithm: random_forest\n  hyperparameters: {maxDepth: ten}\n")
+    code = textwrap.dedent(f"""
+        import sys
+        from sparkpipe.cli import main
+        try:
+            main(["run", "--config", {str(path)!r}])
+        except SystemExit as e:
+            from pyspark import SparkContext
+            assert SparkContext._active_spark_context is None, "a SparkContext was started"
+            assert "pyspark.java_gateway" not in sys.modules or SparkContext._gateway is None
+            sys.exit(e.code)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "model.hyperparameters.maxDepth" in proc.stderr
+
+
+def test_missing_config_file_names_the_option(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--config", str(tmp_path / "nope.yaml")])
+    assert exc.value.code == 2
+    assert "--config" in capsys.readouterr().err
+
+
+def test_validate_command_accepts_shipped_configs(capsys):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "config"
+    configs = [root / "pipeline_config.yaml", *sorted((root / "examples").glob("*.yaml"))]
+    assert len(configs) >= 6
+    for cfg in configs:
+        main(["validate", "--config", str(cfg)])
+    out = capsys.readouterr().out
+    assert out.count("valid") == len(configs)
+
+
+def test_set_override_changes_the_algorithm(tmp_path, capsys):
+    path = _write(tmp_path, "model:\n  algorithm: logistic_regression\n")
+    main(["validate", "--config", str(path), "--set", "model.algorithm=gbt"])
+    assert "gbt" in capsys.readouterr().out
