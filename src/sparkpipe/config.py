@@ -147,22 +147,36 @@ AggFunction = Literal["count", "mean", "sum", "min", "max", "std"]
 
 
 class AggregationConfig(_Strict):
-    group_cols: list[str]
+    """Per-entity aggregates learned from the training data (a lookup table inside the model)."""
+
+    group_cols: list[str] = Field(min_length=1)
     agg_cols: list[str] = Field(default_factory=list)
     functions: list[AggFunction] = ["mean"]
 
+    @model_validator(mode="after")
+    def _needs_cols(self) -> AggregationConfig:
+        if not self.agg_cols and any(f != "count" for f in self.functions):
+            raise ValueError("functions other than count need agg_cols, e.g. agg_cols: [monthly_charges]")
+        return self
+
 
 class RatiosConfig(_Strict):
+    """Every numerator / every denominator (safe division), optional pairwise products."""
+
     numerator_cols: list[str] = Field(default_factory=list)
     denominator_cols: list[str] = Field(default_factory=list)
     pairwise_products: bool = False
+    product_cols: list[str] | None = Field(
+        default=None, description="columns multiplied pairwise (default: numerator and denominator columns)"
+    )
 
 
 class CategoricalConfig(_Strict):
     max_onehot_cardinality: int = Field(default=32, ge=2)
     high_cardinality: Literal["hashing", "target", "index"] = "hashing"
     hash_buckets: int = Field(default=1024, ge=2)
-    rare_threshold: int = Field(default=0, ge=0, description="categories seen fewer times become 'other'")
+    rare_threshold: int = Field(default=0, ge=0, description="categories seen fewer times become '__rare__'")
+    target_smoothing: float = Field(default=10.0, ge=0, description="TargetEncoder smoothing")
 
 
 class TextConfig(_Strict):
@@ -171,12 +185,32 @@ class TextConfig(_Strict):
     stop_words: bool = True
     idf: bool = True
     min_doc_freq: int = Field(default=1, ge=0)
+    pattern: str = Field(default="\\W+", description="RegexTokenizer split pattern (Java regex)")
+    min_token_length: int = Field(default=2, ge=1)
+
+
+class UnivariateSelectionConfig(_Strict):
+    """Spark's ``UnivariateFeatureSelector`` (F-test / ANOVA / chi-squared by feature and label type)."""
+
+    feature_type: Literal["continuous", "categorical"] = "continuous"
+    selection_mode: Literal["numTopFeatures", "percentile", "fpr", "fdr", "fwe"] = "numTopFeatures"
+    selection_threshold: float | None = Field(default=None, gt=0)
 
 
 class SelectionConfig(_Strict):
     variance_threshold: float | None = Field(default=None, ge=0)
-    univariate: dict[str, Any] | None = None
+    univariate: UnivariateSelectionConfig | None = None
     top_k_importance: int | None = Field(default=None, ge=1)
+    importance_trees: int = Field(default=20, ge=1, description="trees of the quick top-k forest")
+
+    @field_validator("univariate", mode="before")
+    @classmethod
+    def _univariate(cls, v: Any) -> Any:
+        if v is True:
+            return {}
+        if v is False:
+            return None
+        return v
 
 
 class FeaturesConfig(_Strict):
@@ -270,6 +304,8 @@ class CompareConfig(_Strict):
     metric: str | None = None
     bootstrap_samples: int = Field(default=20, ge=0, description="bootstrap resamples of the validation "
                                    "set behind the leaderboard's ± std (0: no std)")
+    hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-algorithm "
+                                                       "hyperparameters, e.g. {random_forest: {numTrees: 50}}")
 
 
 # ---------------------------------------------------------------------------------------- evaluation

@@ -261,7 +261,7 @@ def fit_model(spark: SparkSession, cfg: PipelineConfig, data: PreparedData,
                                        tracker=tracker)
         else:
             model = estimator.fit(train_features)
-    stages = list(feature_model.stages) + [model]
+    stages = [*feature_model.stages, model]
     if data.label_labels:
         stages.append(IndexToString(inputCol="prediction", outputCol="predictedLabel", labels=data.label_labels))
     if cfg.optimization.cache_data:
@@ -462,7 +462,7 @@ def load_spark_model(model_uri: str, mlflow_cfg: Any = None) -> tuple[PipelineMo
         import mlflow.artifacts
 
         reg = Registry(mlflow_cfg)
-        if model_uri.startswith("models:/") or "://" not in model_uri and not model_uri.startswith("runs:/"):
+        if model_uri.startswith("models:/") or ("://" not in model_uri and not model_uri.startswith("runs:/")):
             ref = reg.resolve(model_uri)
             local = reg.download(ref)
         else:
@@ -488,7 +488,6 @@ def batch_predict(model_uri: str, input_path: str, output_path: str, spark_cfg: 
                   spark: SparkSession | None = None) -> dict[str, Any]:
     """Score ``input_path`` with Spark and write predictions atomically to ``output_path``."""
     from pyspark.ml.functions import vector_to_array
-    from pyspark.sql.types import StructField
 
     from sparkpipe.data.io import read_dataset, write_dataset
     from sparkpipe.session import get_spark

@@ -131,12 +131,17 @@ def test_plan_fits_transforms_saves_and_reloads(spark, mixed, mixed_profile, tmp
         "CategoricalImputer",
         "StringIndexer",
         "OneHotEncoder",
+        "CategoricalImputer",  # text: null -> "", tokenize, stop words, TF, IDF
+        "RegexTokenizer",
+        "StopWordsRemover",
+        "HashingTF",
+        "IDF",
         "VectorAssembler",
         "StandardScaler",
     ]
     assert plan.label_col == "label" and plan.label_labels == ["no", "yes"]
     assert plan.features_col == "features"
-    assert [c for c, _ in plan.input_schema] == ["plan", "charges", "tenure", "flag", "signup_ts"]
+    assert [c for c, _ in plan.input_schema] == ["plan", "charges", "tenure", "flag", "signup_ts", "note"]
     assert dict(plan.input_schema)["tenure"] == "int"
     assert all("churn" not in n for n in plan.feature_names)
     assert plan.feature_names[:4] == [
@@ -145,13 +150,16 @@ def test_plan_fits_transforms_saves_and_reloads(spark, mixed, mixed_profile, tmp
         "signup_ts_month",
         "signup_ts_is_weekend",
     ]
-    assert plan.feature_names[-5:] == [
+    ohe = plan.feature_names.index("plan=basic")
+    assert plan.feature_names[ohe : ohe + 5] == [
         "plan=basic",
         "plan=__missing__",
         "plan=premium",
         "plan=pro",
         "plan=__unknown",
     ]
+    assert plan.feature_names[-1] == "note#tf4095" and plan.feature_sources[-1] == "note"
+    assert plan.feature_sources[:4] == ["signup_ts"] * 4
 
     # the unfitted pipeline (with the custom estimator) persists too
     plan.pipeline().write().overwrite().save(str(tmp_path / "unfitted"))
@@ -242,7 +250,7 @@ def test_plan_variants(spark, mixed, mixed_profile):
         target="churn",
         scaling="standard",
         missing_values=MissingValuesConfig(strategy="constant", fill_value=0, add_indicator=True),
-        exclude=["plan"],
+        exclude=["plan", "note"],
     )
     plan = build_feature_stages(mixed, cfg, "classification", nonnegative=True, profile=mixed_profile)
     kinds = [type(s).__name__ for s in plan.stages]
@@ -280,3 +288,53 @@ def test_plan_variants(spark, mixed, mixed_profile):
         build_feature_stages(mixed, FeaturesConfig(), "classification")
     with pytest.raises(ConfigError, match="user_col"):
         build_feature_stages(ratings, FeaturesConfig(), "recommendation")
+
+
+def test_v2_config_errors_name_the_fix(spark):
+    """Leaks and impossible combinations are refused with the key path, never silently ignored."""
+    import datetime as _dt
+
+    from sparkpipe.features import build_feature_stages
+    from sparkpipe.features.auto import V1_STEPS
+
+    t0 = _dt.datetime(2024, 1, 1, tzinfo=UTC)
+    rows = [
+        (
+            t0 + _dt.timedelta(hours=i),
+            t0 + _dt.timedelta(hours=i, minutes=5 + 3 * i),
+            float(5 + 3 * i),
+            f"z{i % 3}",
+        )
+        for i in range(20)
+    ]
+    trips = spark.createDataFrame(
+        rows, "pickup_ts timestamp, dropoff_ts timestamp, trip_duration double, zone string"
+    )
+    leak = FeaturesConfig.model_validate(
+        {"target": "trip_duration", "time_features": {"elapsed": [{"start": "pickup_ts", "end": "dropoff_ts",
+                                                                     "unit": "minutes"}]}}
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="leaks the label"):
+        build_feature_stages(trips, leak, "regression")
+    # v1 steps ignore the v2 sections (used to measure v1 against the full set)
+    plan = build_feature_stages(trips, leak, "regression", steps=V1_STEPS)
+    assert "ElapsedTime" not in [type(s).__name__ for s in plan.stages]
+    bad_agg = FeaturesConfig.model_validate(
+        {"target": "trip_duration", "aggregations": [{"group_cols": ["zone"], "agg_cols": ["trip_duration"]}]}
+    )
+    with pytest.raises(ConfigError, match="leak"):
+        build_feature_stages(trips, bad_agg, "regression")
+    with pytest.raises(ConfigError, match="binary classification"):
+        build_feature_stages(
+            trips.withColumn("k", trips.zone),
+            FeaturesConfig.model_validate(
+                {"target": "zone", "categorical_encoding": {"max_onehot_cardinality": 2, "high_cardinality": "target"},
+                 "categorical": ["k"], "time_features": False}
+            ),
+            "classification",
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match="numeric feature columns"):
+        build_feature_stages(
+            trips, FeaturesConfig.model_validate({"target": "trip_duration", "outliers": {"method": "zscore",
+                                                  "columns": ["zone"]}}), "regression"
+        )  # fmt: skip

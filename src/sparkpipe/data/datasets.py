@@ -168,6 +168,15 @@ _REGIONS = ("north", "south", "east", "west", "central", "coastal")
 _PAYMENTS = ("electronic_check", "mailed_check", "bank_transfer", "credit_card")
 
 
+_NOTE_OPENERS = (
+    "asked about the monthly bill",
+    "requested a plan change",
+    "reported slow internet at home",
+    "praised the friendly service",
+    "updated contact details",
+)
+
+
 def _gen_churn(base: DataFrame, seed: int) -> DataFrame:
     """Telecom-style churn: ~20% positives, signal in numerics, categoricals and login time."""
     u = lambda k: _uniform(seed, k)  # noqa: E731
@@ -254,6 +263,15 @@ def _gen_churn(base: DataFrame, seed: int) -> DataFrame:
         F.col("monthly_charges")
     )
     calls = F.when(u(18) < 0.003, F.col("support_calls") + F.lit(25)).otherwise(F.col("support_calls"))
+    # free-text support notes: written from what the agent sees (calls, plan, login habits) plus noise;
+    # drawn after the label with their own salts, so every other column is unchanged
+    notes = F.concat_ws(
+        " and ",
+        _choice(u(23), _NOTE_OPENERS, (0.3, 0.2, 0.2, 0.15, 0.15)),
+        F.when(F.col("support_calls") >= 3, F.lit("repeated complaints about dropped calls")),
+        F.when((login_hour < 6) & (u(24) < 0.7), F.lit("usually contacts support late at night")),
+        F.when((F.col("plan") == "basic") & (u(25) < 0.5), F.lit("mentioned a competitor offer")),
+    )
     return df.select(
         "customer_id",
         "signup_ts",
@@ -267,6 +285,7 @@ def _gen_churn(base: DataFrame, seed: int) -> DataFrame:
         monthly.cast("double").alias("monthly_charges"),
         _with_nulls(F.col("_total_charges"), u(22), 0.03).cast("double").alias("total_charges"),
         calls.cast("int").alias("support_calls"),
+        _with_nulls(notes, u(26), 0.1).cast("string").alias("support_notes"),
         churned.alias("churned"),
     )
 
@@ -446,6 +465,7 @@ _CHURN_COLUMNS = {
     "monthly_charges": "double",
     "total_charges": "double",
     "support_calls": "int",
+    "support_notes": "string",
     "churned": "int",
 }
 _TAXI_COLUMNS = {

@@ -1,29 +1,36 @@
 """Automated feature engineering: from a frame and the ``features`` config to unfitted Spark stages.
 
 :func:`build_feature_stages` infers column roles (:mod:`sparkpipe.features.roles`), then runs the
-*steps* of :data:`STEPS` in order. A step is a function ``(ctx: PlanContext) -> list[stage]``: it reads
-the roles and config from the context, appends its stages and records the columns it produced, so a
-later step picks them up. Later issues add outliers, ratios, aggregations, text, hashing/target encoding
-and selection as further entries of :data:`STEP_BUILDERS` and :data:`DEFAULT_STEPS`.
+*steps* of :data:`DEFAULT_STEPS` in order. A step is a function ``(ctx: PlanContext) -> list[stage]``
+registered in :data:`STEP_BUILDERS`: it reads the roles and config from the context, appends its stages
+and records the columns it produced, so a later step picks them up. :data:`V1_STEPS` is the v1 order.
 
-v1 stage order and column naming (``c`` is a raw column)::
+Stage order and column naming (``c`` is a raw column; custom stages live in
+:mod:`sparkpipe.features.stages`, everything else is a Spark built-in)::
 
-    label        StringIndexerModel.from_labels(target -> "label")   string target (classification)
-                 CastToDouble(target -> "label", skipMissing)        boolean target (classification)
+    label        StringIndexerModel / CastToDouble(target -> "label")   plan.label_stages, never served
     time         TimeFeatures(ts -> ts_hour, ts_day_of_week, ts_month, ts_is_weekend, [..._sin/_cos])
-    cast         CastToDouble(c -> c__dbl)                           numeric and boolean columns
+    elapsed      ElapsedTime(start, end -> name)                       time_features.elapsed (leak-checked)
+    cast         CastToDouble(c -> c__dbl)                             numeric and boolean columns
+    outliers     OutlierHandler(c__dbl -> c__clip | c__outlier)        zscore/iqr bounds learned at fit
+    ratios       SafeRatio(a, b -> a_per_b), PairwiseProduct(a, b -> a_x_b)
+    aggregations GroupAggregator(keys, x -> x_mean_by_key, count_by_key, ...)  lookup table in the model
     impute       Imputer(mean|median|mode) / ConstantImputer(x -> x__imp)
-    indicator    MissingIndicator(c -> c__missing)                    missing_values.add_indicator
-    categorical  CategoricalImputer(c -> c__cat)  null -> "__missing__" (or mode / constant)
-                 StringIndexer(c__cat -> c__idx, keep, frequencyDesc)
-                 OneHotEncoder(c__idx -> c__ohe, keep, dropLast)
-    assemble     VectorAssembler(dense slots..., one-hot blocks... -> features | features__raw)
-    scale        StandardScaler / MinMaxScaler / MaxAbsScaler(features__raw -> features)
+    indicator    MissingIndicator(c -> c__missing)                     missing_values.add_indicator
+    categorical  CategoricalImputer(c -> c__cat), RareCategoryGrouper(c__cat -> c__grp, "__rare__"),
+                 StringIndexer(-> c__idx) + OneHotEncoder(-> c__ohe)   cardinality <= max_onehot_cardinality
+                 FeatureHasher(-> c__hash) | TargetEncoder(c__idx -> c__te) | the index   high cardinality
+    text         CategoricalImputer(null -> ""), RegexTokenizer, StopWordsRemover, HashingTF, IDF
+    assemble     VectorAssembler(dense slots..., vector blocks... -> features__raw)
+    selection    VarianceThresholdSelector, UnivariateFeatureSelector, ImportanceSelector (-> VectorSlicer)
+    scale        StandardScaler (withMean only when all-dense) / MinMaxScaler / MaxAbsScaler -> features
 
-Vector slot order: time parts, numeric and boolean columns (frame order), missing indicators, then the
-one-hot blocks (frame order). Feature (vector slot) names: the raw column name for numeric and boolean slots (``monthly_charges``),
-the time column names (``signup_ts_hour``), ``c__missing`` for indicators, ``c=<category>`` for one-hot
-slots (``plan=basic``) and ``c=__unknown`` for the slot that unseen categories light up.
+Vector slot order: dense slots (aggregates, time parts, elapsed, numeric and boolean columns, ratios,
+products, outlier flags, missing indicators, target encodings) then the blocks (one-hot, hashed
+categories, text). Slot names: the raw column name for numeric slots, ``c=<category>`` for one-hot
+(``c=__unknown`` for unseen values), ``c#h<i>`` for hashed categories, ``c#tf<i>`` for text terms;
+:attr:`FeaturePlan.feature_sources` maps each slot back to its input column (for explanations).
+Selection keeps a subset of slots; :meth:`FeaturePlan.resolve_feature_names` reads which after fitting.
 """
 
 from __future__ import annotations
@@ -33,17 +40,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sparkpipe.config import TASK_TYPES, FeaturesConfig, TimeFeaturesConfig
+from sparkpipe.config import TASK_TYPES, FeaturesConfig, TextConfig, TimeFeaturesConfig
 from sparkpipe.errors import ConfigError, UnknownNameError
 from sparkpipe.features.roles import ColumnRoles, infer_roles, is_numeric_type
 from sparkpipe.features.stages import (
     DEFAULT_TIME_PARTS,
     MISSING_CATEGORY,
+    RARE_CATEGORY,
     CastToDouble,
     CategoricalImputer,
     ConstantImputer,
+    ElapsedTime,
+    GroupAggregator,
+    ImportanceSelector,
     MissingIndicator,
+    OutlierHandler,
+    PairwiseProduct,
+    RareCategoryGrouper,
+    SafeRatio,
     TimeFeatures,
+    category_counts,
     time_feature_names,
 )
 
@@ -76,6 +92,20 @@ class OneHotBlock:
     def names(self, labels: list[str] | None = None) -> list[str]:
         labels = self.labels if labels is None else labels
         return [f"{self.column}={v}" for v in labels] + [f"{self.column}={UNKNOWN_SLOT}"]
+
+
+@dataclass
+class VectorBlock:
+    """A fixed-width vector block of one source column: hashed categories (``kind='h'``, slots
+    ``city#h0``...) or hashed text term frequencies (``kind='tf'``, slots ``notes#tf0``...)."""
+
+    column: str
+    vector_col: str
+    size: int
+    kind: str
+
+    def names(self) -> list[str]:
+        return [f"{self.column}#{self.kind}{i}" for i in range(self.size)]
 
 
 @dataclass
@@ -125,8 +155,12 @@ class FeaturePlan:
     rating_col: str | None = None
     dropna_subset: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
-    slots: list[str | OneHotBlock] = field(default_factory=list, repr=False)
+    slots: list[str | OneHotBlock | VectorBlock] = field(default_factory=list, repr=False)
     label_stages: list[Stage] = field(default_factory=list)
+    feature_sources: list[str] = field(default_factory=list)
+    selectors: list[str] = field(default_factory=list)
+    needs_label: bool = False
+    slot_sources: dict[str, str] = field(default_factory=dict, repr=False)
 
     def pipeline(self) -> Pipeline:
         """A ``Pipeline`` of the feature stages alone."""
@@ -142,17 +176,36 @@ class FeaturePlan:
         model
             A fitted ``PipelineModel`` containing this plan's stages (possibly followed by a model).
         """
-        fitted = {s.uid: s for s in _flatten(model.stages)}
+        stages = _flatten(model.stages)
+        fitted = {s.uid: s for s in stages}
         names: list[str] = []
+        sources: list[str] = []
         for slot in self.slots:
             if isinstance(slot, str):
                 names.append(slot)
+                sources.append(self.slot_sources.get(slot, slot))
                 continue
-            indexer = fitted.get(slot.indexer.uid)
-            if indexer is None:
-                raise ValueError(f"the fitted model has no StringIndexer {slot.indexer.uid} of this plan")
-            names += slot.names(list(indexer.labelsArray[slot.index_in_indexer]))
+            if isinstance(slot, VectorBlock):
+                block = slot.names()
+            else:
+                indexer = fitted.get(slot.indexer.uid)
+                if indexer is None:
+                    raise ValueError(f"the fitted model has no StringIndexer {slot.indexer.uid} of this plan")
+                block = slot.names(list(indexer.labelsArray[slot.index_in_indexer]))
+            names += block
+            sources += [slot.column] * len(block)
+        by_output = {
+            s.getOutputCol(): s for s in stages if s.hasParam("outputCol") and s.isDefined("outputCol")
+        }
+        for out in self.selectors:
+            sel = by_output.get(out)
+            if sel is None:
+                raise ValueError(f"the fitted model has no selection stage writing {out!r}")
+            idx = list(sel.getIndices()) if hasattr(sel, "getIndices") else sorted(sel.selectedFeatures)
+            names = [names[i] for i in idx]
+            sources = [sources[i] for i in idx]
         self.feature_names = names
+        self.feature_sources = sources
         return names
 
 
@@ -195,6 +248,17 @@ class PlanContext:
     taken: set[str] = field(default_factory=set)
     features_col: str = FEATURES_COL
     dropna_subset: list[str] = field(default_factory=list)
+    label_col: str | None = None
+    needs_label: bool = False
+    sources: dict[str, str] = field(default_factory=dict)
+    selectors: list[str] = field(default_factory=list)
+    vector_col: str | None = None
+    seed: int = 42
+
+    def add_ready(self, col: str, name: str, source: str) -> None:
+        """A double column ready to assemble, its slot name and the input column it comes from."""
+        self.ready.append((col, name))
+        self.sources[name] = source
 
     def new_col(self, name: str) -> str:
         """Reserve a column name, suffixing ``__2``, ``__3``... on a clash with an existing column."""
@@ -224,8 +288,6 @@ def step_time_features(ctx: PlanContext) -> list[Stage]:
     if not tcfg.enabled:
         log.info("time_features disabled: timestamp columns %s are not used", cols)
         return []
-    if tcfg.elapsed:
-        log.warning("features.time_features.elapsed is not implemented in feature engineering v1; ignored")
     parts = list(tcfg.parts or DEFAULT_TIME_PARTS)
     for c in cols:
         for name in time_feature_names(c, parts, tcfg.cyclic):
@@ -240,6 +302,7 @@ def step_time_features(ctx: PlanContext) -> list[Stage]:
                 )
             ctx.taken.add(name)
             ctx.pending.append((name, name))
+            ctx.sources[name] = c
     ctx.consumed.update(cols)
     ctx.dropna_subset += cols
     return [TimeFeatures(inputCols=list(cols), parts=parts, cyclic=tcfg.cyclic)]
@@ -271,7 +334,8 @@ def step_missing_indicator(ctx: PlanContext) -> list[Stage]:
     if not cols:
         return []
     outs = [ctx.new_col(f"{c}__missing") for c in cols]
-    ctx.ready += list(zip(outs, [f"{c}__missing" for c in cols], strict=True))
+    for c, o in zip(cols, outs, strict=True):
+        ctx.add_ready(o, f"{c}__missing", c)
     return [MissingIndicator(inputCols=cols, outputCols=outs)]
 
 
@@ -306,39 +370,55 @@ def step_impute(ctx: PlanContext) -> list[Stage]:
     return [Imputer(inputCols=cols, outputCols=outs, strategy=mv.strategy)]
 
 
-def _category_counts(df: DataFrame, cols: list[str]) -> list[dict[str | None, int]]:
-    """Value counts (``None`` = null) of each column as strings, in one grouped job."""
-    from pyspark.sql import functions as F
-
-    if not cols:
-        return []
-    pairs = F.array(
-        *[
-            F.struct(F.lit(i).alias("k"), F.col(f"`{c}`").cast("string").alias("v"))
-            for i, c in enumerate(cols)
-        ]
-    )
-    rows = df.select(F.explode(pairs).alias("p")).groupBy("p.k", "p.v").count().collect()
-    out: list[dict[str | None, int]] = [{} for _ in cols]
-    for r in rows:
-        out[r["k"]][r["v"]] = int(r["count"])
-    return out
-
-
-def _indexer_labels(counts: dict[str | None, int], strategy: str, fill: str) -> list[str]:
-    """The labels ``StringIndexer(frequencyDesc)`` will learn after :class:`CategoricalImputer`."""
+def _indexer_labels(
+    counts: dict[str | None, int], strategy: str, fill: str, rare_threshold: int = 0
+) -> list[str]:
+    """The labels ``StringIndexer(frequencyDesc)`` will learn after :class:`CategoricalImputer` and,
+    with ``rare_threshold``, :class:`RareCategoryGrouper`."""
     counts = dict(counts)
     nulls = counts.pop(None, 0)
     if nulls:
         if strategy == "mode" and counts:
             fill = min(counts, key=lambda v: (-counts[v], v))
         counts[fill] = counts.get(fill, 0) + nulls
-    return sorted(counts, key=lambda v: (-counts[v], v))
+    if rare_threshold:
+        grouped: dict[str, int] = {}
+        for v, n in counts.items():
+            key = v if n >= rare_threshold else RARE_CATEGORY
+            grouped[key] = grouped.get(key, 0) + n
+        counts = grouped  # type: ignore[assignment]
+    return sorted(counts, key=lambda v: (-counts[v], v))  # type: ignore[arg-type]
+
+
+EXACT_COUNT_MAX_DISTINCT = 100_000
+"""Categorical columns with more (approximate) distinct values skip the exact value count at planning."""
+
+
+def _binary_target(ctx: PlanContext, what: str) -> str:
+    """``targetType`` for a label-using stage, or a ConfigError naming why none applies."""
+    if ctx.label_col is None or ctx.task not in ("classification", "regression"):
+        raise ConfigError([(what, f"needs a target (classification or regression), task is {ctx.task!r}")])
+    if ctx.task == "regression":
+        return "continuous"
+    target = ctx.roles.target
+    distinct = ctx.profile["columns"][target].get("approx_distinct", 0) if target else 0
+    if distinct > 2:
+        raise ConfigError(
+            [(what, f"target encoding supports binary classification; {target!r} has ~{distinct} classes. "
+                    "Use high_cardinality: hashing or index")]
+        )  # fmt: skip
+    return "binary"
 
 
 def step_categorical(ctx: PlanContext) -> list[Stage]:
-    """Null handling, indexing and one-hot encoding of categorical columns."""
-    from pyspark.ml.feature import OneHotEncoder, StringIndexer
+    """Null handling, rare-category grouping and encoding of categorical columns.
+
+    Columns whose cardinality (after rare grouping) is at most ``max_onehot_cardinality`` are one-hot
+    encoded; the others follow ``high_cardinality``: ``hashing`` (one Spark ``FeatureHasher`` block of
+    ``hash_buckets`` slots per column), ``target`` (Spark 4 ``TargetEncoder`` on the string index,
+    unseen -> the global statistic) or ``index`` (the string index itself as one slot).
+    """
+    from pyspark.ml.feature import FeatureHasher, OneHotEncoder, StringIndexer, TargetEncoder
 
     cols = [c for c in ctx.roles.types if c in set(ctx.roles.categorical)]
     if not cols:
@@ -349,63 +429,135 @@ def step_categorical(ctx: PlanContext) -> list[Stage]:
         strategy = "mode"
     elif mv.categorical_strategy == "constant" and isinstance(mv.fill_value, str):
         fill = mv.fill_value
-    if enc.rare_threshold:
-        log.warning(
-            "features.categorical_encoding.rare_threshold is not implemented in feature engineering v1; ignored"
-        )
     filled = [ctx.new_col(f"{c}__cat") for c in cols]
-    indexed = [ctx.new_col(f"{c}__idx") for c in cols]
-    imputer = CategoricalImputer(inputCols=cols, outputCols=filled, strategy=strategy, fillValue=fill)
-    indexer = StringIndexer(
-        inputCols=filled, outputCols=indexed, handleInvalid="keep", stringOrderType="frequencyDesc"
-    )
+    stages: list[Stage] = [
+        CategoricalImputer(inputCols=cols, outputCols=filled, strategy=strategy, fillValue=fill)
+    ]
+    if enc.rare_threshold:
+        grouped = [ctx.new_col(f"{c}__grp") for c in cols]
+        stages.append(RareCategoryGrouper(inputCols=filled, outputCols=grouped, minCount=enc.rare_threshold))
+        filled = grouped
     stats = ctx.profile["columns"]
-    onehot_cols: list[int] = []
+    counted = [
+        i for i, c in enumerate(cols) if stats[c].get("approx_distinct", 0) <= EXACT_COUNT_MAX_DISTINCT
+    ]
+    counts = dict(zip(counted, category_counts(ctx.df, [cols[i] for i in counted]), strict=True))
+    labels: dict[int, list[str]] = {
+        i: _indexer_labels(counts[i], strategy, fill, enc.rare_threshold) for i in counted
+    }
+    kinds: list[str] = []
     for i, c in enumerate(cols):
-        card = stats[c].get("approx_distinct", 0)
-        if card > enc.max_onehot_cardinality and enc.high_cardinality == "index":
-            continue
-        if card > enc.max_onehot_cardinality:
-            log.warning(
-                "categorical column %r has ~%d values (> max_onehot_cardinality %d); high_cardinality=%r is not in "
-                "feature engineering v1, so it is one-hot encoded",
-                c, card, enc.max_onehot_cardinality, enc.high_cardinality,
-            )  # fmt: skip
-        onehot_cols.append(i)
-    counts = _category_counts(ctx.df, [cols[i] for i in onehot_cols])
-    stages: list[Stage] = [imputer, indexer]
-    oh_in = [indexed[i] for i in onehot_cols]
-    oh_out = [ctx.new_col(f"{cols[i]}__ohe") for i in onehot_cols]
-    for i, c in enumerate(cols):  # high-cardinality 'index' columns: the index itself is the feature
-        if i not in onehot_cols:
-            ctx.ready.append((indexed[i], c))
-    for j, i in enumerate(onehot_cols):
-        labels = _indexer_labels(counts[j], strategy, fill)
-        ctx.blocks.append(OneHotBlock(cols[i], oh_out[j], labels, indexer, i))
-    if oh_in:
-        stages.append(OneHotEncoder(inputCols=oh_in, outputCols=oh_out, handleInvalid="keep", dropLast=True))
+        card = len(labels[i]) if i in labels else stats[c].get("approx_distinct", 0)
+        kind = "onehot" if card <= enc.max_onehot_cardinality else enc.high_cardinality
+        if kind != "onehot":
+            log.info("categorical column %r has ~%d values (> max_onehot_cardinality %d): %s encoding",
+                     c, card, enc.max_onehot_cardinality, kind)  # fmt: skip
+        kinds.append(kind)
+    to_index = [i for i, k in enumerate(kinds) if k in ("onehot", "target", "index")]
+    indexed = {i: ctx.new_col(f"{cols[i]}__idx") for i in to_index}
+    indexer = None
+    if to_index:
+        indexer = StringIndexer(
+            inputCols=[filled[i] for i in to_index],
+            outputCols=[indexed[i] for i in to_index],
+            handleInvalid="keep",
+            stringOrderType="frequencyDesc",
+        )
+        stages.append(indexer)
+    onehot = [i for i in to_index if kinds[i] == "onehot"]
+    if onehot:
+        oh_out = [ctx.new_col(f"{cols[i]}__ohe") for i in onehot]
+        stages.append(
+            OneHotEncoder(
+                inputCols=[indexed[i] for i in onehot], outputCols=oh_out, handleInvalid="keep", dropLast=True
+            )
+        )
+        for i, out in zip(onehot, oh_out, strict=True):
+            ctx.blocks.append(OneHotBlock(cols[i], out, labels.get(i, []), indexer, to_index.index(i)))
+    target_cols = [i for i in to_index if kinds[i] == "target"]
+    if target_cols:
+        target_type = _binary_target(ctx, "features.categorical_encoding.high_cardinality")
+        te_out = [ctx.new_col(f"{cols[i]}__te") for i in target_cols]
+        stages.append(
+            TargetEncoder(
+                inputCols=[indexed[i] for i in target_cols],
+                outputCols=te_out,
+                labelCol=ctx.label_col,
+                targetType=target_type,
+                smoothing=enc.target_smoothing,
+                handleInvalid="keep",
+            )
+        )
+        ctx.needs_label = True
+        for i, out in zip(target_cols, te_out, strict=True):
+            ctx.add_ready(out, f"{cols[i]}__target", cols[i])
+    for i in to_index:
+        if kinds[i] == "index":  # the index itself is the feature
+            ctx.add_ready(indexed[i], cols[i], cols[i])
+    for i, k in enumerate(kinds):
+        if k == "hashing":
+            out = ctx.new_col(f"{cols[i]}__hash")
+            stages.append(FeatureHasher(inputCols=[filled[i]], outputCol=out, numFeatures=enc.hash_buckets))
+            ctx.blocks.append(VectorBlock(cols[i], out, enc.hash_buckets, "h"))
+    ctx.consumed.update(cols)
+    return stages
+
+
+def step_text(ctx: PlanContext) -> list[Stage]:
+    """Text columns: null -> ``""``, ``RegexTokenizer``, ``StopWordsRemover`` (``stop_words``),
+    ``HashingTF`` (``num_features``) and ``IDF`` (``idf``, ``min_doc_freq``): one sparse block each."""
+    from pyspark.ml.feature import IDF, HashingTF, RegexTokenizer, StopWordsRemover
+
+    cols = [c for c in ctx.roles.types if c in set(ctx.roles.text)]
+    if not cols:
+        return []
+    if ctx.cfg.text is None:
+        # Thousands of hashed term slots help linear models but dilute tree ensembles' feature
+        # sampling, so free text is used only when asked for.
+        log.info("text column(s) %s recognised but not used; add `features.text: {}` (or list the columns "
+                 "under features.text.columns) to turn them into TF-IDF features", cols)
+        return []
+    tcfg = ctx.cfg.text if isinstance(ctx.cfg.text, TextConfig) else TextConfig()
+    filled = [ctx.new_col(f"{c}__txt") for c in cols]
+    stages: list[Stage] = [
+        CategoricalImputer(inputCols=cols, outputCols=filled, strategy="constant", fillValue="")
+    ]
+    for c, f in zip(cols, filled, strict=True):
+        tokens = ctx.new_col(f"{c}__tokens")
+        stages.append(
+            RegexTokenizer(
+                inputCol=f, outputCol=tokens, pattern=tcfg.pattern, gaps=True,
+                minTokenLength=tcfg.min_token_length, toLowercase=True,
+            )
+        )  # fmt: skip
+        if tcfg.stop_words:
+            kept = ctx.new_col(f"{c}__words")
+            stages.append(StopWordsRemover(inputCol=tokens, outputCol=kept))
+            tokens = kept
+        tf = ctx.new_col(f"{c}__tf")
+        stages.append(HashingTF(inputCol=tokens, outputCol=tf, numFeatures=tcfg.num_features))
+        out = tf
+        if tcfg.idf:
+            out = ctx.new_col(f"{c}__tfidf")
+            stages.append(IDF(inputCol=tf, outputCol=out, minDocFreq=tcfg.min_doc_freq))
+        ctx.blocks.append(VectorBlock(c, out, tcfg.num_features, "tf"))
     ctx.consumed.update(cols)
     return stages
 
 
 def _assembled_col(ctx: PlanContext) -> str:
-    scaling = ctx.cfg.scaling
-    return ctx.new_col(f"{FEATURES_COL}__raw") if (scaling != "none" or ctx.nonnegative) else ctx.features_col
+    return ctx.new_col(f"{FEATURES_COL}__raw")
 
 
-def step_assemble_and_scale(ctx: PlanContext) -> list[Stage]:
-    """VectorAssembler over dense slots then one-hot blocks, then the scaler (``features.scaling``).
+def step_assemble(ctx: PlanContext) -> list[Stage]:
+    """VectorAssembler over dense slots then vector blocks (one-hot, hashed, text).
 
     The assembler uses ``handleInvalid='error'`` when imputation runs: after it no null or NaN can
     remain, so one would be a bug and must fail loudly rather than score NaN. With strategy
     ``none``/``drop`` it uses ``'keep'`` (NaN passes through; the user opted out of imputation).
-
-    Scaling: ``standard`` is ``StandardScaler(withStd=True)`` with ``withMean=True`` only when the
-    vector is all dense slots (no one-hot block) and at most :data:`WITH_MEAN_MAX_WIDTH` wide:
-    centring densifies sparse vectors, and the models that care (linear, SVC) standardise internally
-    anyway. ``nonnegative`` (Naive Bayes) forces ``MinMaxScaler`` (values in [0, 1] on the training range).
+    The assembled vector is sparse whenever most slots are zero (Spark compresses it).
     """
-    from pyspark.ml.feature import MaxAbsScaler, MinMaxScaler, StandardScaler, VectorAssembler
+    from pyspark.ml.feature import VectorAssembler
 
     inputs = [c for c, _ in ctx.ready] + [b.vector_col for b in ctx.blocks]
     if not inputs:
@@ -419,56 +571,358 @@ def step_assemble_and_scale(ctx: PlanContext) -> list[Stage]:
         )
     imputing = ctx.cfg.missing_values.strategy not in ("none", "drop")
     raw = _assembled_col(ctx)
-    stages: list[Stage] = [
-        VectorAssembler(inputCols=inputs, outputCol=raw, handleInvalid="error" if imputing else "keep")
-    ]
+    ctx.vector_col = raw
+    return [VectorAssembler(inputCols=inputs, outputCol=raw, handleInvalid="error" if imputing else "keep")]
+
+
+def step_selection(ctx: PlanContext) -> list[Stage]:
+    """Feature selection on the assembled (unscaled) vector (``features.selection``), in this order:
+
+    ``variance_threshold`` (Spark ``VarianceThresholdSelector``), ``univariate`` (Spark
+    ``UnivariateFeatureSelector``; label type from the task) and ``top_k_importance``
+    (:class:`~sparkpipe.features.stages.ImportanceSelector`: a quick random forest, then a
+    ``VectorSlicer`` of the top-k slots).
+    """
+    from pyspark.ml.feature import UnivariateFeatureSelector, VarianceThresholdSelector
+
+    sel = ctx.cfg.selection
+    if sel is None or ctx.vector_col is None:
+        return []
+    stages: list[Stage] = []
+    if sel.variance_threshold is not None:
+        out = ctx.new_col(f"{FEATURES_COL}__var")
+        stages.append(
+            VarianceThresholdSelector(
+                featuresCol=ctx.vector_col, outputCol=out, varianceThreshold=sel.variance_threshold
+            )
+        )
+        ctx.vector_col = out
+        ctx.selectors.append(out)
+    if sel.univariate is not None:
+        u = sel.univariate
+        if ctx.label_col is None or ctx.task not in ("classification", "regression"):
+            raise ConfigError([("features.selection.univariate", f"needs a target; task is {ctx.task!r}")])
+        out = ctx.new_col(f"{FEATURES_COL}__uni")
+        selector = UnivariateFeatureSelector(
+            featuresCol=ctx.vector_col, outputCol=out, labelCol=ctx.label_col, selectionMode=u.selection_mode
+        )
+        selector.setFeatureType(u.feature_type)
+        selector.setLabelType("categorical" if ctx.task == "classification" else "continuous")
+        if u.selection_threshold is not None:
+            selector.setSelectionThreshold(u.selection_threshold)
+        stages.append(selector)
+        ctx.needs_label = True
+        ctx.vector_col = out
+        ctx.selectors.append(out)
+    if sel.top_k_importance is not None:
+        if ctx.label_col is None or ctx.task not in ("classification", "regression"):
+            raise ConfigError(
+                [("features.selection.top_k_importance", f"needs a target; task is {ctx.task!r}")]
+            )
+        out = ctx.new_col(f"{FEATURES_COL}__topk")
+        stages.append(
+            ImportanceSelector(
+                featuresCol=ctx.vector_col, outputCol=out, labelCol=ctx.label_col, k=sel.top_k_importance,
+                task=ctx.task, numTrees=sel.importance_trees, seed=ctx.seed,
+            )
+        )  # fmt: skip
+        ctx.needs_label = True
+        ctx.vector_col = out
+        ctx.selectors.append(out)
+    return stages
+
+
+def step_scale(ctx: PlanContext) -> list[Stage]:
+    """The scaler (``features.scaling``) from the (selected) vector to ``features``.
+
+    ``standard`` is ``StandardScaler(withStd=True)`` with ``withMean=True`` only when the vector is all
+    dense slots (no one-hot/hashed/text block) and at most :data:`WITH_MEAN_MAX_WIDTH` wide: centring
+    densifies sparse vectors, and the models that care (linear, SVC) standardise internally anyway.
+    ``maxabs`` keeps sparsity too. ``nonnegative`` (Naive Bayes) forces ``MinMaxScaler`` (values in
+    [0, 1] on the training range).
+    """
+    from pyspark.ml.feature import MaxAbsScaler, MinMaxScaler, StandardScaler
+
+    if ctx.vector_col is None:
+        return []
     scaling = ctx.cfg.scaling
     if ctx.nonnegative and scaling != "minmax":
         log.info("nonnegative features requested: MinMaxScaler instead of scaling=%r", scaling)
         scaling = "minmax"
+    raw = ctx.vector_col
     if scaling == "standard":
         width = len(ctx.ready)
         with_mean = not ctx.blocks and width <= WITH_MEAN_MAX_WIDTH
-        stages.append(
-            StandardScaler(inputCol=raw, outputCol=ctx.features_col, withStd=True, withMean=with_mean)
+        stage: Stage = StandardScaler(
+            inputCol=raw, outputCol=ctx.features_col, withStd=True, withMean=with_mean
         )
     elif scaling == "minmax":
-        stages.append(MinMaxScaler(inputCol=raw, outputCol=ctx.features_col))
+        stage = MinMaxScaler(inputCol=raw, outputCol=ctx.features_col)
     elif scaling == "maxabs":
-        stages.append(MaxAbsScaler(inputCol=raw, outputCol=ctx.features_col))
+        stage = MaxAbsScaler(inputCol=raw, outputCol=ctx.features_col)
+    else:
+        return []
+    ctx.vector_col = ctx.features_col
+    return [stage]
+
+
+def step_assemble_and_scale(ctx: PlanContext) -> list[Stage]:
+    """v1 compatibility: :func:`step_assemble` then :func:`step_scale`."""
+    return step_assemble(ctx) + step_scale(ctx)
+
+
+# ------------------------------------------------------------------------- time / numeric derivations
+def _check_exists(ctx: PlanContext, key: str, cols: list[str]) -> None:
+    missing = [c for c in cols if c not in ctx.roles.types]
+    if missing:
+        raise ConfigError(
+            [(key, f"column(s) {', '.join(map(repr, missing))} not in the data; columns are: {', '.join(ctx.roles.types)}")]
+        )  # fmt: skip
+
+
+def _check_not_target(ctx: PlanContext, key: str, cols: list[str]) -> None:
+    if ctx.roles.target is not None and ctx.roles.target in cols:
+        raise ConfigError(
+            [
+                (
+                    key,
+                    f"the target {ctx.roles.target!r} cannot be a feature input here: it would leak the label",
+                )
+            ]
+        )
+
+
+def step_elapsed(ctx: PlanContext) -> list[Stage]:
+    """Elapsed time between two timestamp columns (``features.time_features.elapsed``).
+
+    Raises :class:`ConfigError` when a side is the target, or when on the build frame the elapsed time
+    reproduces a numeric target (|correlation| > 0.999: e.g. dropoff - pickup for a trip-duration
+    target), which would leak the label into the features.
+    """
+    from pyspark.sql import functions as F
+
+    items = ctx.time_cfg.elapsed
+    if not items:
+        return []
+    starts, ends, outs, units = [], [], [], []
+    for k, e in enumerate(items):
+        key = f"features.time_features.elapsed[{k}]"
+        _check_exists(ctx, key, [e.start, e.end])
+        _check_not_target(ctx, key, [e.start, e.end])
+        for c in (e.start, e.end):
+            kind = ctx.roles.types[c]
+            if not (kind in ("timestamp", "timestamp_ntz", "date") or kind.startswith("string")):
+                raise ConfigError([(key, f"column {c!r} has type {kind}; elapsed time needs timestamps")])
+        name = e.name or f"{e.end}_minus_{e.start}_{e.unit}"
+        out = ctx.new_col(name)
+        starts.append(e.start)
+        ends.append(e.end)
+        outs.append(out)
+        units.append(e.unit)
+        ctx.pending.append((out, name))
+        ctx.sources[name] = name
+    stage = ElapsedTime(startCols=starts, endCols=ends, outputCols=outs, units=units)
+    target = ctx.roles.target
+    if target is not None and is_numeric_type(ctx.roles.types[target]):
+        probe = stage.transform(ctx.df.select(*dict.fromkeys([*starts, *ends, target])))
+        row = probe.agg(*[F.corr(F.col(f"`{o}`"), F.col(f"`{target}`").cast("double")).alias(f"c{i}")
+                          for i, o in enumerate(outs)]).collect()[0]  # fmt: skip
+        for i, o in enumerate(outs):
+            r = row[f"c{i}"]
+            if r is not None and abs(r) > LEAK_CORRELATION:
+                raise ConfigError(
+                    [(f"features.time_features.elapsed[{i}]",
+                      f"elapsed time {o!r} reproduces the target {target!r} (correlation {r:.4f}): it leaks "
+                      "the label; drop it (e.g. a dropoff time is only known after the trip)")]
+                )  # fmt: skip
+    ctx.consumed.update(starts + ends)
+    ctx.dropna_subset += starts + ends
+    return [stage]
+
+
+LEAK_CORRELATION = 0.999
+"""An elapsed-time feature this correlated with a numeric target is refused as a leak."""
+
+
+def _numeric_source(ctx: PlanContext, key: str, c: str) -> str:
+    """The current double column of numeric input ``c`` (cast/clipped), or ``c`` itself when unused."""
+    _check_exists(ctx, key, [c])
+    _check_not_target(ctx, key, [c])
+    for col, name in ctx.pending:
+        if name == c:
+            return col
+    if not is_numeric_type(ctx.roles.types[c]) and ctx.roles.types[c] != "boolean":
+        raise ConfigError([(key, f"column {c!r} has type {ctx.roles.types[c]}; it must be numeric")])
+    ctx.consumed.add(c)
+    return c
+
+
+def step_outliers(ctx: PlanContext) -> list[Stage]:
+    """z-score or IQR outlier handling of numeric columns (``features.outliers``), bounds learned at fit
+    time by :class:`~sparkpipe.features.stages.OutlierHandler`. ``clip`` replaces the column by its
+    winsorized value; ``flag`` adds a ``c__outlier`` 0/1 slot and keeps the value."""
+    oc = ctx.cfg.outliers
+    if isinstance(oc, bool) or oc.method == "none":
+        return []
+    numeric = [c for c in ctx.roles.types if c in set(ctx.roles.numeric)]
+    cols = list(oc.columns) if oc.columns is not None else numeric
+    if oc.columns is not None:
+        _check_exists(ctx, "features.outliers.columns", cols)
+        bad = [c for c in cols if c not in numeric]
+        if bad:
+            raise ConfigError(
+                [("features.outliers.columns", f"{bad} are not numeric feature columns; numeric: {numeric}")]
+            )
+    index = {name: k for k, (_, name) in enumerate(ctx.pending)}
+    cols = [c for c in cols if c in index]
+    if not cols:
+        return []
+    inputs = [ctx.pending[index[c]][0] for c in cols]
+    if oc.action == "clip":
+        outs = [ctx.new_col(f"{c}__clip") for c in cols]
+        for c, o in zip(cols, outs, strict=True):
+            ctx.pending[index[c]] = (o, c)
+    else:
+        outs = [ctx.new_col(f"{c}__outlier") for c in cols]
+        for c, o in zip(cols, outs, strict=True):
+            ctx.add_ready(o, f"{c}__outlier", c)
+    return [
+        OutlierHandler(
+            inputCols=inputs, outputCols=outs, method=oc.method, threshold=oc.threshold, action=oc.action
+        )
+    ]
+
+
+def step_ratios(ctx: PlanContext) -> list[Stage]:
+    """Ratios ``a_per_b`` of every numerator by every denominator (:class:`SafeRatio`: zero or null
+    denominator -> null, imputed next) and, with ``pairwise_products``, products ``a_x_b`` of every pair
+    of ``product_cols`` (default: the numerator and denominator columns)."""
+    rc = ctx.cfg.ratios
+    if rc is None:
+        return []
+    stages: list[Stage] = []
+    left, right, outs = [], [], []
+    for a in rc.numerator_cols:
+        for b in rc.denominator_cols:
+            if a == b:
+                continue
+            left.append(_numeric_source(ctx, "features.ratios.numerator_cols", a))
+            right.append(_numeric_source(ctx, "features.ratios.denominator_cols", b))
+            name = f"{a}_per_{b}"
+            outs.append(ctx.new_col(name))
+            ctx.pending.append((outs[-1], name))
+            ctx.sources[name] = name
+    if outs:
+        stages.append(SafeRatio(leftCols=left, rightCols=right, outputCols=outs))
+    if rc.pairwise_products:
+        cols = list(
+            dict.fromkeys(
+                rc.product_cols if rc.product_cols is not None else rc.numerator_cols + rc.denominator_cols
+            )
+        )
+        left, right, outs = [], [], []
+        for i, a in enumerate(cols):
+            for b in cols[i + 1 :]:
+                left.append(_numeric_source(ctx, "features.ratios.product_cols", a))
+                right.append(_numeric_source(ctx, "features.ratios.product_cols", b))
+                name = f"{a}_x_{b}"
+                outs.append(ctx.new_col(name))
+                ctx.pending.append((outs[-1], name))
+                ctx.sources[name] = name
+        if outs:
+            stages.append(PairwiseProduct(leftCols=left, rightCols=right, outputCols=outs))
+        elif len(cols) < 2:
+            raise ConfigError(
+                [("features.ratios.pairwise_products", "needs at least two columns to multiply")]
+            )
+    return stages
+
+
+_KEY_TYPES = ("string", "int", "bigint", "smallint", "tinyint", "boolean")
+
+
+def step_aggregations(ctx: PlanContext) -> list[Stage]:
+    """Per-entity aggregates (``features.aggregations``) learned from the training rows only, kept as a
+    lookup table in :class:`~sparkpipe.features.stages.GroupAggregatorModel` and joined at transform
+    time; unseen entities get the global aggregate (count: 0)."""
+    stages: list[Stage] = []
+    for k, ac in enumerate(ctx.cfg.aggregations):
+        key = f"features.aggregations[{k}]"
+        _check_exists(ctx, key + ".group_cols", ac.group_cols)
+        _check_exists(ctx, key + ".agg_cols", ac.agg_cols)
+        _check_not_target(ctx, key, ac.group_cols + ac.agg_cols)
+        for g in ac.group_cols:
+            if not ctx.roles.types[g].startswith(_KEY_TYPES):
+                raise ConfigError(
+                    [(key + ".group_cols", f"column {g!r} has type {ctx.roles.types[g]}; group keys must be "
+                                           "string, integral or boolean")]
+                )  # fmt: skip
+        for a in ac.agg_cols:
+            if not is_numeric_type(ctx.roles.types[a]) and ctx.roles.types[a] != "boolean":
+                raise ConfigError(
+                    [(key + ".agg_cols", f"column {a!r} has type {ctx.roles.types[a]}; must be numeric")]
+                )
+        by = "_".join(ac.group_cols)
+        aggs, fns, outs = [], [], []
+        for fn in dict.fromkeys(ac.functions):
+            for a in ["*"] if fn == "count" else ac.agg_cols:
+                name = f"count_by_{by}" if fn == "count" else f"{a}_{fn}_by_{by}"
+                aggs.append(a)
+                fns.append(fn)
+                outs.append(ctx.new_col(name))
+                ctx.add_ready(outs[-1], name, name)
+        stages.append(
+            GroupAggregator(groupCols=list(ac.group_cols), aggCols=aggs, functions=fns, outputCols=outs)
+        )
+        ctx.consumed.update(ac.group_cols + ac.agg_cols)
     return stages
 
 
 STEP_BUILDERS: dict[str, StepBuilder] = {
     "time_features": step_time_features,
+    "elapsed": step_elapsed,
     "cast_double": step_cast_double,
+    "outliers": step_outliers,
+    "ratios": step_ratios,
+    "aggregations": step_aggregations,
     "missing_indicator": step_missing_indicator,
     "impute": step_impute,
     "categorical": step_categorical,
-    "assemble": step_assemble_and_scale,
+    "text": step_text,
+    "assemble": step_assemble,
+    "selection": step_selection,
+    "scale": step_scale,
+    "assemble_and_scale": step_assemble_and_scale,
 }
-"""Step name -> builder. Later issues add outliers, ratios, aggregations, text, encoding, selection."""
+"""Step name -> builder."""
 
 DEFAULT_STEPS: tuple[str, ...] = (
+    "time_features",
+    "elapsed",
+    "cast_double",
+    "outliers",
+    "ratios",
+    "aggregations",
+    "impute",
+    "missing_indicator",
+    "categorical",
+    "text",
+    "assemble",
+    "selection",
+    "scale",
+)
+"""The full step order."""
+
+V1_STEPS: tuple[str, ...] = (
     "time_features",
     "cast_double",
     "impute",
     "missing_indicator",
     "categorical",
     "assemble",
+    "scale",
 )
-"""The v1 step order."""
-
-
-def _warn_unimplemented(cfg: FeaturesConfig, roles: ColumnRoles) -> None:
-    outliers = cfg.outliers
-    if not isinstance(outliers, bool) and outliers.method != "none":
-        log.warning("features.outliers is not implemented in feature engineering v1; ignored")
-    for key in ("aggregations", "ratios", "selection"):
-        if getattr(cfg, key):
-            log.warning("features.%s is not implemented in feature engineering v1; ignored", key)
-    if roles.text:
-        log.warning("text columns %s are recognised but not used by feature engineering v1", roles.text)
+"""The feature engineering v1 step order (for comparisons): config sections of later steps are unused."""
 
 
 # ------------------------------------------------------------------------------------------- entry
@@ -587,6 +1041,7 @@ def build_feature_stages(
     steps: tuple[str, ...] | list[str] | None = None,
     int_categorical_max: int | None = None,
     profile: dict[str, Any] | None = None,
+    seed: int = 42,
 ) -> FeaturePlan:
     """Infer roles and build the unfitted feature stages for a task.
 
@@ -609,6 +1064,8 @@ def build_feature_stages(
     profile
         A profile of ``df`` (:func:`~sparkpipe.features.roles.profile_frame`) to reuse instead of
         running the profiling aggregation again.
+    seed
+        Seed of the quick forest of ``selection.top_k_importance``.
 
     Returns
     -------
@@ -632,20 +1089,28 @@ def build_feature_stages(
     roles, profile = infer_roles(df, cfg, label_col, int_categorical_max=int_categorical_max, profile=profile)
     if task == "recommendation":
         return _recommendation_plan(df, cfg, roles, profile, label_col)
-    _warn_unimplemented(cfg, roles)
     taken = set(df.columns)
     label_stages, label, label_labels = _label_stage(df, roles, task, taken)
     ctx = PlanContext(
-        df=df, cfg=cfg, roles=roles, profile=profile, task=task, nonnegative=nonnegative, taken=taken
-    )
+        df=df, cfg=cfg, roles=roles, profile=profile, task=task, nonnegative=nonnegative, taken=taken,
+        label_col=label, seed=seed,
+    )  # fmt: skip
     ctx.features_col = ctx.new_col(FEATURES_COL)
     for name in names:
         ctx.stages += STEP_BUILDERS[name](ctx)
-    slots: list[str | OneHotBlock] = [n for _, n in ctx.ready]
+    if ctx.vector_col is not None and ctx.vector_col != ctx.features_col:
+        ctx.stages[-1]._set(outputCol=ctx.features_col)  # no scaler: the last vector stage writes features
+    slots: list[str | OneHotBlock | VectorBlock] = [n for _, n in ctx.ready]
     slots += ctx.blocks
     feature_names: list[str] = []
+    feature_sources: list[str] = []
     for slot in slots:
-        feature_names += [slot] if isinstance(slot, str) else slot.names()
+        block = [slot] if isinstance(slot, str) else slot.names()
+        feature_names += block
+        feature_sources += (
+            [ctx.sources.get(slot, slot)] if isinstance(slot, str) else [slot.column] * len(block)
+        )
+    selectors = [ctx.features_col if c == ctx.vector_col else c for c in ctx.selectors]
     consumed = ctx.consumed
     input_schema = [(c, t) for c, t in roles.types.items() if c in consumed and c != roles.target]
     log.info(
@@ -667,4 +1132,8 @@ def build_feature_stages(
         dropna_subset=list(dict.fromkeys(ctx.dropna_subset)) if cfg.missing_values.strategy == "drop" else [],
         steps=names,
         slots=slots,
+        feature_sources=feature_sources,
+        selectors=selectors,
+        needs_label=ctx.needs_label,
+        slot_sources=dict(ctx.sources),
     )

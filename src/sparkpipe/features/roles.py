@@ -13,7 +13,7 @@ excluded        ``features.exclude``, or not in ``features.columns`` when that l
 constant        no non-null value, or a single distinct value (a string column with one value and
                 some nulls is kept: value vs missing is information)
 id_like         name looks like an identifier (``id``, ``*_id``, ``*Id``, ``uuid``, ``guid``,
-                ``*_key``, ...) and the values are near-unique (>= 95 % distinct); only string
+                ``*_key``, ...) and the values are near-unique (>= 90 % approximate distinct); only string
                 and integral columns. Dropped when ``features.drop_id_like`` (the default).
 boolean         Spark ``boolean``
 timestamp       Spark ``timestamp``, ``timestamp_ntz`` or ``date``
@@ -67,8 +67,9 @@ ID_NAME_RE = re.compile(
 )
 """Column names that look like identifiers."""
 
-ID_UNIQUE_RATIO = 0.95
-"""An id-like name needs at least this share of distinct values among non-null values."""
+ID_UNIQUE_RATIO = 0.9
+"""An id-like name needs at least this share of distinct values among non-null values (the count is
+``approx_count_distinct``, about 5 % relative error, hence the margin)."""
 
 TEXT_SPACE_SHARE = 0.5
 TEXT_LONG_AVG_LEN = 30.0
@@ -160,8 +161,14 @@ class ColumnRoles:
 
     @property
     def feature_columns(self) -> list[str]:
-        """Columns the feature stages consume (numeric, categorical, boolean, timestamp), frame order."""
-        used = set(self.numeric) | set(self.categorical) | set(self.boolean) | set(self.timestamp)
+        """Columns the feature stages consume (numeric, categorical, boolean, timestamp, text), frame order."""
+        used = (
+            set(self.numeric)
+            | set(self.categorical)
+            | set(self.boolean)
+            | set(self.timestamp)
+            | set(self.text)
+        )
         return [c for c in self.types if c in used]
 
 
@@ -178,6 +185,17 @@ def _json_value(v: Any) -> Any:
     return v
 
 
+PROFILE_QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+"""Approximate quantiles of numeric columns kept in the profile (``percentile_approx``)."""
+
+QUANTILE_ACCURACY = 1000
+"""``percentile_approx`` accuracy of the profile (relative error about 1 / accuracy)."""
+
+
+def _quantile_key(q: float) -> str:
+    return f"p{round(q * 100):02d}"
+
+
 def profile_frame(df: DataFrame, columns: list[str] | None = None) -> dict[str, Any]:
     """Profile columns in a single aggregation pass.
 
@@ -192,8 +210,10 @@ def profile_frame(df: DataFrame, columns: list[str] | None = None) -> dict[str, 
     -------
     dict
         ``{"row_count": n, "columns": {name: {"type", "null_count", "null_ratio", "approx_distinct",
-        "min", "max", "mean", ...}}}``; strings add ``avg_length`` and ``space_share``, floating
-        columns add ``nan_count``. Every value is JSON-friendly (timestamps as ISO strings).
+        "min", "max", "mean", ...}}}``; numbers add ``std`` and ``quantiles`` (``{"p01": ..., "p50":
+        ..., "p99": ...}`` from ``percentile_approx`` in the same pass, NaN ignored), strings add
+        ``avg_length`` and ``space_share``, floating columns add ``nan_count``. Every value is
+        JSON-friendly (timestamps as ISO strings).
     """
     from pyspark.sql import functions as F
 
@@ -211,12 +231,17 @@ def profile_frame(df: DataFrame, columns: list[str] | None = None) -> dict[str, 
             stats.append("approx_distinct")
         if kind in ("integral", "fractional", "decimal"):
             num = col.cast("double")
+            finite = F.when(~F.isnan(num), num)
             exprs += [
                 F.min(num).alias(f"c{i}_min"),
                 F.max(num).alias(f"c{i}_max"),
                 F.avg(num).alias(f"c{i}_mean"),
+                F.stddev_samp(finite).alias(f"c{i}_std"),
+                F.percentile_approx(finite, list(PROFILE_QUANTILES), QUANTILE_ACCURACY).alias(
+                    f"c{i}_quantiles"
+                ),
             ]
-            stats += ["min", "max", "mean"]
+            stats += ["min", "max", "mean", "std", "quantiles"]
         elif kind == "boolean":
             exprs.append(F.avg(col.cast("double")).alias(f"c{i}_mean"))
             stats.append("mean")
@@ -237,12 +262,19 @@ def profile_frame(df: DataFrame, columns: list[str] | None = None) -> dict[str, 
     n = int(row["__rows"])
     out: dict[str, Any] = {"row_count": n, "columns": {}}
     for i, name in enumerate(columns):
-        stats = {s: _json_value(row[f"c{i}_{s}"]) for s in plan[name]}
+        stats = {s: None if s == "quantiles" else _json_value(row[f"c{i}_{s}"]) for s in plan[name]}
         non_null = int(stats.pop("non_null") or 0)
         entry: dict[str, Any] = {"type": types[name], "null_count": n - non_null}
         entry["null_ratio"] = (n - non_null) / n if n else 0.0
         for key, value in stats.items():
-            entry[key] = int(value or 0) if key in ("approx_distinct", "nan_count") else value
+            if key == "quantiles":
+                qs = row[f"c{i}_quantiles"]
+                entry[key] = {
+                    _quantile_key(q): (None if qs is None else _json_value(v))
+                    for q, v in zip(PROFILE_QUANTILES, qs or [None] * len(PROFILE_QUANTILES), strict=True)
+                }
+            else:
+                entry[key] = int(value or 0) if key in ("approx_distinct", "nan_count") else value
         out["columns"][name] = entry
     log.debug("profiled %d columns over %d rows", len(columns), n)
     return out

@@ -25,19 +25,48 @@ MissingIndicator
 CategoricalImputer / CategoricalImputerModel
     Casts categorical columns to string and fills nulls with ``"__missing__"`` (its own category),
     a constant, or the training mode.
+OutlierHandler / OutlierHandlerModel
+    z-score or IQR bounds learned at fit time; clip (winsorize) or flag (``features.outliers``).
+SafeRatio, PairwiseProduct
+    ``a / b`` with safe division and ``a * b``; never an infinity (``features.ratios``).
+ElapsedTime
+    Time between two timestamp columns (``features.time_features.elapsed``).
+RareCategoryGrouper / RareCategoryGrouperModel
+    Categories seen fewer than ``rare_threshold`` times become ``"__rare__"`` (learned at fit time).
+GroupAggregator / GroupAggregatorModel
+    Per-entity aggregates learned from training data, kept as a parquet lookup table inside the stage
+    directory (custom writer/reader) and joined at transform time (``features.aggregations``).
+ImportanceSelector
+    Fits a quick forest and returns a Spark ``VectorSlicer`` of the top-k slots (``selection``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 from typing import Any
 
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model, Transformer
 from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.param.shared import HasInputCols, HasOutputCols
-from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.ml.param.shared import (
+    HasFeaturesCol,
+    HasInputCols,
+    HasLabelCol,
+    HasOutputCol,
+    HasOutputCols,
+    HasSeed,
+)
+from pyspark.ml.util import (
+    DefaultParamsReadable,
+    DefaultParamsReader,
+    DefaultParamsWritable,
+    DefaultParamsWriter,
+    MLReadable,
+    MLWritable,
+)
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -509,6 +538,807 @@ class CategoricalImputerModel(Model, _CategoricalImputerParams, DefaultParamsRea
         return dataset.withColumns(new_cols)
 
 
+# ------------------------------------------------------------------------------------ shared helpers
+def _double(dataset: DataFrame, name: str) -> Column:
+    """A numeric/boolean (or numeric string) column as ``double``; NaN becomes null."""
+    dtype = _field_type(dataset, name)
+    if isinstance(dtype, StringType):
+        x = _col(name).try_cast("double")
+    elif isinstance(dtype, BooleanType | NumericType):
+        x = _col(name).cast("double")
+    else:
+        raise ValueError(f"column {name!r} has type {dtype.simpleString()}; need a number, boolean or string")
+    return F.when(~F.isnan(x), x)
+
+
+def _finite_or_null(x: Column) -> Column:
+    """``x`` where it is a finite double, else null (never NaN or an infinity)."""
+    return F.when(~F.isnan(x) & (F.abs(x) != F.lit(math.inf)), x)
+
+
+def _list_param(name: str, doc: str) -> Param[list[str]]:
+    return Param(Params._dummy(), name, doc, typeConverter=TypeConverters.toListString)
+
+
+# ---------------------------------------------------------------------------------- OutlierHandler
+OUTLIER_METHODS: tuple[str, ...] = ("zscore", "iqr")
+OUTLIER_ACTIONS: tuple[str, ...] = ("clip", "flag")
+
+
+class _OutlierParams(HasInputCols, HasOutputCols):
+    method: Param[str] = Param(
+        Params._dummy(),
+        "method",
+        "'zscore' (mean +- threshold * std) or 'iqr' (q1 - threshold * IQR, q3 + threshold * IQR)",
+        typeConverter=TypeConverters.toString,
+    )
+    threshold: Param[float] = Param(
+        Params._dummy(), "threshold", "width of the accepted band", typeConverter=TypeConverters.toFloat
+    )
+    action: Param[str] = Param(
+        Params._dummy(),
+        "action",
+        "'clip' (winsorize to the bounds) or 'flag' (1.0 outside the bounds, else 0.0)",
+        typeConverter=TypeConverters.toString,
+    )
+    accuracy: Param[int] = Param(
+        Params._dummy(),
+        "accuracy",
+        "percentile_approx accuracy for the quartiles (method 'iqr')",
+        typeConverter=TypeConverters.toInt,
+    )
+
+    def getMethod(self) -> str:
+        return str(self.getOrDefault(self.method))
+
+    def getThreshold(self) -> float:
+        return float(self.getOrDefault(self.threshold))
+
+    def getAction(self) -> str:
+        return str(self.getOrDefault(self.action))
+
+    def getAccuracy(self) -> int:
+        return int(self.getOrDefault(self.accuracy))
+
+    def _set_outlier_defaults(self) -> None:
+        self._setDefault(method="iqr", threshold=1.5, action="clip", accuracy=10000)
+
+
+class OutlierHandler(Estimator, _OutlierParams, DefaultParamsReadable, DefaultParamsWritable):
+    """Learn per-column outlier bounds at fit time; clip (winsorize) or flag values outside them.
+
+    ``zscore``: bounds ``mean -+ threshold * std`` (sample standard deviation); ``iqr``: bounds
+    ``q1 - threshold * (q3 - q1)`` and ``q3 + threshold * (q3 - q1)`` with the quartiles from
+    ``percentile_approx``. Null and NaN are ignored when learning. One aggregation job for all columns.
+    The fitted :class:`OutlierHandlerModel` holds the bounds as plain float-list params.
+    """
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        inputCols: list[str] | None = None,
+        outputCols: list[str] | None = None,
+        method: str = "iqr",
+        threshold: float = 1.5,
+        action: str = "clip",
+        accuracy: int = 10000,
+    ):
+        super().__init__()
+        self._set_outlier_defaults()
+        kwargs = self._input_kwargs
+        self.setParams(**kwargs)
+
+    @keyword_only
+    def setParams(
+        self,
+        *,
+        inputCols: list[str] | None = None,
+        outputCols: list[str] | None = None,
+        method: str = "iqr",
+        threshold: float = 1.5,
+        action: str = "clip",
+        accuracy: int = 10000,
+    ) -> OutlierHandler:
+        """Set params by keyword."""
+        kwargs = self._input_kwargs
+        return self._set(**kwargs)
+
+    def _fit(self, dataset: DataFrame) -> OutlierHandlerModel:
+        inputs, outputs = self.getInputCols(), self.getOutputCols()
+        _check_lengths(inputs, outputs, "OutlierHandler")
+        method, action, t = self.getMethod(), self.getAction(), self.getThreshold()
+        if method not in OUTLIER_METHODS:
+            raise ValueError(
+                f"OutlierHandler: unknown method {method!r}; valid: {', '.join(OUTLIER_METHODS)}"
+            )
+        if action not in OUTLIER_ACTIONS:
+            raise ValueError(
+                f"OutlierHandler: unknown action {action!r}; valid: {', '.join(OUTLIER_ACTIONS)}"
+            )
+        exprs: list[Column] = [F.lit(1).alias("_one")]
+        for i, c in enumerate(inputs):
+            x = _double(dataset, c)
+            if method == "zscore":
+                exprs += [F.avg(x).alias(f"a{i}"), F.stddev_samp(x).alias(f"b{i}")]
+            else:
+                q = F.percentile_approx(x, [0.25, 0.75], self.getAccuracy())
+                exprs += [q[0].alias(f"a{i}"), q[1].alias(f"b{i}")]
+        row = dataset.agg(*exprs).collect()[0]
+        lower, upper = [], []
+        for i, c in enumerate(inputs):
+            a, b = row[f"a{i}"], row[f"b{i}"]
+            if a is None:  # no value at all: nothing to bound
+                lo, hi = -_MAX_DOUBLE, _MAX_DOUBLE
+            elif method == "zscore":
+                std = 0.0 if b is None else float(b)
+                lo, hi = float(a) - t * std, float(a) + t * std
+            else:
+                iqr = float(b) - float(a)
+                lo, hi = float(a) - t * iqr, float(b) + t * iqr
+            lower.append(lo)
+            upper.append(hi)
+            log.debug("outlier bounds of %s: [%g, %g]", c, lo, hi)
+        model = OutlierHandlerModel(
+            inputCols=inputs, outputCols=outputs, lowerBounds=lower, upperBounds=upper
+        )
+        return self._copyValues(model)
+
+
+_MAX_DOUBLE = 1.7976931348623157e308
+
+
+class OutlierHandlerModel(Model, _OutlierParams, DefaultParamsReadable, DefaultParamsWritable):
+    """Fitted :class:`OutlierHandler`.
+
+    ``action='clip'``: ``least(greatest(x, lower), upper)`` as ``double`` (null and NaN pass through,
+    ``+-Infinity`` are clipped). ``action='flag'``: ``1.0`` where ``x < lower`` or ``x > upper``, else
+    ``0.0`` (null and NaN are not outliers: ``0.0``).
+
+    Parameters
+    ----------
+    lowerBounds, upperBounds
+        One bound per input column (fitted state).
+    """
+
+    lowerBounds: Param[list[float]] = Param(
+        Params._dummy(),
+        "lowerBounds",
+        "lower bound per input column",
+        typeConverter=TypeConverters.toListFloat,
+    )
+    upperBounds: Param[list[float]] = Param(
+        Params._dummy(),
+        "upperBounds",
+        "upper bound per input column",
+        typeConverter=TypeConverters.toListFloat,
+    )
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        inputCols: list[str] | None = None,
+        outputCols: list[str] | None = None,
+        lowerBounds: list[float] | None = None,
+        upperBounds: list[float] | None = None,
+    ):
+        super().__init__()
+        self._set_outlier_defaults()
+        kwargs = self._input_kwargs
+        self._set(**kwargs)
+
+    def getLowerBounds(self) -> list[float]:
+        return [float(v) for v in self.getOrDefault(self.lowerBounds)]
+
+    def getUpperBounds(self) -> list[float]:
+        return [float(v) for v in self.getOrDefault(self.upperBounds)]
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        inputs, outputs = self.getInputCols(), self.getOutputCols()
+        lows, highs = self.getLowerBounds(), self.getUpperBounds()
+        _check_lengths(inputs, outputs, "OutlierHandlerModel")
+        if not len(lows) == len(highs) == len(inputs):
+            raise ValueError("OutlierHandlerModel: lowerBounds/upperBounds need one value per input column")
+        flag = self.getAction() == "flag"
+        new_cols: dict[str, Column] = {}
+        for src, dst, lo, hi in zip(inputs, outputs, lows, highs, strict=True):
+            dtype = _field_type(dataset, src)
+            x = _col(src).try_cast("double") if isinstance(dtype, StringType) else _col(src).cast("double")
+            lo_c, hi_c = F.lit(lo).cast("double"), F.lit(hi).cast("double")
+            valid = x.isNotNull() & ~F.isnan(x)
+            if flag:
+                new_cols[dst] = F.when(valid & ((x < lo_c) | (x > hi_c)), F.lit(1.0)).otherwise(F.lit(0.0))
+            else:
+                new_cols[dst] = F.when(~valid, x).when(x < lo_c, lo_c).when(x > hi_c, hi_c).otherwise(x)
+        return dataset.withColumns(new_cols)
+
+
+# ---------------------------------------------------------------------- SafeRatio / PairwiseProduct
+class _BinaryArithmetic(Transformer, HasOutputCols, DefaultParamsReadable, DefaultParamsWritable):
+    leftCols: Param[list[str]] = _list_param("leftCols", "left operand column per output")
+    rightCols: Param[list[str]] = _list_param("rightCols", "right operand column per output")
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        leftCols: list[str] | None = None,
+        rightCols: list[str] | None = None,
+        outputCols: list[str] | None = None,
+    ):
+        super().__init__()
+        kwargs = self._input_kwargs
+        self._set(**kwargs)
+
+    def getLeftCols(self) -> list[str]:
+        return list(self.getOrDefault(self.leftCols))
+
+    def getRightCols(self) -> list[str]:
+        return list(self.getOrDefault(self.rightCols))
+
+    def _op(self, left: Column, right: Column) -> Column:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        left, right, outputs = self.getLeftCols(), self.getRightCols(), self.getOutputCols()
+        name = type(self).__name__
+        _check_lengths(left, outputs, name)
+        _check_lengths(right, outputs, name)
+        new_cols = {
+            o: _finite_or_null(self._op(_double(dataset, a), _double(dataset, b)))
+            for a, b, o in zip(left, right, outputs, strict=True)
+        }
+        return dataset.withColumns(new_cols)
+
+
+class SafeRatio(_BinaryArithmetic):
+    """``left / right`` as ``double`` with safe division: a null, NaN or zero denominator (or a null/NaN
+    numerator) gives null, and so does a non-finite result (overflow): never an infinity or NaN. The
+    nulls are imputed by the next step like any missing value."""
+
+    def _op(self, left: Column, right: Column) -> Column:
+        return F.when(right != F.lit(0.0), F.try_divide(left, right))
+
+
+class PairwiseProduct(_BinaryArithmetic):
+    """``left * right`` as ``double``; null when either side is null/NaN or the product overflows."""
+
+    def _op(self, left: Column, right: Column) -> Column:
+        return left * right
+
+
+# ------------------------------------------------------------------------------------- ElapsedTime
+ELAPSED_UNITS: dict[str, int] = {
+    "seconds": 1_000_000,
+    "minutes": 60_000_000,
+    "hours": 3_600_000_000,
+    "days": 86_400_000_000,
+}
+"""Microseconds per unit of :class:`ElapsedTime`."""
+
+
+def _epoch_micros(dataset: DataFrame, name: str) -> Column:
+    dtype = _field_type(dataset, name)
+    if isinstance(dtype, TimestampType):
+        ts = _col(name)
+    elif isinstance(dtype, TimestampNTZType | DateType):
+        ts = _col(name).cast("timestamp")
+    elif isinstance(dtype, StringType):
+        ts = _col(name).try_cast("timestamp")
+    else:
+        raise ValueError(
+            f"ElapsedTime: column {name!r} has type {dtype.simpleString()}; need timestamp, date or string"
+        )
+    return F.unix_micros(ts)
+
+
+class ElapsedTime(Transformer, HasOutputCols, DefaultParamsReadable, DefaultParamsWritable):
+    """Time from ``startCols[i]`` to ``endCols[i]`` in ``units[i]`` (seconds, minutes, hours, days).
+
+    ``(unix_micros(end) - unix_micros(start)) / micros_per_unit`` as ``double`` (negative when end is
+    before start); null when either side is null or an unparseable string. Dates are midnight UTC.
+    """
+
+    startCols: Param[list[str]] = _list_param("startCols", "start timestamp column per output")
+    endCols: Param[list[str]] = _list_param("endCols", "end timestamp column per output")
+    units: Param[list[str]] = _list_param("units", f"unit per output, one of {list(ELAPSED_UNITS)}")
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        startCols: list[str] | None = None,
+        endCols: list[str] | None = None,
+        outputCols: list[str] | None = None,
+        units: list[str] | None = None,
+    ):
+        super().__init__()
+        kwargs = self._input_kwargs
+        self._set(**kwargs)
+
+    def getStartCols(self) -> list[str]:
+        return list(self.getOrDefault(self.startCols))
+
+    def getEndCols(self) -> list[str]:
+        return list(self.getOrDefault(self.endCols))
+
+    def getUnits(self) -> list[str]:
+        if not self.isDefined(self.units):
+            return ["seconds"] * len(self.getOutputCols())
+        return list(self.getOrDefault(self.units))
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        starts, ends, outputs, units = (
+            self.getStartCols(),
+            self.getEndCols(),
+            self.getOutputCols(),
+            self.getUnits(),
+        )
+        for what in (starts, ends, units):
+            _check_lengths(what, outputs, "ElapsedTime")
+        bad = [u for u in units if u not in ELAPSED_UNITS]
+        if bad:
+            raise ValueError(f"ElapsedTime: unknown unit(s) {bad}; valid: {', '.join(ELAPSED_UNITS)}")
+        new_cols = {
+            o: (_epoch_micros(dataset, e) - _epoch_micros(dataset, s)).cast("double")
+            / F.lit(float(ELAPSED_UNITS[u]))
+            for s, e, o, u in zip(starts, ends, outputs, units, strict=True)
+        }
+        return dataset.withColumns(new_cols)
+
+
+# ------------------------------------------------------------------------------ RareCategoryGrouper
+RARE_CATEGORY = "__rare__"
+"""The category rare (and unseen) values become (``categorical_encoding.rare_threshold``)."""
+
+
+def category_counts(dataset: DataFrame, cols: list[str]) -> list[dict[str | None, int]]:
+    """Value counts (``None`` = null) of each column cast to string, in one grouped job."""
+    if not cols:
+        return []
+    pairs = F.array(
+        *[F.struct(F.lit(i).alias("k"), _as_string(dataset, c).alias("v")) for i, c in enumerate(cols)]
+    )
+    rows = dataset.select(F.explode(pairs).alias("p")).groupBy("p.k", "p.v").count().collect()
+    out: list[dict[str | None, int]] = [{} for _ in cols]
+    for r in rows:
+        out[r["k"]][r["v"]] = int(r["count"])
+    return out
+
+
+class _RareParams(HasInputCols, HasOutputCols):
+    minCount: Param[int] = Param(
+        Params._dummy(),
+        "minCount",
+        "categories seen fewer times than this in training become rareLabel",
+        typeConverter=TypeConverters.toInt,
+    )
+    rareLabel: Param[str] = Param(
+        Params._dummy(), "rareLabel", "the category rare values become", typeConverter=TypeConverters.toString
+    )
+
+    def getMinCount(self) -> int:
+        return int(self.getOrDefault(self.minCount))
+
+    def getRareLabel(self) -> str:
+        return str(self.getOrDefault(self.rareLabel))
+
+
+class RareCategoryGrouper(Estimator, _RareParams, DefaultParamsReadable, DefaultParamsWritable):
+    """Group categories seen fewer than ``minCount`` times in training into ``rareLabel`` (``__rare__``).
+
+    The fitted :class:`RareCategoryGrouperModel` keeps the frequent categories of each column; any other
+    value (rare in training, or never seen) becomes ``rareLabel`` at transform time. Inputs are cast to
+    string; null stays null (impute before, e.g. with :class:`CategoricalImputer`).
+    """
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        inputCols: list[str] | None = None,
+        outputCols: list[str] | None = None,
+        minCount: int = 1,
+        rareLabel: str = RARE_CATEGORY,
+    ):
+        super().__init__()
+        self._setDefault(minCount=1, rareLabel=RARE_CATEGORY)
+        kwargs = self._input_kwargs
+        self._set(**kwargs)
+
+    def _fit(self, dataset: DataFrame) -> RareCategoryGrouperModel:
+        inputs, outputs = self.getInputCols(), self.getOutputCols()
+        _check_lengths(inputs, outputs, "RareCategoryGrouper")
+        threshold = self.getMinCount()
+        kept = [
+            sorted(v for v, n in counts.items() if v is not None and n >= threshold)
+            for counts in category_counts(dataset, inputs)
+        ]
+        model = RareCategoryGrouperModel(
+            inputCols=inputs, outputCols=outputs, keptCategories=json.dumps(kept)
+        )
+        return self._copyValues(model)
+
+
+class RareCategoryGrouperModel(Model, _RareParams, DefaultParamsReadable, DefaultParamsWritable):
+    """Fitted :class:`RareCategoryGrouper`: ``CASE WHEN x IN (kept...) THEN x ELSE rareLabel END``.
+
+    Parameters
+    ----------
+    keptCategories
+        JSON list (one entry per input column) of the sorted categories that stay themselves.
+    """
+
+    keptCategories: Param[str] = Param(
+        Params._dummy(),
+        "keptCategories",
+        "JSON list of kept categories per input column",
+        typeConverter=TypeConverters.toString,
+    )
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        inputCols: list[str] | None = None,
+        outputCols: list[str] | None = None,
+        keptCategories: str | None = None,
+    ):
+        super().__init__()
+        self._setDefault(minCount=1, rareLabel=RARE_CATEGORY)
+        kwargs = self._input_kwargs
+        self._set(**kwargs)
+
+    def getKeptCategories(self) -> list[list[str]]:
+        return [list(k) for k in json.loads(self.getOrDefault(self.keptCategories))]
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        inputs, outputs, kept = self.getInputCols(), self.getOutputCols(), self.getKeptCategories()
+        _check_lengths(inputs, outputs, "RareCategoryGrouperModel")
+        rare = F.lit(self.getRareLabel())
+        new_cols: dict[str, Column] = {}
+        for src, dst, keep in zip(inputs, outputs, kept, strict=True):
+            x = _as_string(dataset, src)
+            new_cols[dst] = (
+                F.when(x.isNull(), x).when(x.isin(*keep), x).otherwise(rare)
+                if keep
+                else (F.when(x.isNull(), x).otherwise(rare))
+            )
+        return dataset.withColumns(new_cols)
+
+
+# ------------------------------------------------------------------------------------ GroupAggregator
+AGG_FUNCTIONS: tuple[str, ...] = ("count", "mean", "sum", "min", "max", "std")
+"""Per-entity aggregate functions of :class:`GroupAggregator`."""
+
+DEFAULT_BROADCAST_MAX_ROWS = 2_000_000
+
+
+def _agg_expr(fn: str, x: Column) -> Column:
+    exprs = {
+        "count": lambda: F.count(F.lit(1)),
+        "mean": lambda: F.avg(x),
+        "sum": lambda: F.sum(x),
+        "min": lambda: F.min(x),
+        "max": lambda: F.max(x),
+        "std": lambda: F.stddev_samp(x),
+    }
+    if fn not in exprs:
+        raise ValueError(f"GroupAggregator: unknown function {fn!r}; valid: {', '.join(AGG_FUNCTIONS)}")
+    return exprs[fn]().cast("double")
+
+
+class _GroupAggParams(HasOutputCols):
+    groupCols: Param[list[str]] = _list_param("groupCols", "entity key columns (string, integral or boolean)")
+    aggCols: Param[list[str]] = _list_param("aggCols", "aggregated column per output ('*' for count)")
+    functions: Param[list[str]] = _list_param(
+        "functions", f"function per output, one of {list(AGG_FUNCTIONS)}"
+    )
+    broadcastMaxRows: Param[int] = Param(
+        Params._dummy(),
+        "broadcastMaxRows",
+        "broadcast the lookup table in the join when it has at most this many entities",
+        typeConverter=TypeConverters.toInt,
+    )
+
+    def getGroupCols(self) -> list[str]:
+        return list(self.getOrDefault(self.groupCols))
+
+    def getAggCols(self) -> list[str]:
+        return list(self.getOrDefault(self.aggCols))
+
+    def getFunctions(self) -> list[str]:
+        return list(self.getOrDefault(self.functions))
+
+    def getBroadcastMaxRows(self) -> int:
+        return int(self.getOrDefault(self.broadcastMaxRows))
+
+
+class GroupAggregator(Estimator, _GroupAggParams, DefaultParamsReadable, DefaultParamsWritable):
+    """Learn per-entity aggregates (count, mean, sum, min, max, std) of the training data.
+
+    ``outputCols[i]`` is ``functions[i]`` of ``aggCols[i]`` over the training rows sharing the
+    ``groupCols`` key. Rows whose key has a null are not an entity. Global aggregates over all training
+    rows are the defaults for unseen entities (and for an entity whose aggregate is null, e.g. the std
+    of a single row); the default count is ``0.0`` (an unseen entity was seen zero times). NaN values
+    are ignored like nulls. The fitted :class:`GroupAggregatorModel` stores the lookup table as parquet
+    inside its stage directory.
+    """
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        groupCols: list[str] | None = None,
+        aggCols: list[str] | None = None,
+        functions: list[str] | None = None,
+        outputCols: list[str] | None = None,
+        broadcastMaxRows: int = DEFAULT_BROADCAST_MAX_ROWS,
+    ):
+        super().__init__()
+        self._setDefault(broadcastMaxRows=DEFAULT_BROADCAST_MAX_ROWS)
+        kwargs = self._input_kwargs
+        self._set(**kwargs)
+
+    def _fit(self, dataset: DataFrame) -> GroupAggregatorModel:
+        groups, aggs, fns, outputs = (
+            self.getGroupCols(),
+            self.getAggCols(),
+            self.getFunctions(),
+            self.getOutputCols(),
+        )
+        _check_lengths(aggs, outputs, "GroupAggregator aggCols")
+        _check_lengths(fns, outputs, "GroupAggregator functions")
+        if not groups:
+            raise ValueError("GroupAggregator: groupCols is empty")
+        types = []
+        for g in groups:
+            dtype = _field_type(dataset, g)
+            if not isinstance(dtype, StringType | BooleanType) and not (
+                isinstance(dtype, NumericType) and dtype.simpleString() in _INTEGRAL_SIMPLE
+            ):
+                raise ValueError(
+                    f"GroupAggregator: group column {g!r} has type {dtype.simpleString()}; use a string, "
+                    "integral or boolean key"
+                )
+            types.append(dtype.simpleString())
+        keys = [_as_string(dataset, g).alias(f"k{i}") for i, g in enumerate(groups)]
+        not_null = F.lit(True)
+        for i in range(len(groups)):
+            not_null = not_null & F.col(f"k{i}").isNotNull()
+        table = dataset.select(*keys, *[_col(a) for a in dict.fromkeys(a for a in aggs if a != "*")])
+        values = [
+            _agg_expr(fn, F.lit(1) if fn == "count" else _double(table, a)).alias(f"v{j}")
+            for j, (a, fn) in enumerate(zip(aggs, fns, strict=True))
+        ]
+        table = table.where(not_null).groupBy(*[f"k{i}" for i in range(len(groups))]).agg(*values).cache()
+        glob = dataset.agg(
+            *[
+                _agg_expr(fn, F.lit(1) if fn == "count" else _double(dataset, a)).alias(f"v{j}")
+                for j, (a, fn) in enumerate(zip(aggs, fns, strict=True))
+            ]
+        ).collect()[0]
+        defaults = [
+            0.0 if fn == "count" or glob[f"v{j}"] is None else float(glob[f"v{j}"])
+            for j, fn in enumerate(fns)
+        ]
+        n = table.count()
+        log.info("GroupAggregator over %s: %d entities, %d aggregates", groups, n, len(outputs))
+        model = GroupAggregatorModel(
+            groupCols=groups,
+            aggCols=aggs,
+            functions=fns,
+            outputCols=outputs,
+            defaults=defaults,
+            groupTypes=types,
+            numEntities=n,
+            broadcastMaxRows=self.getBroadcastMaxRows(),
+        )
+        model.setTable(table)
+        return self._copyValues(model)
+
+
+_INTEGRAL_SIMPLE = frozenset({"tinyint", "smallint", "int", "bigint"})
+
+
+class GroupAggregatorModelWriter(DefaultParamsWriter):
+    """Writes the params (``metadata/``) and the lookup table as parquet (``data/``)."""
+
+    def saveImpl(self, path: str) -> None:
+        super().saveImpl(path)
+        table = self.instance.getTable()
+        table.coalesce(1).write.mode("overwrite").parquet(os.path.join(path, "data"))
+
+
+class GroupAggregatorModelReader(DefaultParamsReader):
+    """Reads the params and points the model at the stored lookup table (read lazily, as ALS does)."""
+
+    def load(self, path: str) -> GroupAggregatorModel:
+        model = super().load(path)
+        model.setTable(self.sparkSession.read.parquet(os.path.join(path, "data")))
+        return model
+
+
+class GroupAggregatorModel(Model, _GroupAggParams, MLReadable, MLWritable):
+    """Fitted :class:`GroupAggregator`: a lookup table joined to the rows at transform time.
+
+    The table (columns ``k0..`` = the group keys cast to string, ``v0..`` = the aggregates) is
+    left-joined on the keys (broadcast when it has at most ``broadcastMaxRows`` entities, which keeps
+    the rows in order); missing entities and null aggregates take ``defaults``.
+
+    Parameters
+    ----------
+    defaults
+        Global value per output (fitted state).
+    groupTypes
+        Spark simple type of each group column at fit time (the twin formats keys like Spark's cast).
+    numEntities
+        Rows of the lookup table.
+    """
+
+    defaults: Param[list[float]] = Param(
+        Params._dummy(),
+        "defaults",
+        "value per output for unseen entities",
+        typeConverter=TypeConverters.toListFloat,
+    )
+    groupTypes: Param[list[str]] = _list_param("groupTypes", "Spark type of each group column at fit time")
+    numEntities: Param[int] = Param(
+        Params._dummy(), "numEntities", "entities in the lookup table", typeConverter=TypeConverters.toInt
+    )
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        groupCols: list[str] | None = None,
+        aggCols: list[str] | None = None,
+        functions: list[str] | None = None,
+        outputCols: list[str] | None = None,
+        defaults: list[float] | None = None,
+        groupTypes: list[str] | None = None,
+        numEntities: int = 0,
+        broadcastMaxRows: int = DEFAULT_BROADCAST_MAX_ROWS,
+    ):
+        super().__init__()
+        self._setDefault(broadcastMaxRows=DEFAULT_BROADCAST_MAX_ROWS, numEntities=0)
+        self._table: DataFrame | None = None
+        kwargs = self._input_kwargs
+        self._set(**kwargs)
+
+    def getDefaults(self) -> list[float]:
+        return [float(v) for v in self.getOrDefault(self.defaults)]
+
+    def getNumEntities(self) -> int:
+        return int(self.getOrDefault(self.numEntities))
+
+    def setTable(self, table: DataFrame) -> GroupAggregatorModel:
+        """Attach the lookup table (``k0..``, ``v0..`` columns)."""
+        self._table = table
+        return self
+
+    def getTable(self) -> DataFrame:
+        """The lookup table (``k0..`` keys as strings, ``v0..`` aggregates)."""
+        if self._table is None:
+            raise ValueError("GroupAggregatorModel has no lookup table; fit or load it")
+        return self._table
+
+    def lookup(self) -> dict[tuple[str, ...], list[float | None]]:
+        """The whole lookup table collected to the driver (for inspection and tests)."""
+        n_keys = len(self.getGroupCols())
+        out: dict[tuple[str, ...], list[float | None]] = {}
+        for r in self.getTable().collect():
+            out[tuple(r[f"k{i}"] for i in range(n_keys))] = [
+                r[f"v{j}"] for j in range(len(self.getOutputCols()))
+            ]
+        return out
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        groups, outputs, defaults = self.getGroupCols(), self.getOutputCols(), self.getDefaults()
+        _check_lengths(defaults, outputs, "GroupAggregatorModel defaults")
+        clash = [o for o in outputs if o in dataset.columns]
+        if clash:
+            raise ValueError(f"GroupAggregatorModel: output column(s) {clash} already exist in the frame")
+        tag = self.uid.replace("-", "_")
+        keys = [f"__k{i}_{tag}" for i in range(len(groups))]
+        vals = [f"__v{j}_{tag}" for j in range(len(outputs))]
+        table = self.getTable().select(
+            *[F.col(f"k{i}").alias(k) for i, k in enumerate(keys)],
+            *[F.col(f"v{j}").alias(v) for j, v in enumerate(vals)],
+        )
+        if self.getNumEntities() <= self.getBroadcastMaxRows():
+            table = F.broadcast(table)
+        left = dataset.withColumns({k: _as_string(dataset, g) for k, g in zip(keys, groups, strict=True)})
+        joined = left.join(table, on=keys, how="left")
+        out = joined.select(
+            *[_col(c) for c in dataset.columns],
+            *[
+                F.coalesce(F.col(v), F.lit(d).cast("double")).alias(o)
+                for v, o, d in zip(vals, outputs, defaults, strict=True)
+            ],
+        )
+        return out
+
+    def write(self) -> GroupAggregatorModelWriter:
+        """Writer that stores params and the lookup table."""
+        return GroupAggregatorModelWriter(self)
+
+    @classmethod
+    def read(cls) -> GroupAggregatorModelReader:
+        """Reader that restores params and the lookup table."""
+        return GroupAggregatorModelReader(cls)
+
+
+# ------------------------------------------------------------------------------- ImportanceSelector
+class ImportanceSelector(Estimator, HasFeaturesCol, HasOutputCol, HasLabelCol, HasSeed,
+                         DefaultParamsReadable, DefaultParamsWritable):  # fmt: skip
+    """Keep the ``k`` vector slots a quick random forest finds most important.
+
+    Fitting trains a small random forest (``numTrees``, ``maxDepth``) on ``featuresCol`` and
+    ``labelCol`` and returns a Spark ``VectorSlicer`` with the top-``k`` slot indices in ascending order
+    (ties broken by the lower index), so the fitted pipeline holds a built-in stage with a NumPy twin.
+    With ``k`` >= the vector size every slot is kept.
+    """
+
+    k: Param[int] = Param(Params._dummy(), "k", "slots to keep", typeConverter=TypeConverters.toInt)
+    task: Param[str] = Param(
+        Params._dummy(), "task", "'classification' or 'regression'", typeConverter=TypeConverters.toString
+    )
+    numTrees: Param[int] = Param(
+        Params._dummy(), "numTrees", "trees of the quick forest", TypeConverters.toInt
+    )
+    maxDepth: Param[int] = Param(
+        Params._dummy(), "maxDepth", "depth of the quick forest", TypeConverters.toInt
+    )
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        featuresCol: str = "features",
+        outputCol: str | None = None,
+        labelCol: str = "label",
+        k: int = 50,
+        task: str = "classification",
+        numTrees: int = 20,
+        maxDepth: int = 5,
+        seed: int = 42,
+    ):
+        super().__init__()
+        self._setDefault(k=50, task="classification", numTrees=20, maxDepth=5, seed=42)
+        kwargs = self._input_kwargs
+        self._set(**kwargs)
+
+    def getK(self) -> int:
+        return int(self.getOrDefault(self.k))
+
+    def getTask(self) -> str:
+        return str(self.getOrDefault(self.task))
+
+    def _fit(self, dataset: DataFrame) -> Transformer:
+        from pyspark.ml.classification import RandomForestClassifier
+        from pyspark.ml.feature import VectorSlicer
+        from pyspark.ml.regression import RandomForestRegressor
+
+        task = self.getTask()
+        if task not in ("classification", "regression"):
+            raise ValueError(f"ImportanceSelector: task must be classification or regression, got {task!r}")
+        cls = RandomForestClassifier if task == "classification" else RandomForestRegressor
+        forest = cls(
+            featuresCol=self.getFeaturesCol(),
+            labelCol=self.getLabelCol(),
+            numTrees=int(self.getOrDefault(self.numTrees)),
+            maxDepth=int(self.getOrDefault(self.maxDepth)),
+            seed=int(self.getSeed()),
+        ).fit(dataset)
+        imp = forest.featureImportances.toArray()
+        order = sorted(range(len(imp)), key=lambda i: (-imp[i], i))
+        keep = sorted(order[: self.getK()])
+        log.info("ImportanceSelector: kept %d of %d slots", len(keep), len(imp))
+        return VectorSlicer(inputCol=self.getFeaturesCol(), outputCol=self.getOutputCol(), indices=keep)
+
+
 CUSTOM_STAGES: tuple[type[Any], ...] = (
     TimeFeatures,
     CastToDouble,
@@ -516,5 +1346,16 @@ CUSTOM_STAGES: tuple[type[Any], ...] = (
     MissingIndicator,
     CategoricalImputer,
     CategoricalImputerModel,
+    OutlierHandler,
+    OutlierHandlerModel,
+    SafeRatio,
+    PairwiseProduct,
+    ElapsedTime,
+    RareCategoryGrouper,
+    RareCategoryGrouperModel,
+    GroupAggregator,
+    GroupAggregatorModel,
+    ImportanceSelector,
 )
+
 """Every custom stage class (a contract test runs each through the same checks)."""

@@ -9,6 +9,7 @@ shared constants are repeated here and a test checks they agree.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import UTC, datetime, timedelta
@@ -327,10 +328,240 @@ class CategoricalImputerModelTwin(Twin):
             frame[dst] = out
 
 
+# -------------------------------------------------------------------------------- OutlierHandlerModel
+@register(f"{STAGES_MODULE}.OutlierHandlerModel")
+class OutlierHandlerModelTwin(Twin):
+    """Twin of :class:`sparkpipe.features.stages.OutlierHandlerModel` (clip or flag with fitted bounds)."""
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        lows = [float(v) for v in stage.param("lowerBounds", [])]
+        highs = [float(v) for v in stage.param("upperBounds", [])]
+        if not (len(lows) == len(highs) == len(self.input_cols) == len(self.output_cols)):
+            raise ScoringError(f"OutlierHandlerModel {self.uid}: bounds do not match the input columns")
+        self.flag = str(stage.param("action", "clip")) == "flag"
+        self.specs = list(zip(self.input_cols, self.output_cols, lows, highs, strict=True))
+
+    def bind_types(self, types: dict[str, str]) -> None:
+        for _, dst, _, _ in self.specs:
+            types[dst] = "double"
+
+    def transform(self, frame: Frame) -> None:
+        for src, dst, lo, hi in self.specs:
+            x = to_float64(_column(frame, src, "OutlierHandlerModel"))
+            if self.flag:
+                frame[dst] = ((x < lo) | (x > hi)).astype(np.float64)  # NaN compares False: 0.0
+            else:
+                frame[dst] = np.where(x < lo, lo, np.where(x > hi, hi, x))
+
+
+# ------------------------------------------------------------------------ SafeRatio / PairwiseProduct
+def _nan_if_not_finite(x: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(x), x, np.nan)
+
+
+class _BinaryArithmeticTwin(Twin):
+    name = ""
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        left = list(stage.param("leftCols", []))
+        right = list(stage.param("rightCols", []))
+        if not (len(left) == len(right) == len(self.output_cols)):
+            raise ScoringError(f"{self.name} {self.uid}: leftCols/rightCols/outputCols lengths differ")
+        self.specs = list(zip(left, right, self.output_cols, strict=True))
+
+    @property
+    def input_cols(self) -> list[str]:
+        return list(dict.fromkeys(c for a, b, _ in self.specs for c in (a, b)))
+
+    def bind_types(self, types: dict[str, str]) -> None:
+        for _, _, dst in self.specs:
+            types[dst] = "double"
+
+    def _op(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def transform(self, frame: Frame) -> None:
+        for a, b, dst in self.specs:
+            x = to_float64(_column(frame, a, self.name))
+            y = to_float64(_column(frame, b, self.name))
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                frame[dst] = _nan_if_not_finite(self._op(x, y))
+
+
+@register(f"{STAGES_MODULE}.SafeRatio")
+class SafeRatioTwin(_BinaryArithmeticTwin):
+    """Twin of :class:`sparkpipe.features.stages.SafeRatio`: zero/null denominators and non-finite
+    results give NaN (null)."""
+
+    name = "SafeRatio"
+
+    def _op(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.where(b == 0.0, np.nan, a / np.where(b == 0.0, 1.0, b))
+
+
+@register(f"{STAGES_MODULE}.PairwiseProduct")
+class PairwiseProductTwin(_BinaryArithmeticTwin):
+    """Twin of :class:`sparkpipe.features.stages.PairwiseProduct`."""
+
+    name = "PairwiseProduct"
+
+    def _op(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a * b
+
+
+# --------------------------------------------------------------------------------------- ElapsedTime
+ELAPSED_UNITS: dict[str, int] = {
+    "seconds": 1_000_000,
+    "minutes": 60_000_000,
+    "hours": 3_600_000_000,
+    "days": 86_400_000_000,
+}
+"""Same as :data:`sparkpipe.features.stages.ELAPSED_UNITS`."""
+
+
+@register(f"{STAGES_MODULE}.ElapsedTime")
+class ElapsedTimeTwin(Twin):
+    """Twin of :class:`sparkpipe.features.stages.ElapsedTime`."""
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        starts = list(stage.param("startCols", []))
+        ends = list(stage.param("endCols", []))
+        units = list(stage.param("units", ["seconds"] * len(self.output_cols)))
+        if not (len(starts) == len(ends) == len(units) == len(self.output_cols)):
+            raise ScoringError(f"ElapsedTime {self.uid}: startCols/endCols/units/outputCols lengths differ")
+        bad = [u for u in units if u not in ELAPSED_UNITS]
+        if bad:
+            raise ScoringError(f"ElapsedTime {self.uid}: unknown unit(s) {bad}")
+        self.specs = list(zip(starts, ends, self.output_cols, units, strict=True))
+
+    @property
+    def input_cols(self) -> list[str]:
+        return list(dict.fromkeys(c for s, e, _, _ in self.specs for c in (s, e)))
+
+    def bind_types(self, types: dict[str, str]) -> None:
+        for _, _, dst, _ in self.specs:
+            types[dst] = "double"
+
+    def transform(self, frame: Frame) -> None:
+        for s, e, dst, unit in self.specs:
+            start = to_epoch_micros(_column(frame, s, "ElapsedTime"))
+            end = to_epoch_micros(_column(frame, e, "ElapsedTime"))
+            null = (start == _NAT) | (end == _NAT)
+            diff = np.where(null, 0, end - start).astype(np.float64) / float(ELAPSED_UNITS[unit])
+            frame[dst] = np.where(null, np.nan, diff)
+
+
+# ------------------------------------------------------------------------- RareCategoryGrouperModel
+RARE_CATEGORY = "__rare__"
+"""Same as :data:`sparkpipe.features.stages.RARE_CATEGORY`."""
+
+
+@register(f"{STAGES_MODULE}.RareCategoryGrouperModel")
+class RareCategoryGrouperModelTwin(Twin):
+    """Twin of :class:`sparkpipe.features.stages.RareCategoryGrouperModel`: kept categories stay, any
+    other value becomes ``rareLabel``; null stays null."""
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        kept = json.loads(stage.param("keptCategories", "[]"))
+        if not (len(kept) == len(self.input_cols) == len(self.output_cols)):
+            raise ScoringError(f"RareCategoryGrouperModel {self.uid}: keptCategories do not match inputCols")
+        self.rare = str(stage.param("rareLabel", RARE_CATEGORY))
+        self.specs = [(i, o, set(k)) for i, o, k in zip(self.input_cols, self.output_cols, kept, strict=True)]
+        self.types: dict[str, str] = {}
+
+    def bind_types(self, types: dict[str, str]) -> None:
+        for src, dst, _ in self.specs:
+            self.types[src] = types.get(src, "string")
+            types[dst] = "string"
+
+    def transform(self, frame: Frame) -> None:
+        rows = n_rows(frame)
+        for src, dst, keep in self.specs:
+            values = np.asarray(_column(frame, src, "RareCategoryGrouperModel"))
+            spark_type = self.types.get(src, "string")
+            strings = (
+                values.tolist()
+                if values.dtype == object
+                else [spark_string(v, spark_type) for v in values.tolist()]
+            )
+            out = np.empty(rows, dtype=object)
+            out[:] = [None if v is None else (v if v in keep else self.rare) for v in strings]
+            frame[dst] = out
+
+
+# ----------------------------------------------------------------------------- GroupAggregatorModel
+@register(f"{STAGES_MODULE}.GroupAggregatorModel")
+class GroupAggregatorModelTwin(Twin):
+    """Twin of :class:`sparkpipe.features.stages.GroupAggregatorModel`: an in-memory dict lookup.
+
+    The stored parquet table (``k0..`` string keys, ``v0..`` aggregates) becomes a ``dict`` from the key
+    tuple to its aggregate row; a row whose key is unknown or has a null gets the global ``defaults``,
+    and so does a null aggregate (as Spark's ``coalesce``).
+    """
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        self.groups = list(stage.param("groupCols", []))
+        self.types = list(stage.param("groupTypes", ["string"] * len(self.groups)))
+        self.defaults = np.asarray([float(v) for v in stage.param("defaults", [])], dtype=np.float64)
+        if len(self.defaults) != len(self.output_cols) or len(self.types) != len(self.groups):
+            raise ScoringError(f"GroupAggregatorModel {self.uid}: defaults/groupTypes do not match")
+        table = stage.read_table("data").to_pydict()
+        keys = list(zip(*[table[f"k{i}"] for i in range(len(self.groups))], strict=True))
+        width = len(self.output_cols)
+        values = (
+            np.asarray(
+                [[math.nan if v is None else float(v) for v in table[f"v{j}"]] for j in range(width)],
+                dtype=np.float64,
+            )
+            .reshape(width, len(keys))
+            .T
+        )
+        values = np.where(np.isnan(values), self.defaults, values)
+        self.table: dict[tuple[str, ...], np.ndarray] = dict(zip(keys, values, strict=True))
+
+    @property
+    def input_cols(self) -> list[str]:
+        return list(self.groups)
+
+    def bind_types(self, types: dict[str, str]) -> None:
+        for o in self.output_cols:
+            types[o] = "double"
+
+    def lookup(self, key: tuple[str, ...]) -> np.ndarray:
+        """The aggregates of one entity key (strings as Spark casts them), defaults when unknown."""
+        return self.table.get(key, self.defaults)
+
+    def transform(self, frame: Frame) -> None:
+        rows = n_rows(frame)
+        cols = []
+        for g, t in zip(self.groups, self.types, strict=True):
+            values = np.asarray(_column(frame, g, "GroupAggregatorModel"))
+            cols.append(
+                values.tolist() if values.dtype == object else [spark_string(v, t) for v in values.tolist()]
+            )
+        table, defaults = self.table, self.defaults
+        out = np.empty((rows, len(self.output_cols)), dtype=np.float64)
+        for i, key in enumerate(zip(*cols, strict=True)) if cols else ():
+            out[i] = table.get(key, defaults)
+        for j, o in enumerate(self.output_cols):
+            frame[o] = out[:, j].copy()
+
+
 TWIN_CLASSES: tuple[type[Twin], ...] = (
     TimeFeaturesTwin,
     CastToDoubleTwin,
     ConstantImputerTwin,
     MissingIndicatorTwin,
     CategoricalImputerModelTwin,
+    OutlierHandlerModelTwin,
+    SafeRatioTwin,
+    PairwiseProductTwin,
+    ElapsedTimeTwin,
+    RareCategoryGrouperModelTwin,
+    GroupAggregatorModelTwin,
 )
