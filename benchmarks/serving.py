@@ -75,27 +75,52 @@ def sequential(port: int, path: str, body: bytes, n: int, warmup: int = 20) -> d
             raise RuntimeError(f"{path} answered {resp.status}: {payload[:300]!r}")
         if i >= warmup:
             lat.append(dt * 1000)
-    return {"p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "mean_ms": statistics.fmean(lat),
-            "requests": n}
+    return {
+        "p50_ms": percentile(lat, 50),
+        "p99_ms": percentile(lat, 99),
+        "mean_ms": statistics.fmean(lat),
+        "requests": n,
+    }
 
 
 def concurrent(port: int, path: str, body: bytes, concurrency: int, seconds: float) -> dict[str, float]:
     if shutil.which("wrk"):
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-            f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                    f"wrk.body = {json.dumps(body.decode())}\n"
-                    'done = function(summary, latency, requests)\n'
-                    '  io.write(string.format("JSON {\\"requests\\": %d, \\"errors\\": %d, \\"non2xx\\": %d, '
-                    '\\"p50_us\\": %d, \\"p99_us\\": %d}\\n", summary.requests, summary.errors.connect + '
-                    'summary.errors.read + summary.errors.write + summary.errors.timeout, summary.errors.status, '
-                    'latency:percentile(50), latency:percentile(99)))\nend\n')
+            f.write(
+                'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                f"wrk.body = {json.dumps(body.decode())}\n"
+                "done = function(summary, latency, requests)\n"
+                '  io.write(string.format("JSON {\\"requests\\": %d, \\"errors\\": %d, \\"non2xx\\": %d, '
+                '\\"p50_us\\": %d, \\"p99_us\\": %d}\\n", summary.requests, summary.errors.connect + '
+                "summary.errors.read + summary.errors.write + summary.errors.timeout, summary.errors.status, "
+                "latency:percentile(50), latency:percentile(99)))\nend\n"
+            )
             script = f.name
-        out = subprocess.run(["wrk", "-t2", f"-c{concurrency}", f"-d{int(seconds)}s", "-s", script,
-                              f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t2",
+                f"-c{concurrency}",
+                f"-d{int(seconds)}s",
+                "-s",
+                script,
+                f"http://127.0.0.1:{port}{path}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         os.unlink(script)
-        stats = json.loads(next(line for line in out.splitlines() if line.startswith("JSON ")).removeprefix("JSON "))
-        return {"rps": stats["requests"] / seconds, "errors": stats["errors"] + stats["non2xx"],
-                "p50_ms": stats["p50_us"] / 1000, "p99_ms": stats["p99_us"] / 1000, "tool": "wrk"}
+        stats = json.loads(
+            next(line for line in out.splitlines() if line.startswith("JSON ")).removeprefix("JSON ")
+        )
+        return {
+            "rps": stats["requests"] / seconds,
+            "errors": stats["errors"] + stats["non2xx"],
+            "p50_ms": stats["p50_us"] / 1000,
+            "p99_ms": stats["p99_us"] / 1000,
+            "tool": "wrk",
+        }
     # fallback: threads with keep-alive connections (the client competes for the same 2 cores)
     counts, errors = [0] * concurrency, [0] * concurrency
     stop = time.perf_counter() + seconds
@@ -119,8 +144,9 @@ def concurrent(port: int, path: str, body: bytes, concurrency: int, seconds: flo
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -185,16 +211,21 @@ def main() -> None:
     row = rows[0]
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", MLFLOW_TRACKING_URI=resolve_tracking_uri(cfg.mlflow))
     logs = Path(tempfile.mkdtemp(prefix="sparkpipe-bench-"))
-    results: dict[str, dict] = {"model": {"name": ref.name, "version": ref.version, "algorithm": cfg.model.algorithm},
-                                "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]}}
+    results: dict[str, dict] = {
+        "model": {"name": ref.name, "version": ref.version, "algorithm": cfg.model.algorithm},
+        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+    }
 
     print(f"model {ref.name} v{ref.version}; in-process scorer ...", flush=True)
     results["in_process"] = in_process(model_dir, rows)
 
     port = free_port()
     t0 = time.perf_counter()
-    ours = start([str(BIN / "sparkpipe"), "serve", "--config", args.config, "--port", str(port)], env,
-                 logs / "sparkpipe.log")
+    ours = start(
+        [str(BIN / "sparkpipe"), "serve", "--config", args.config, "--port", str(port)],
+        env,
+        logs / "sparkpipe.log",
+    )
     try:
         wait_http(port, "/ready", 60, ours)
         cold = time.perf_counter() - t0
@@ -210,8 +241,23 @@ def main() -> None:
     if not args.skip_mlflow:
         port = free_port()
         t0 = time.perf_counter()
-        peer = start([str(BIN / "mlflow"), "models", "serve", "-m", ref.uri, "--env-manager", "local",
-                      "-h", "127.0.0.1", "-p", str(port)], env, logs / "mlflow.log")
+        peer = start(
+            [
+                str(BIN / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                ref.uri,
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            env,
+            logs / "mlflow.log",
+        )
         try:
             wait_http(port, "/ping", 300, peer)
             cold = time.perf_counter() - t0
@@ -246,7 +292,9 @@ def render(r: dict, concurrency: int) -> str:
         "|---|---:|---:|",
         row("single-row p50 (ms)", "", lambda x: f"{x['sequential']['p50_ms']:.2f}"),
         row("single-row p99 (ms)", "", lambda x: f"{x['sequential']['p99_ms']:.2f}"),
-        row(f"throughput at concurrency {concurrency} (req/s)", "", lambda x: f"{x['concurrent']['rps']:,.0f}"),
+        row(
+            f"throughput at concurrency {concurrency} (req/s)", "", lambda x: f"{x['concurrent']['rps']:,.0f}"
+        ),
         row("cold start to ready (s)", "", lambda x: f"{x['cold_start_s']:.2f}"),
         "",
         f"In-process scorer: {r['in_process']['single_row_us']:.1f} µs for one row; "

@@ -18,8 +18,14 @@ def spark():
     from sparkpipe.session import get_spark
 
     session = get_spark(
-        SparkConfig(app_name="sparkpipe-tests", master="local[2]", shuffle_partitions=4, ui_enabled=False,
-                    log_level="ERROR", conf={"spark.default.parallelism": 4})
+        SparkConfig(
+            app_name="sparkpipe-tests",
+            master="local[2]",
+            shuffle_partitions=4,
+            ui_enabled=False,
+            log_level="ERROR",
+            conf={"spark.default.parallelism": 4},
+        )
     )
     yield session
     session.stop()

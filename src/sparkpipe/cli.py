@@ -17,8 +17,13 @@ from rich.table import Table
 
 from sparkpipe.errors import ConfigError, SparkpipeError
 
-app = typer.Typer(name="sparkpipe", help="Big Data ML Pipeline: YAML → Spark MLlib → MLflow → FastAPI.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    name="sparkpipe",
+    help="Big Data ML Pipeline: YAML → Spark MLlib → MLflow → FastAPI.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 data_app = typer.Typer(help="Built-in data sets and data generation.", no_args_is_help=True)
 models_app = typer.Typer(help="Registered models in the MLflow registry.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -27,8 +32,13 @@ app.add_typer(models_app, name="models")
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Pipeline YAML (default: built-in defaults).")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: --set model.algorithm=gbt (repeatable).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Pipeline YAML (default: built-in defaults).")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a key: --set model.algorithm=gbt (repeatable)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")]
 
 
@@ -42,7 +52,9 @@ def _load(config: Path | None, overrides: list[str] | None) -> tuple[Any, str | 
 
 def _metrics_table(metrics: dict[str, float], title: str = "Metrics") -> Table:
     table = Table(title=title, show_lines=False)
-    splits = sorted({k.split("_", 1)[0] for k in metrics if "_" in k and k.split("_", 1)[0] in ("validation", "test")})
+    splits = sorted(
+        {k.split("_", 1)[0] for k in metrics if "_" in k and k.split("_", 1)[0] in ("validation", "test")}
+    )
     if splits:
         names = sorted({k.split("_", 1)[1] for k in metrics if k.split("_", 1)[0] in splits})
         table.add_column("metric")
@@ -68,13 +80,17 @@ def _print_run(result: Any, as_json: bool) -> None:
         return
     console.print(_metrics_table(result.metrics, f"{result.algorithm} · {result.task}"))
     lineage = result.lineage
-    console.print(f"data: {lineage.get('path', '?')} · {lineage.get('row_count', '?')} rows · "
-                  f"{lineage.get('quarantined_count', 0)} quarantined")
+    console.print(
+        f"data: {lineage.get('path', '?')} · {lineage.get('row_count', '?')} rows · "
+        f"{lineage.get('quarantined_count', 0)} quarantined"
+    )
     if result.run_id:
         console.print(f"MLflow run: [bold]{result.run_id}[/bold]  (tracking: {result.tracking_uri})")
     if result.registered_name:
-        console.print(f"registered model: [bold]{result.registered_name}[/bold] version "
-                      f"[bold]{result.registered_version}[/bold]  → models:/{result.registered_name}@champion")
+        console.print(
+            f"registered model: [bold]{result.registered_name}[/bold] version "
+            f"[bold]{result.registered_version}[/bold]  → models:/{result.registered_name}@champion"
+        )
     if result.report_path:
         console.print(f"report: {result.report_path}")
     total = result.timings.get("total")
@@ -92,10 +108,13 @@ def run(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False)
 
 
 @app.command()
-def train(config: ConfigOpt = None, set_: SetOpt = None,
-          algorithm: Annotated[str | None, typer.Option(help="Algorithm name, e.g. random_forest.")] = None,
-          data: Annotated[str | None, typer.Option(help="Input path or builtin:<name>.")] = None,
-          as_json: JsonOpt = False) -> None:
+def train(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    algorithm: Annotated[str | None, typer.Option(help="Algorithm name, e.g. random_forest.")] = None,
+    data: Annotated[str | None, typer.Option(help="Input path or builtin:<name>.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Train one algorithm (a shortcut for ``run`` with --algorithm/--data overrides)."""
     from sparkpipe.pipeline import run_pipeline
 
@@ -109,10 +128,64 @@ def train(config: ConfigOpt = None, set_: SetOpt = None,
 
 
 @app.command()
-def evaluate(model: Annotated[str, typer.Option(help="models:/name@alias, name/version, runs:/... or a local dir.")],
-             data: Annotated[str, typer.Option(help="Labelled data path or builtin:<name>.")],
-             target: Annotated[str | None, typer.Option(help="Target column (default: the model's).")] = None,
-             config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+def compare(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    algorithms: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated algorithms, e.g. logistic_regression,random_forest,gbt "
+            "(default: compare.algorithms)."
+        ),
+    ] = None,
+    tune: Annotated[
+        bool | None,
+        typer.Option("--tune/--no-tune", help="Tune each algorithm first (default: compare.tune)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train several algorithms on the same split, print the leaderboard, register the winner."""
+    from sparkpipe.compare import compare as run_compare
+    from sparkpipe.compare import leaderboard_table
+
+    overrides = list(set_ or [])
+    if algorithms:
+        names = [a.strip() for a in algorithms.split(",") if a.strip()]
+        overrides.append(f"compare.algorithms={json.dumps(names)}")
+    cfg, raw = _load(config, overrides)
+    result = run_compare(cfg, tune=tune, raw_yaml=raw)
+    if as_json:
+        console.print_json(json.dumps(result.to_dict(), default=str))
+        return
+    columns, rows = leaderboard_table(result.leaderboard, result.metric)
+    table = Table(title=f"leaderboard · {result.task} · {result.metric} ({result.direction})")
+    for col in columns:
+        table.add_column(col, justify="left" if col == "algorithm" else "right")
+    for row in rows:
+        table.add_row(*[_fmt(v) if isinstance(v, float) else ("—" if v is None else str(v)) for v in row])
+    console.print(table)
+    console.print(result.note)
+    console.print(f"winner: [bold]{result.winner}[/bold]")
+    if result.run_id:
+        console.print(f"MLflow run: [bold]{result.run_id}[/bold]  (tracking: {result.tracking_uri})")
+    if result.registered_name:
+        console.print(
+            f"registered model: [bold]{result.registered_name}[/bold] version "
+            f"[bold]{result.registered_version}[/bold]"
+        )
+    if result.report_path:
+        console.print(f"report: {result.report_path}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="models:/name@alias, name/version, runs:/... or a local dir.")],
+    data: Annotated[str, typer.Option(help="Labelled data path or builtin:<name>.")],
+    target: Annotated[str | None, typer.Option(help="Target column (default: the model's).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Evaluate a saved or registered model on a labelled data set."""
     from sparkpipe.pipeline import evaluate_saved
 
@@ -125,11 +198,14 @@ def evaluate(model: Annotated[str, typer.Option(help="models:/name@alias, name/v
 
 
 @app.command()
-def predict(model: Annotated[str, typer.Option(help="models:/name@alias, name/version, runs:/... or a local dir.")],
-            input: Annotated[str, typer.Option("--input", help="Data to score.")],
-            output: Annotated[str, typer.Option(help="Where to write predictions.")],
-            format: Annotated[str, typer.Option(help="Output format: parquet, csv, json, delta.")] = "parquet",
-            config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def predict(
+    model: Annotated[str, typer.Option(help="models:/name@alias, name/version, runs:/... or a local dir.")],
+    input: Annotated[str, typer.Option("--input", help="Data to score.")],
+    output: Annotated[str, typer.Option(help="Where to write predictions.")],
+    format: Annotated[str, typer.Option(help="Output format: parquet, csv, json, delta.")] = "parquet",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
     """Batch scoring with Spark: read INPUT, score with the model, write OUTPUT atomically."""
     from sparkpipe.pipeline import batch_predict
 
@@ -139,36 +215,48 @@ def predict(model: Annotated[str, typer.Option(help="models:/name@alias, name/ve
 
 
 @app.command()
-def validate(config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML to check.")],
-             set_: SetOpt = None) -> None:
+def validate(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML to check.")],
+    set_: SetOpt = None,
+) -> None:
     """Validate a config file without starting Spark."""
     cfg, _ = _load(config, set_)
     console.print(f"[green]valid[/green]: {config} · {cfg.model.algorithm} on {cfg.data.input_path}")
 
 
 @app.command()
-def serve(config: ConfigOpt = None, set_: SetOpt = None,
-          host: Annotated[str | None, typer.Option(help="Bind address (default from deployment.host).")] = None,
-          port: Annotated[int | None, typer.Option(help="Port (default from deployment.port).")] = None,
-          model: Annotated[list[str] | None, typer.Option(help="Model(s) to load at start (name, name@alias).")] = None) -> None:
+def serve(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default from deployment.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from deployment.port).")] = None,
+    model: Annotated[
+        list[str] | None, typer.Option(help="Model(s) to load at start (name, name@alias).")
+    ] = None,
+) -> None:
     """Start the FastAPI prediction service (JVM-free NumPy scoring)."""
     from sparkpipe.serving.app import run as run_server
     from sparkpipe.serving.settings import ServingSettings
 
     cfg, _ = _load(config, set_)
-    settings = ServingSettings.from_config(cfg, host=host, port=port, models=model)
+    settings = ServingSettings.from_config(
+        cfg, host=host, port=port, models=model, train_config_path=str(config.resolve()) if config else None
+    )
     run_server(settings)
 
 
 # ------------------------------------------------------------------------------------------ data
 @data_app.command("generate")
-def data_generate(name: Annotated[str, typer.Argument(help="Built-in generator: churn, taxi, segments.")],
-                  rows: Annotated[int, typer.Option(help="Number of rows.")] = 100_000,
-                  out: Annotated[str, typer.Option(help="Output path.")] = "data/generated",
-                  format: Annotated[str, typer.Option(help="parquet, csv or delta.")] = "parquet",
-                  seed: Annotated[int, typer.Option(help="Seed; same seed and rows → same data.")] = 42,
-                  partitions: Annotated[int | None, typer.Option(help="Spark partitions (default: by size).")] = None,
-                  config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def data_generate(
+    name: Annotated[str, typer.Argument(help="Built-in generator: churn, taxi, segments.")],
+    rows: Annotated[int, typer.Option(help="Number of rows.")] = 100_000,
+    out: Annotated[str, typer.Option(help="Output path.")] = "data/generated",
+    format: Annotated[str, typer.Option(help="parquet, csv or delta.")] = "parquet",
+    seed: Annotated[int, typer.Option(help="Seed; same seed and rows → same data.")] = 42,
+    partitions: Annotated[int | None, typer.Option(help="Spark partitions (default: by size).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
     """Generate a synthetic data set in parallel with Spark (deterministic from the seed)."""
     import time
 
@@ -218,15 +306,24 @@ def models_list(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt 
     for m in models:
         for v in m["versions"][:5]:
             key = {k: val for k, val in v["metrics"].items() if k.startswith("test_")}
-            table.add_row(m["name"], v["version"], ",".join(v["aliases"]), v["status"],
-                          " ".join(f"{k.removeprefix('test_')}={val:.3f}" for k, val in sorted(key.items())[:4]))
+            table.add_row(
+                m["name"],
+                v["version"],
+                ",".join(v["aliases"]),
+                v["status"],
+                " ".join(f"{k.removeprefix('test_')}={val:.3f}" for k, val in sorted(key.items())[:4]),
+            )
     console.print(table)
 
 
 @models_app.command("promote")
-def models_promote(name: str, version: str,
-                   alias: Annotated[str, typer.Option(help="Alias to point at the version.")] = "champion",
-                   config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def models_promote(
+    name: str,
+    version: str,
+    alias: Annotated[str, typer.Option(help="Alias to point at the version.")] = "champion",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
     """Point an alias (default ``champion``) at a model version."""
     from sparkpipe.tracking import Registry
 
@@ -239,7 +336,7 @@ def models_promote(name: str, version: str,
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: friendly errors, non-zero exit codes."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
     try:
         app(args=argv, standalone_mode=False)
     except ConfigError as exc:

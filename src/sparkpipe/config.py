@@ -302,10 +302,15 @@ class CompareConfig(_Strict):
     algorithms: list[str] = Field(default_factory=list)
     tune: bool = False
     metric: str | None = None
-    bootstrap_samples: int = Field(default=20, ge=0, description="bootstrap resamples of the validation "
-                                   "set behind the leaderboard's ± std (0: no std)")
-    hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-algorithm "
-                                                       "hyperparameters, e.g. {random_forest: {numTrees: 50}}")
+    bootstrap_samples: int = Field(
+        default=20,
+        ge=0,
+        description="bootstrap resamples of the validation set behind the leaderboard's ± std (0: no std)",
+    )
+    hyperparameters: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per-algorithm hyperparameters, e.g. {random_forest: {numTrees: 50}}",
+    )
 
 
 # ---------------------------------------------------------------------------------------- evaluation
@@ -429,8 +434,10 @@ def _expand_env(value: Any, path: str = "", source: str | None = None) -> Any:
                 return os.environ[name]
             if default is not None:
                 return default
-            raise ConfigError([(path, f"environment variable {name} is not set; export it or write ${{{name}:-default}}")],
-                              source)
+            raise ConfigError(
+                [(path, f"environment variable {name} is not set; export it or write ${{{name}:-default}}")],
+                source,
+            )
 
         return _ENV_RE.sub(sub, value)
     return value
@@ -443,7 +450,9 @@ def parse_override(expr: str) -> tuple[list[str], Any]:
     key, raw = expr.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError([("--set", f"{expr!r} has an empty key; write e.g. model.hyperparameters.maxDepth=5")])
+        raise ConfigError(
+            [("--set", f"{expr!r} has an empty key; write e.g. model.hyperparameters.maxDepth=5")]
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -462,7 +471,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
             if nxt is None:
                 nxt = node[k] = {}
             if not isinstance(nxt, dict):
-                raise ConfigError([(".".join(keys), f"cannot set a key inside {k!r}, which is not a mapping")])
+                raise ConfigError(
+                    [(".".join(keys), f"cannot set a key inside {k!r}, which is not a mapping")]
+                )
             node = nxt
         node[keys[-1]] = value
     return out
@@ -538,7 +549,9 @@ def build_config(raw: dict[str, Any] | None, source: str | None = None) -> Pipel
     """Validate a raw mapping (already YAML-parsed) into a :class:`PipelineConfig`."""
     raw = raw or {}
     if not isinstance(raw, dict):
-        raise ConfigError([("<root>", f"the config must be a mapping of sections, got {type(raw).__name__}")], source)
+        raise ConfigError(
+            [("<root>", f"the config must be a mapping of sections, got {type(raw).__name__}")], source
+        )
     raw = _expand_env(raw, source=source)
     try:
         cfg = PipelineConfig.model_validate(raw)
@@ -558,12 +571,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = Path(path)
         source = str(p)
         if not p.is_file():
-            raise ConfigError([("--config", f"file {str(p)!r} does not exist; pass a YAML file such as config/pipeline_config.yaml")])
+            raise ConfigError(
+                [
+                    (
+                        "--config",
+                        f"file {str(p)!r} does not exist; pass a YAML file such as config/pipeline_config.yaml",
+                    )
+                ]
+            )
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError([("<yaml>", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}")], source) from None
+            raise ConfigError(
+                [("<yaml>", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}")], source
+            ) from None
     raw = apply_overrides(raw, overrides)
     return build_config(raw, source)

@@ -31,7 +31,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LABEL_COL = "label"
-_NUMERIC = ("double", "float", "int", "bigint", "smallint", "tinyint", "decimal", "long", "integer", "short", "byte")
+_NUMERIC = (
+    "double",
+    "float",
+    "int",
+    "bigint",
+    "smallint",
+    "tinyint",
+    "decimal",
+    "long",
+    "integer",
+    "short",
+    "byte",
+)
 
 
 @dataclass
@@ -170,10 +182,18 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
             # rows without a label cannot be trained on: count them (never silently drop)
             before = null_target.count()
             if before:
-                log.warning("%d rows have no value in target %r; they are excluded from training and counted "
-                            "in lineage.null_target_rows", before, target)
+                log.warning(
+                    "%d rows have no value in target %r; they are excluded from training and counted "
+                    "in lineage.null_target_rows",
+                    before,
+                    target,
+                )
                 df = df.filter(F.col(target).isNotNull())
         lineage["null_target_rows"] = before or 0
+        if target == LABEL_COL and not dict(df.dtypes)[target].startswith(_NUMERIC):
+            # a string target called "label" would collide with the indexed label column
+            target = f"{LABEL_COL}__target"
+            df = df.withColumnRenamed(LABEL_COL, target)
         if task == "classification":
             dtype = dict(df.dtypes)[target]
             if dtype.startswith(_NUMERIC) or dtype == "boolean":
@@ -181,13 +201,19 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
             else:
                 from pyspark.ml.feature import StringIndexer
 
-                indexer = StringIndexer(inputCol=target, outputCol=LABEL_COL, stringOrderType="alphabetAsc").fit(df)
+                indexer = StringIndexer(
+                    inputCol=target, outputCol=LABEL_COL, stringOrderType="alphabetAsc"
+                ).fit(df)
                 label_labels = list(indexer.labels)
                 df = indexer.transform(df)
         elif task in ("regression", "recommendation"):
             df = df.withColumn(LABEL_COL, F.col(target).cast("double"))
 
-    weights = [1.0 - cfg.data.validation_split - cfg.data.test_split, cfg.data.validation_split, cfg.data.test_split]
+    weights = [
+        1.0 - cfg.data.validation_split - cfg.data.test_split,
+        cfg.data.validation_split,
+        cfg.data.test_split,
+    ]
     if cfg.optimization.cache_data:  # every split and metric reads the labelled input: compute it once
         df = df.cache()
     splits = df.randomSplit([w for w in weights if w > 0], seed=cfg.data.seed)
@@ -195,15 +221,30 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
     train = next(it)
     validation = next(it) if cfg.data.validation_split > 0 else None
     test = next(it) if cfg.data.test_split > 0 else None
-    return PreparedData(train, validation, test, task, target, label_labels, lineage, user_col, item_col,
-                        cached=[df] if cfg.optimization.cache_data else [])
+    return PreparedData(
+        train,
+        validation,
+        test,
+        task,
+        target,
+        label_labels,
+        lineage,
+        user_col,
+        item_col,
+        cached=[df] if cfg.optimization.cache_data else [],
+    )
 
 
 # ------------------------------------------------------------------------------------------ model
-def fit_model(spark: SparkSession, cfg: PipelineConfig, data: PreparedData,
-              progress: Progress | None = None, algorithm: str | None = None,
-              hyperparameters: dict[str, Any] | None = None,
-              tracker: Any = None) -> tuple[PipelineModel, dict[str, Any]]:
+def fit_model(
+    spark: SparkSession,
+    cfg: PipelineConfig,
+    data: PreparedData,
+    progress: Progress | None = None,
+    algorithm: str | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    tracker: Any = None,
+) -> tuple[PipelineModel, dict[str, Any]]:
     """Fit feature stages once, then the estimator (tuned when configured); return the served model.
 
     ``tracker`` (a :class:`~sparkpipe.tracking.Tracker` with an active run) makes tuning log each
@@ -227,10 +268,19 @@ def fit_model(spark: SparkSession, cfg: PipelineConfig, data: PreparedData,
     label_col = LABEL_COL if data.task != "clustering" else None
 
     with progress.step("feature engineering"):
+        features_cfg = cfg.features.model_copy(update={"user_col": data.user_col, "item_col": data.item_col})
+        raw_train = (
+            data.train.drop(LABEL_COL)
+            if LABEL_COL in data.train.columns and data.target != LABEL_COL
+            else data.train
+        )
         plan = build_feature_stages(
-            data.train.drop(LABEL_COL) if LABEL_COL in data.train.columns else data.train,
-            cfg.features, data.task, data.target,
-            nonnegative=requires_nonnegative_features(spec, params), seed=cfg.data.seed,
+            raw_train,
+            features_cfg,
+            data.task,
+            data.target,
+            nonnegative=requires_nonnegative_features(spec, params),
+            seed=cfg.data.seed,
         )
         if plan.dropna_subset:  # missing_values.strategy: drop — count what is dropped, per split
             _drop_missing(data, plan.dropna_subset)
@@ -248,26 +298,41 @@ def fit_model(spark: SparkSession, cfg: PipelineConfig, data: PreparedData,
         num_classes = int(train_features.agg({LABEL_COL: "max"}).first()[0]) + 1
 
     estimator = build_estimator(
-        spec, params, features_col=plan.features_col, label_col=label_col or "label", seed=cfg.data.seed,
-        num_classes=num_classes, num_features=num_features,
-        user_col=data.user_col, item_col=data.item_col, rating_col=LABEL_COL,
+        spec,
+        params,
+        features_col=plan.features_col,
+        label_col=label_col or "label",
+        seed=cfg.data.seed,
+        num_classes=num_classes,
+        num_features=num_features,
+        user_col=data.user_col,
+        item_col=data.item_col,
+        rating_col=LABEL_COL,
     )
     tuning_info = None
     with progress.step(f"train {algorithm}"):
         if cfg.tuning.enabled:
             from sparkpipe.tuning import tune
 
-            model, tuning_info = tune(spark, cfg, spec, estimator, train_features, data, progress,
-                                       tracker=tracker)
+            model, tuning_info = tune(
+                spark, cfg, spec, estimator, train_features, data, progress, tracker=tracker
+            )
         else:
             model = estimator.fit(train_features)
     stages = [*feature_model.stages, model]
     if data.label_labels:
-        stages.append(IndexToString(inputCol="prediction", outputCol="predictedLabel", labels=data.label_labels))
+        stages.append(
+            IndexToString(inputCol="prediction", outputCol="predictedLabel", labels=data.label_labels)
+        )
     if cfg.optimization.cache_data:
         train_features.unpersist()
-    return PipelineModel(stages=stages), {"feature_plan": plan, "tuning": tuning_info, "num_features": num_features,
-                                          "num_classes": num_classes, "spec": spec}
+    return PipelineModel(stages=stages), {
+        "feature_plan": plan,
+        "tuning": tuning_info,
+        "num_features": num_features,
+        "num_classes": num_classes,
+        "spec": spec,
+    }
 
 
 def _drop_missing(data: PreparedData, subset: list[str]) -> None:
@@ -280,14 +345,24 @@ def _drop_missing(data: PreparedData, subset: list[str]) -> None:
         dropped = df.count() - kept.count()
         data.lineage[f"dropped_missing_rows_{name}"] = dropped
         if dropped:
-            log.warning("%d %s rows with missing values in %s were dropped (missing_values.strategy: drop)",
-                        dropped, name, subset)
+            log.warning(
+                "%d %s rows with missing values in %s were dropped (missing_values.strategy: drop)",
+                dropped,
+                name,
+                subset,
+            )
         setattr(data, name, kept)
 
 
-def evaluate_model(model: PipelineModel, df: DataFrame | None, cfg: PipelineConfig, task: str,
-                   num_classes: int | None = None, user_col: str | None = None,
-                   item_col: str | None = None) -> dict[str, float]:
+def evaluate_model(
+    model: PipelineModel,
+    df: DataFrame | None,
+    cfg: PipelineConfig,
+    task: str,
+    num_classes: int | None = None,
+    user_col: str | None = None,
+    item_col: str | None = None,
+) -> dict[str, float]:
     """Metrics of ``model`` on ``df`` for the configured metric list of ``task``."""
     if df is None:
         return {}
@@ -298,17 +373,37 @@ def evaluate_model(model: PipelineModel, df: DataFrame | None, cfg: PipelineConf
         extra = {"model": model.stages[-1], "user_col": user_col, "item_col": item_col}
     predictions = model.transform(df).cache()  # several metrics read the same predictions
     try:
-        return evaluate(predictions, task, list(getattr(cfg.evaluation, task)), label_col=LABEL_COL,
-                        k=cfg.evaluation.k, num_classes=num_classes, **extra)
+        return evaluate(
+            predictions,
+            task,
+            list(getattr(cfg.evaluation, task)),
+            label_col=LABEL_COL,
+            k=cfg.evaluation.k,
+            num_classes=num_classes,
+            **extra,
+        )
     finally:
         predictions.unpersist()
 
 
 # ------------------------------------------------------------------------------------- signature
-_MLFLOW_TYPES = {"double": "double", "float": "float", "int": "integer", "integer": "integer", "bigint": "long",
-                 "long": "long", "smallint": "integer", "tinyint": "integer", "short": "integer", "byte": "integer",
-                 "string": "string", "boolean": "boolean", "timestamp": "datetime", "timestamp_ntz": "datetime",
-                 "date": "datetime"}
+_MLFLOW_TYPES = {
+    "double": "double",
+    "float": "float",
+    "int": "integer",
+    "integer": "integer",
+    "bigint": "long",
+    "long": "long",
+    "smallint": "integer",
+    "tinyint": "integer",
+    "short": "integer",
+    "byte": "integer",
+    "string": "string",
+    "boolean": "boolean",
+    "timestamp": "datetime",
+    "timestamp_ntz": "datetime",
+    "date": "datetime",
+}
 
 
 def model_signature(input_schema: list[tuple[str, str]], task: str, probability: bool) -> Any:
@@ -330,7 +425,9 @@ def _input_example(df: DataFrame, columns: list[str], rows: int = 3) -> Any:
 
 
 # ----------------------------------------------------------------------------------------- run
-def run_pipeline(cfg: PipelineConfig, raw_yaml: str | None = None, spark: SparkSession | None = None) -> RunResult:
+def run_pipeline(
+    cfg: PipelineConfig, raw_yaml: str | None = None, spark: SparkSession | None = None
+) -> RunResult:
     """Run the whole pipeline for ``cfg``; return what it produced.
 
     Parameters
@@ -352,34 +449,56 @@ def run_pipeline(cfg: PipelineConfig, raw_yaml: str | None = None, spark: SparkS
     data = prepare_data(spark, cfg, progress)
     tracker = Tracker(cfg)
     # the run is open while training, so tuning trials are logged as its child runs
-    with tracker.run(run_name=f"{cfg.model.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}",
-                     tags={"sparkpipe.task": data.task, "sparkpipe.algorithm": cfg.model.algorithm}) as run:
+    with tracker.run(
+        run_name=f"{cfg.model.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}",
+        tags={"sparkpipe.task": data.task, "sparkpipe.algorithm": cfg.model.algorithm},
+    ) as run:
         model, info = fit_model(spark, cfg, data, progress, tracker=tracker)
         plan = info["feature_plan"]
 
         with progress.step("evaluate"):
             metrics: dict[str, float] = {}
             for split_name, split_df in (("validation", data.validation), ("test", data.test)):
-                for name, value in evaluate_model(model, split_df, cfg, data.task, info["num_classes"],
-                                                      data.user_col, data.item_col).items():
+                for name, value in evaluate_model(
+                    model, split_df, cfg, data.task, info["num_classes"], data.user_col, data.item_col
+                ).items():
                     metrics[f"{split_name}_{name}"] = value
             train_rows = data.train.count()
             data.lineage["train_rows"] = train_rows
 
-        result = RunResult(run_id=None, task=data.task, algorithm=cfg.model.algorithm, metrics=metrics,
-                           output_path=cfg.data.output_path, lineage=data.lineage, tuning=info["tuning"])
+        result = RunResult(
+            run_id=None,
+            task=data.task,
+            algorithm=cfg.model.algorithm,
+            metrics=metrics,
+            output_path=cfg.data.output_path,
+            lineage=data.lineage,
+            tuning=info["tuning"],
+        )
         sp_meta = {
-            "task": data.task, "algorithm": cfg.model.algorithm, "target": data.target,
-            "label_labels": data.label_labels, "feature_names": list(getattr(plan, "feature_names", []) or []),
-            "input_schema": [list(x) for x in plan.input_schema], "user_col": data.user_col, "item_col": data.item_col,
+            "task": data.task,
+            "algorithm": cfg.model.algorithm,
+            "target": data.target,
+            "label_labels": data.label_labels,
+            "feature_names": list(getattr(plan, "feature_names", []) or []),
+            "input_schema": [list(x) for x in plan.input_schema],
+            "user_col": data.user_col,
+            "item_col": data.item_col,
             "profile": getattr(plan, "profile", None),  # training-data profile, for drift checks
         }
         name = cfg.registered_model_name()
         with progress.step("log to MLflow"):
             tracker.log_config(cfg, raw_yaml)
-            tracker.log_params({"task": data.task, "num_features": info["num_features"],
-                                "hyperparameters": _model_params(model)})
-            tracker.log_params({f"lineage.{k}": v for k, v in data.lineage.items() if not isinstance(v, dict)})
+            tracker.log_params(
+                {
+                    "task": data.task,
+                    "num_features": info["num_features"],
+                    "hyperparameters": _model_params(model),
+                }
+            )
+            tracker.log_params(
+                {f"lineage.{k}": v for k, v in data.lineage.items() if not isinstance(v, dict)}
+            )
             tracker.log_dict(data.lineage, "data/lineage.json")
             if getattr(plan, "profile", None):
                 tracker.log_dict(plan.profile, "data/profile.json")
@@ -387,23 +506,35 @@ def run_pipeline(cfg: PipelineConfig, raw_yaml: str | None = None, spark: SparkS
             if info["tuning"]:
                 tracker.log_dict(info["tuning"], "tuning/summary.json")
             input_cols = [n for n, _ in plan.input_schema]
-            example = _input_example(data.train, input_cols) if cfg.mlflow.log_input_example and input_cols else None
-            signature = model_signature(plan.input_schema, data.task, probability=data.task == "classification")
+            example = (
+                _input_example(data.train, input_cols)
+                if cfg.mlflow.log_input_example and input_cols
+                else None
+            )
+            signature = model_signature(
+                plan.input_schema, data.task, probability=data.task == "classification"
+            )
         if run is not None:
             with progress.step("register model"):
-                result.model_uri = tracker.log_spark_model(model, input_example=example, signature=signature,
-                                                           metadata={"sparkpipe": sp_meta})
+                result.model_uri = tracker.log_spark_model(
+                    model, input_example=example, signature=signature, metadata={"sparkpipe": sp_meta}
+                )
                 if cfg.mlflow.register_model:
                     result.registered_version = tracker.register(
-                        result.model_uri, name, alias=cfg.mlflow.alias,
-                        tags={"task": data.task, "algorithm": cfg.model.algorithm})
+                        result.model_uri,
+                        name,
+                        alias=cfg.mlflow.alias,
+                        tags={"task": data.task, "algorithm": cfg.model.algorithm},
+                    )
                     result.registered_name = name
             result.run_id, result.tracking_uri = run.run_id, run.tracking_uri
         if getattr(plan, "feature_names", None):
             from sparkpipe.features.explain import explain_run
 
             with progress.step("explain"):
-                explain_run(model, plan, Path(cfg.data.output_path) / "explain", tracker if run is not None else None)
+                explain_run(
+                    model, plan, Path(cfg.data.output_path) / "explain", tracker if run is not None else None
+                )
         if cfg.evaluation.report:
             from sparkpipe.report import run_report
 
@@ -419,7 +550,11 @@ def run_pipeline(cfg: PipelineConfig, raw_yaml: str | None = None, spark: SparkS
 
 
 def _model_params(model: PipelineModel) -> dict[str, Any]:
-    last = model.stages[-2] if model.stages and type(model.stages[-1]).__name__ == "IndexToString" else model.stages[-1]
+    last = (
+        model.stages[-2]
+        if model.stages and type(model.stages[-1]).__name__ == "IndexToString"
+        else model.stages[-1]
+    )
     out: dict[str, Any] = {}
     for p, v in last.extractParamMap().items():
         if not p.name.endswith("Col") and not isinstance(v, (list, dict)):
@@ -462,7 +597,9 @@ def load_spark_model(model_uri: str, mlflow_cfg: Any = None) -> tuple[PipelineMo
         import mlflow.artifacts
 
         reg = Registry(mlflow_cfg)
-        if model_uri.startswith("models:/") or ("://" not in model_uri and not model_uri.startswith("runs:/")):
+        if model_uri.startswith("models:/") or (
+            "://" not in model_uri and not model_uri.startswith("runs:/")
+        ):
             ref = reg.resolve(model_uri)
             local = reg.download(ref)
         else:
@@ -483,9 +620,16 @@ def load_spark_model(model_uri: str, mlflow_cfg: Any = None) -> tuple[PipelineMo
         raise ModelError(f"{model_uri!r} is not a loadable Spark PipelineModel: {exc}") from exc
 
 
-def batch_predict(model_uri: str, input_path: str, output_path: str, spark_cfg: SparkConfig | None = None,
-                  fmt: str = "auto", output_format: str = "parquet", mlflow_cfg: Any = None,
-                  spark: SparkSession | None = None) -> dict[str, Any]:
+def batch_predict(
+    model_uri: str,
+    input_path: str,
+    output_path: str,
+    spark_cfg: SparkConfig | None = None,
+    fmt: str = "auto",
+    output_format: str = "parquet",
+    mlflow_cfg: Any = None,
+    spark: SparkSession | None = None,
+) -> dict[str, Any]:
     """Score ``input_path`` with Spark and write predictions atomically to ``output_path``."""
     from pyspark.ml.functions import vector_to_array
 
@@ -494,7 +638,9 @@ def batch_predict(model_uri: str, input_path: str, output_path: str, spark_cfg: 
 
     spark = spark or get_spark(spark_cfg)
     model, meta = load_spark_model(model_uri, mlflow_cfg)
-    loaded = read_dataset(spark, DataConfig(input_path=input_path, output_path=str(Path(output_path).parent), format=fmt))
+    loaded = read_dataset(
+        spark, DataConfig(input_path=input_path, output_path=str(Path(output_path).parent), format=fmt)
+    )
     scored = model.transform(loaded.df)
     keep = list(loaded.df.columns)
     extra = [f for f in scored.schema.fields if f.name in ("prediction", "probability", "predictedLabel")]
@@ -504,16 +650,27 @@ def batch_predict(model_uri: str, input_path: str, output_path: str, spark_cfg: 
     out_df = scored.select(*cols)
     write_dataset(out_df, output_path, output_format)
     rows = spark.read.format(output_format).load(output_path).count() if output_format != "delta" else None
-    return {"model": model_uri, "input_path": input_path, "output_path": output_path, "rows": rows,
-            "quarantined": loaded.quarantined, "task": meta.get("task")}
+    return {
+        "model": model_uri,
+        "input_path": input_path,
+        "output_path": output_path,
+        "rows": rows,
+        "quarantined": loaded.quarantined,
+        "task": meta.get("task"),
+    }
 
 
 def _is_vector(f: Any) -> bool:
     return "Vector" in type(f.dataType).__name__
 
 
-def evaluate_saved(model_uri: str, data_path: str, cfg: PipelineConfig, target: str | None = None,
-                   spark: SparkSession | None = None) -> dict[str, float]:
+def evaluate_saved(
+    model_uri: str,
+    data_path: str,
+    cfg: PipelineConfig,
+    target: str | None = None,
+    spark: SparkSession | None = None,
+) -> dict[str, float]:
     """Evaluate a saved model on a labelled data set (``sparkpipe evaluate``)."""
     from pyspark.sql import functions as F
 
@@ -534,10 +691,19 @@ def evaluate_saved(model_uri: str, data_path: str, cfg: PipelineConfig, target: 
         require_columns(df, [target], "--target")
         labels = meta.get("label_labels")
         if labels:
-            mapping = F.create_map(*[x for i, lab in enumerate(labels) for x in (F.lit(lab), F.lit(float(i)))])
+            mapping = F.create_map(
+                *[x for i, lab in enumerate(labels) for x in (F.lit(lab), F.lit(float(i)))]
+            )
             df = df.withColumn(LABEL_COL, mapping[F.col(target).cast("string")])
             df = df.filter(F.col(LABEL_COL).isNotNull())
         else:
             df = df.withColumn(LABEL_COL, F.col(target).cast("double"))
-    return evaluate_model(model, df, cfg, task, len(meta.get("label_labels") or []) or None,
-                          meta.get("user_col"), meta.get("item_col"))
+    return evaluate_model(
+        model,
+        df,
+        cfg,
+        task,
+        len(meta.get("label_labels") or []) or None,
+        meta.get("user_col"),
+        meta.get("item_col"),
+    )

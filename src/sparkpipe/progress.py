@@ -65,5 +65,10 @@ class Progress:
                     continue
             quiet = 0.0
             detail = ", ".join(parts) if parts else "no active Spark stage"
-            log.info("  … %s: %.0fs elapsed, %d Spark job(s) running; %s", name, time.perf_counter() - t0,
-                     len(jobs), detail)
+            log.info(
+                "  … %s: %.0fs elapsed, %d Spark job(s) running; %s",
+                name,
+                time.perf_counter() - t0,
+                len(jobs),
+                detail,
+            )

@@ -74,10 +74,14 @@ def build_conf(spark_cfg: SparkConfig, opt: OptimizationConfig | None = None) ->
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
         # local[*] on a laptop: 200 shuffle partitions is pure overhead
-        conf["spark.sql.shuffle.partitions"] = str(spark_cfg.shuffle_partitions or max(4, (os.cpu_count() or 2) * 2))
+        conf["spark.sql.shuffle.partitions"] = str(
+            spark_cfg.shuffle_partitions or max(4, (os.cpu_count() or 2) * 2)
+        )
     elif spark_cfg.shuffle_partitions:
         conf["spark.sql.shuffle.partitions"] = str(spark_cfg.shuffle_partitions)
-    if spark_cfg.master.startswith("spark://") and spark_cfg.master.split("//", 1)[1].startswith(("127.", "localhost")):
+    if spark_cfg.master.startswith("spark://") and spark_cfg.master.split("//", 1)[1].startswith(
+        ("127.", "localhost")
+    ):
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
     if spark_cfg.driver_memory:
@@ -115,7 +119,11 @@ def get_spark(spark_cfg: SparkConfig | None = None, opt: OptimizationConfig | No
     active = SparkSession.getActiveSession()
     conf = build_conf(spark_cfg, opt)
     if active is not None:
-        for key in ("spark.sql.shuffle.partitions", "spark.sql.adaptive.enabled", "spark.sql.autoBroadcastJoinThreshold"):
+        for key in (
+            "spark.sql.shuffle.partitions",
+            "spark.sql.adaptive.enabled",
+            "spark.sql.autoBroadcastJoinThreshold",
+        ):
             if key in conf:
                 active.conf.set(key, conf[key])
         return active
@@ -132,8 +140,13 @@ def get_spark(spark_cfg: SparkConfig | None = None, opt: OptimizationConfig | No
         ) from exc
     spark.sparkContext.setLogLevel(spark_cfg.log_level)
     url = spark.sparkContext.uiWebUrl
-    log.info("Spark %s session %r on %s%s", spark.version, spark_cfg.app_name, spark_cfg.master,
-             f"; Spark UI: {url}" if url else "")
+    log.info(
+        "Spark %s session %r on %s%s",
+        spark.version,
+        spark_cfg.app_name,
+        spark_cfg.master,
+        f"; Spark UI: {url}" if url else "",
+    )
     return spark
 
 

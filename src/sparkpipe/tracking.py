@@ -88,7 +88,13 @@ def pip_requirements() -> list[str]:
     import mlflow
     import pyspark
 
-    return [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}", "pandas<3", "numpy", "pyarrow"]
+    return [
+        f"pyspark=={pyspark.__version__}",
+        f"mlflow=={mlflow.__version__}",
+        "pandas<3",
+        "numpy",
+        "pyarrow",
+    ]
 
 
 @dataclass
@@ -112,8 +118,9 @@ class Tracker:
         self.info: RunInfo | None = None
 
     @contextlib.contextmanager
-    def run(self, run_name: str | None = None, tags: dict[str, str] | None = None,
-            nested: bool = False) -> Iterator[RunInfo | None]:
+    def run(
+        self, run_name: str | None = None, tags: dict[str, str] | None = None, nested: bool = False
+    ) -> Iterator[RunInfo | None]:
         """Start (or nest) a run; yields its :class:`RunInfo` (``None`` when tracking is disabled)."""
         if not self.enabled:
             yield None
@@ -126,7 +133,9 @@ class Tracker:
             active = mlflow.start_run(run_name=run_name, tags=tags, nested=nested)
         except Exception as exc:
             raise SparkpipeError(f"could not start an MLflow run at {uri}: {exc}") from exc
-        info = RunInfo(active.info.run_id, active.info.experiment_id, uri, artifact_uri=active.info.artifact_uri)
+        info = RunInfo(
+            active.info.run_id, active.info.experiment_id, uri, artifact_uri=active.info.artifact_uri
+        )
         if not nested:
             self.info = info
         status = "FINISHED"
@@ -167,8 +176,11 @@ class Tracker:
 
         import mlflow
 
-        clean = {_clean_key(prefix + k): float(v) for k, v in metrics.items()
-                 if v is not None and isinstance(v, (int, float)) and math.isfinite(float(v))}
+        clean = {
+            _clean_key(prefix + k): float(v)
+            for k, v in metrics.items()
+            if v is not None and isinstance(v, (int, float)) and math.isfinite(float(v))
+        }
         if clean:
             mlflow.log_metrics(clean, step=step)
 
@@ -207,8 +219,13 @@ class Tracker:
         self.log_text(raw_yaml or cfg.to_yaml(), "config/pipeline_config.yaml")
         self.log_text(cfg.to_yaml(), "config/resolved_config.yaml")
 
-    def log_spark_model(self, model: PipelineModel, input_example: Any = None, signature: Any = None,
-                        metadata: dict[str, Any] | None = None) -> str:
+    def log_spark_model(
+        self,
+        model: PipelineModel,
+        input_example: Any = None,
+        signature: Any = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
         """Log the fitted PipelineModel with explicit requirements; return its ``runs:/`` URI."""
         if not self.enabled or self.info is None:
             raise SparkpipeError("log_spark_model needs an active tracked run")
@@ -217,8 +234,12 @@ class Tracker:
         t0 = time.perf_counter()
         try:
             info = mlflow.spark.log_model(
-                model, artifact_path=MODEL_ARTIFACT, signature=signature, input_example=input_example,
-                pip_requirements=pip_requirements(), metadata=metadata,
+                model,
+                artifact_path=MODEL_ARTIFACT,
+                signature=signature,
+                input_example=input_example,
+                pip_requirements=pip_requirements(),
+                metadata=metadata,
             )
         except Exception as exc:
             raise SparkpipeError(f"logging the Spark model to MLflow failed: {exc}") from exc
@@ -227,8 +248,9 @@ class Tracker:
         log.info("logged the PipelineModel in %.1fs: %s", time.perf_counter() - t0, uri)
         return uri
 
-    def register(self, model_uri: str, name: str, alias: str | None = "champion",
-                 tags: dict[str, str] | None = None) -> str:
+    def register(
+        self, model_uri: str, name: str, alias: str | None = "champion", tags: dict[str, str] | None = None
+    ) -> str:
         """Register ``model_uri`` as a new version of ``name``; point ``alias`` at it. Returns the version."""
         import mlflow
 
@@ -258,6 +280,18 @@ class ModelRef:
     @property
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
+
+
+def model_cache_dir(tracking_uri: str, base: str | Path | None = None) -> Path:
+    """Absolute local cache of downloaded model versions for one tracking store.
+
+    ``base`` (default ``$SPARKPIPE_MODEL_CACHE`` or ``.sparkpipe/models``) gets one folder per store, so
+    ``name/version`` from two stores never share an entry. Needs no MLflow import.
+    """
+    import hashlib
+
+    root = Path(base or os.environ.get("SPARKPIPE_MODEL_CACHE", ".sparkpipe/models"))
+    return (root / hashlib.sha256(tracking_uri.encode()).hexdigest()[:12]).resolve()
 
 
 _REF_RE = re.compile(r"^(?:models:/)?(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+|latest))?$")
@@ -301,8 +335,14 @@ class Registry:
                     mv = max(versions, key=lambda v: int(v.version))
         except MlflowException as exc:
             raise ModelError(f"{self._unknown(name)} ({ref!r}: {exc.message})") from None
-        return ModelRef(name=mv.name, version=str(mv.version), run_id=mv.run_id, source=mv.source,
-                        aliases=list(getattr(mv, "aliases", []) or []), tags=dict(mv.tags or {}))
+        return ModelRef(
+            name=mv.name,
+            version=str(mv.version),
+            run_id=mv.run_id,
+            source=mv.source,
+            aliases=list(getattr(mv, "aliases", []) or []),
+            tags=dict(mv.tags or {}),
+        )
 
     def _unknown(self, name: str) -> str:
         names = [m["name"] for m in self.list_models(include_versions=False)]
@@ -319,9 +359,14 @@ class Registry:
                 "updated": rm.last_updated_timestamp,
             }
             if include_versions:
-                entry["versions"] = [self.version_info(mv) for mv in
-                                     sorted(self.client.search_model_versions(f"name='{rm.name}'"),
-                                            key=lambda v: int(v.version), reverse=True)]
+                entry["versions"] = [
+                    self.version_info(mv)
+                    for mv in sorted(
+                        self.client.search_model_versions(f"name='{rm.name}'"),
+                        key=lambda v: int(v.version),
+                        reverse=True,
+                    )
+                ]
             out.append(entry)
         return sorted(out, key=lambda e: e["name"])
 
@@ -330,9 +375,15 @@ class Registry:
         if mv.run_id:
             with contextlib.suppress(Exception):
                 metrics = dict(self.client.get_run(mv.run_id).data.metrics)
-        return {"version": str(mv.version), "aliases": list(getattr(mv, "aliases", []) or []),
-                "run_id": mv.run_id, "status": mv.status, "created": mv.creation_timestamp,
-                "tags": dict(mv.tags or {}), "metrics": metrics}
+        return {
+            "version": str(mv.version),
+            "aliases": list(getattr(mv, "aliases", []) or []),
+            "run_id": mv.run_id,
+            "status": mv.status,
+            "created": mv.creation_timestamp,
+            "tags": dict(mv.tags or {}),
+            "metrics": metrics,
+        }
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
@@ -343,6 +394,9 @@ class Registry:
     def delete_alias(self, name: str, alias: str) -> None:
         self.client.delete_registered_model_alias(name, alias)
 
+    def default_cache_dir(self) -> Path:
+        return model_cache_dir(self.tracking_uri)
+
     def download(self, ref: ModelRef, cache_dir: str | Path | None = None) -> Path:
         """Download a model version's artifacts (MLmodel + sparkml/) once; return the local directory.
 
@@ -350,8 +404,8 @@ class Registry:
         """
         import mlflow.artifacts
 
-        root = Path(cache_dir or os.environ.get("SPARKPIPE_MODEL_CACHE", ".sparkpipe/models"))
-        dst = root / ref.name / ref.version
+        root = Path(cache_dir) if cache_dir else self.default_cache_dir()
+        dst = (root / ref.name / ref.version).resolve()  # absolute: the JVM resolves paths from its own cwd
         if (dst / "MLmodel").is_file():
             return dst
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -38,8 +38,13 @@ def _spark_home() -> Path:
 
 def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     fh = log.open("wb")
-    return subprocess.Popen([str(_spark_home() / "bin" / "spark-class"), *args], env=env, stdout=fh,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [str(_spark_home() / "bin" / "spark-class"), *args],
+        env=env,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -61,11 +66,28 @@ def _master_state(ui_port: int) -> dict:
 def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cluster")
     port, ui_port, worker_ui = _free_port(), _free_port(), _free_port()
-    env = dict(os.environ, SPARK_HOME=str(_spark_home()), SPARK_LOCAL_IP="127.0.0.1",
-               SPARK_WORKER_DIR=str(tmp / "work"), SPARK_LOG_DIR=str(tmp / "logs"),
-               PYSPARK_PYTHON=sys.executable, SPARK_NO_DAEMONIZE="1")
-    master = _start(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-                     "--webui-port", str(ui_port)], env, tmp / "master.log")
+    env = dict(
+        os.environ,
+        SPARK_HOME=str(_spark_home()),
+        SPARK_LOCAL_IP="127.0.0.1",
+        SPARK_WORKER_DIR=str(tmp / "work"),
+        SPARK_LOG_DIR=str(tmp / "logs"),
+        PYSPARK_PYTHON=sys.executable,
+        SPARK_NO_DAEMONIZE="1",
+    )
+    master = _start(
+        [
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--webui-port",
+            str(ui_port),
+        ],
+        env,
+        tmp / "master.log",
+    )
     procs = [master]
     try:
         deadline = time.time() + 90
@@ -77,9 +99,22 @@ def cluster(tmp_path_factory):
                 if time.time() > deadline or master.poll() is not None:
                     pytest.fail(f"Spark master did not start: {(tmp / 'master.log').read_text()[-2000:]}")
                 time.sleep(1)
-        worker = _start(["org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}", "--host",
-                         "127.0.0.1", "--cores", "2", "--memory", "2g", "--webui-port", str(worker_ui)],
-                        env, tmp / "worker.log")
+        worker = _start(
+            [
+                "org.apache.spark.deploy.worker.Worker",
+                f"spark://127.0.0.1:{port}",
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                "2",
+                "--memory",
+                "2g",
+                "--webui-port",
+                str(worker_ui),
+            ],
+            env,
+            tmp / "worker.log",
+        )
         procs.append(worker)
         while not [w for w in _master_state(ui_port).get("workers", []) if w.get("state") == "ALIVE"]:
             if time.time() > deadline or worker.poll() is not None:
@@ -94,10 +129,23 @@ def cluster(tmp_path_factory):
 def test_pipeline_runs_on_standalone_cluster(cluster, tmp_path):
     cfg = ROOT / "config" / "examples" / "cluster.yaml"
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable)
-    cmd = [sys.executable, "-m", "sparkpipe", "run", "--config", str(cfg), "--json",
-           "--set", f"spark.master={cluster['master']}", "--set", "data.rows=3000",
-           "--set", f"data.output_path={tmp_path / 'out'}",
-           "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sparkpipe",
+        "run",
+        "--config",
+        str(cfg),
+        "--json",
+        "--set",
+        f"spark.master={cluster['master']}",
+        "--set",
+        "data.rows=3000",
+        "--set",
+        f"data.output_path={tmp_path / 'out'}",
+        "--set",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     run = json.loads((tmp_path / "out" / "run.json").read_text())

@@ -19,17 +19,57 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 # (algorithm, data set, rows, extra config, metric, threshold, direction)
 CASES = [
     ("logistic_regression", "churn", 4000, {}, "test_auc_roc", 0.80, "min"),
-    ("random_forest", "churn", 4000, {"model": {"hyperparameters": {"numTrees": 30, "maxDepth": 6}}}, "test_auc_roc", 0.80, "min"),
-    ("gbt", "churn", 4000, {"model": {"hyperparameters": {"maxIter": 20, "maxDepth": 4}}}, "test_auc_roc", 0.80, "min"),
+    (
+        "random_forest",
+        "churn",
+        4000,
+        {"model": {"hyperparameters": {"numTrees": 30, "maxDepth": 6}}},
+        "test_auc_roc",
+        0.80,
+        "min",
+    ),
+    (
+        "gbt",
+        "churn",
+        4000,
+        {"model": {"hyperparameters": {"maxIter": 20, "maxDepth": 4}}},
+        "test_auc_roc",
+        0.80,
+        "min",
+    ),
     ("naive_bayes", "churn", 4000, {}, "test_auc_roc", 0.75, "min"),
     ("linear_svc", "churn", 4000, {}, "test_auc_roc", 0.80, "min"),
     ("mlp", "churn", 4000, {"model": {"hyperparameters": {"maxIter": 100}}}, "test_auc_roc", 0.80, "min"),
     ("linear_regression", "taxi", 4000, {}, "test_r2", 0.5, "min"),
-    ("random_forest", "taxi", 4000, {"model": {"task_type": "regression", "hyperparameters": {"numTrees": 30, "maxDepth": 8}}}, "test_r2", 0.5, "min"),
-    ("gbt", "taxi", 4000, {"model": {"task_type": "regression", "hyperparameters": {"maxIter": 30, "maxDepth": 5}}}, "test_r2", 0.5, "min"),
+    (
+        "random_forest",
+        "taxi",
+        4000,
+        {"model": {"task_type": "regression", "hyperparameters": {"numTrees": 30, "maxDepth": 8}}},
+        "test_r2",
+        0.5,
+        "min",
+    ),
+    (
+        "gbt",
+        "taxi",
+        4000,
+        {"model": {"task_type": "regression", "hyperparameters": {"maxIter": 30, "maxDepth": 5}}},
+        "test_r2",
+        0.5,
+        "min",
+    ),
     ("glm", "taxi", 4000, {}, "test_r2", 0.5, "min"),
     ("kmeans", "segments", 2000, {"model": {"hyperparameters": {"k": 4}}}, "test_silhouette", 0.5, "min"),
-    ("bisecting_kmeans", "segments", 2000, {"model": {"hyperparameters": {"k": 4}}}, "test_silhouette", 0.5, "min"),
+    (
+        "bisecting_kmeans",
+        "segments",
+        2000,
+        {"model": {"hyperparameters": {"k": 4}}},
+        "test_silhouette",
+        0.5,
+        "min",
+    ),
     ("gmm", "segments", 2000, {"model": {"hyperparameters": {"k": 4}}}, "test_silhouette", 0.5, "min"),
 ]
 
@@ -50,8 +90,11 @@ def _run(spark, store: Path, tmp_path: Path, cfg: dict, name: str) -> dict:
     base = {
         "spark": {"app_name": "sparkpipe-tests", "master": "local[2]"},
         "data": {"output_path": str(tmp_path / "out"), "validation_split": 0.15, "test_split": 0.2},
-        "mlflow": {"tracking_uri": f"sqlite:///{store / 'mlflow.db'}", "experiment_name": "tests",
-                   "registered_model_name": name},
+        "mlflow": {
+            "tracking_uri": f"sqlite:///{store / 'mlflow.db'}",
+            "experiment_name": "tests",
+            "registered_model_name": name,
+        },
         "logging": {"level": "WARNING"},
         "evaluation": {"report": False},  # the HTML report has its own tests
     }
@@ -61,13 +104,18 @@ def _run(spark, store: Path, tmp_path: Path, cfg: dict, name: str) -> dict:
     return json.loads((tmp_path / "out" / "run.json").read_text())
 
 
-@pytest.mark.parametrize(("algorithm", "dataset", "rows", "extra", "metric", "threshold", "direction"), CASES,
-                         ids=[f"{c[0]}-{c[1]}" for c in CASES])
-def test_algorithm_reaches_sanity_threshold(spark, store, tmp_path, monkeypatch, algorithm, dataset, rows, extra,
-                                            metric, threshold, direction):
+@pytest.mark.parametrize(
+    ("algorithm", "dataset", "rows", "extra", "metric", "threshold", "direction"),
+    CASES,
+    ids=[f"{c[0]}-{c[1]}" for c in CASES],
+)
+def test_algorithm_reaches_sanity_threshold(
+    spark, store, tmp_path, monkeypatch, algorithm, dataset, rows, extra, metric, threshold, direction
+):
     monkeypatch.chdir(tmp_path)
-    cfg = _deep_merge({"data": {"input_path": f"builtin:{dataset}", "rows": rows},
-                       "model": {"algorithm": algorithm}}, extra)
+    cfg = _deep_merge(
+        {"data": {"input_path": f"builtin:{dataset}", "rows": rows}, "model": {"algorithm": algorithm}}, extra
+    )
     run = _run(spark, store, tmp_path, cfg, f"{dataset}_{algorithm}")
     value = run["metrics"][metric]
     assert value >= threshold if direction == "min" else value <= threshold, f"{metric}={value}"
@@ -81,10 +129,16 @@ def test_als_beats_mean_rating_baseline(spark, store, tmp_path, monkeypatch):
     from sparkpipe.data.datasets import load_builtin
 
     monkeypatch.chdir(tmp_path)
-    run = _run(spark, store, tmp_path, {
-        "data": {"input_path": "builtin:movielens", "validation_split": 0.0, "test_split": 0.2},
-        "model": {"algorithm": "als", "hyperparameters": {"rank": 10, "maxIter": 10, "regParam": 0.1}},
-    }, "movielens_als")
+    run = _run(
+        spark,
+        store,
+        tmp_path,
+        {
+            "data": {"input_path": "builtin:movielens", "validation_split": 0.0, "test_split": 0.2},
+            "model": {"algorithm": "als", "hyperparameters": {"rank": 10, "maxIter": 10, "regParam": 0.1}},
+        },
+        "movielens_als",
+    )
     # the baseline: predict the training mean rating for every test pair (same split as the run)
     df = load_builtin(spark, "movielens")
     train, test = df.randomSplit([0.8, 0.2], seed=42)
@@ -103,17 +157,28 @@ def test_breast_cancer_logistic_regression_matches_sklearn(spark, store, tmp_pat
     from sparkpipe.pipeline import load_spark_model
 
     monkeypatch.chdir(tmp_path)
-    run = _run(spark, store, tmp_path, {
-        "data": {"input_path": "builtin:breast_cancer", "validation_split": 0.0, "test_split": 0.25},
-        "model": {"algorithm": "logistic_regression", "hyperparameters": {"regParam": 0.01, "maxIter": 200}},
-    }, "breast_cancer_lr")
+    run = _run(
+        spark,
+        store,
+        tmp_path,
+        {
+            "data": {"input_path": "builtin:breast_cancer", "validation_split": 0.0, "test_split": 0.25},
+            "model": {
+                "algorithm": "logistic_regression",
+                "hyperparameters": {"regParam": 0.01, "maxIter": 200},
+            },
+        },
+        "breast_cancer_lr",
+    )
     # the same split as the run (randomSplit with the same seed over the same data), scored by sklearn
     df = load_builtin(spark, "breast_cancer")
     train, test = df.randomSplit([0.75, 0.25], seed=42)
     feats = [c for c in df.columns if c != "label"]
     tr, te = train.toPandas(), test.toPandas()
     scaler = StandardScaler().fit(tr[feats])
-    clf = LogisticRegression(C=1 / (0.01 * len(tr)), max_iter=5000).fit(scaler.transform(tr[feats]), tr["label"])
+    clf = LogisticRegression(C=1 / (0.01 * len(tr)), max_iter=5000).fit(
+        scaler.transform(tr[feats]), tr["label"]
+    )
     sk_acc = float(np.mean(clf.predict(scaler.transform(te[feats])) == te["label"]))
     ours = run["metrics"]["test_accuracy"]
     assert abs(ours - sk_acc) <= 0.02, (ours, sk_acc)
@@ -139,17 +204,21 @@ def test_registered_model_reloads_with_identical_predictions(spark, store, tmp_p
     from sparkpipe.tracking import Tracker
 
     monkeypatch.chdir(tmp_path)
-    cfg = build_config({
-        "data": {"input_path": "builtin:churn", "rows": 1500, "output_path": str(tmp_path / "out")},
-        "model": {"algorithm": "random_forest", "hyperparameters": {"numTrees": 10, "maxDepth": 5}},
-        "mlflow": {"tracking_uri": f"sqlite:///{store / 'mlflow.db'}", "experiment_name": "tests"},
-    })
+    cfg = build_config(
+        {
+            "data": {"input_path": "builtin:churn", "rows": 1500, "output_path": str(tmp_path / "out")},
+            "model": {"algorithm": "random_forest", "hyperparameters": {"numTrees": 10, "maxDepth": 5}},
+            "mlflow": {"tracking_uri": f"sqlite:///{store / 'mlflow.db'}", "experiment_name": "tests"},
+        }
+    )
     data = prepare_data(spark, cfg)
     model, _ = fit_model(spark, cfg, data)
     fresh = load_builtin(spark, "churn", rows=300, seed=7)
 
     def scored(m):
-        out = m.transform(fresh).select("customer_id", "prediction", vector_to_array("probability").alias("p"))
+        out = m.transform(fresh).select(
+            "customer_id", "prediction", vector_to_array("probability").alias("p")
+        )
         return sorted((r.customer_id, r.prediction, tuple(r.p)) for r in out.collect())
 
     expected = scored(model)
@@ -182,9 +251,15 @@ def test_malformed_csv_rows_are_quarantined_and_run_twice(spark, store, tmp_path
     for i, b in enumerate(bad):
         lines.insert(10 + i * 50, b)
     (tmp_path / "customers.csv").write_text("\n".join(lines) + "\n")
-    cfg = {"data": {"input_path": str(tmp_path / "customers.csv"), "format": "csv",
-                    "schema": "age INT, plan STRING, spend DOUBLE, churned INT"},
-           "features": {"target": "churned"}, "model": {"algorithm": "logistic_regression"}}
+    cfg = {
+        "data": {
+            "input_path": str(tmp_path / "customers.csv"),
+            "format": "csv",
+            "schema": "age INT, plan STRING, spend DOUBLE, churned INT",
+        },
+        "features": {"target": "churned"},
+        "model": {"algorithm": "logistic_regression"},
+    }
     first = _run(spark, store, tmp_path, cfg, "quarantine_check")
     assert first["lineage"]["quarantined_count"] == len(bad)
     assert first["lineage"]["row_count"] == 300

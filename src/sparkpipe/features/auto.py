@@ -514,8 +514,11 @@ def step_text(ctx: PlanContext) -> list[Stage]:
     if ctx.cfg.text is None:
         # Thousands of hashed term slots help linear models but dilute tree ensembles' feature
         # sampling, so free text is used only when asked for.
-        log.info("text column(s) %s recognised but not used; add `features.text: {}` (or list the columns "
-                 "under features.text.columns) to turn them into TF-IDF features", cols)
+        log.info(
+            "text column(s) %s recognised but not used; add `features.text: {}` (or list the columns "
+            "under features.text.columns) to turn them into TF-IDF features",
+            cols,
+        )
         return []
     tcfg = ctx.cfg.text if isinstance(ctx.cfg.text, TextConfig) else TextConfig()
     filled = [ctx.new_col(f"{c}__txt") for c in cols]

@@ -374,8 +374,12 @@ def prepare_train(req: Any, settings: Any) -> tuple[dict[str, Any], dict[str, An
     raw: dict[str, Any] = {}
     raw_yaml = None
     source = None
-    if req.config_path:
-        cfg_path = Path(confine_path(req.config_path, "config_path", settings))
+    base_config = getattr(settings, "train_config_path", None)
+    if req.config_path or base_config:
+        # a request's config must lie in the allowed roots; the server's own config is trusted
+        cfg_path = Path(
+            confine_path(req.config_path, "config_path", settings) if req.config_path else base_config
+        )
         if not cfg_path.is_file():
             raise ApiError(
                 400, f"config_path: {req.config_path!r} is not a file", [("config_path", "no such file")]

@@ -378,7 +378,9 @@ class ModelService:
         self._default: LoadedModel | None = None
         self.errors: dict[str, str] = {}
         self.last_refresh: float | None = None
-        self.cache_dir = Path(settings.model_cache_dir)
+        from sparkpipe.tracking import model_cache_dir
+
+        self.cache_dir = model_cache_dir(settings.tracking_uri, settings.model_cache_dir)
 
     # ------------------------------------------------------------------ registry
     @property

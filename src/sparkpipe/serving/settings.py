@@ -48,6 +48,8 @@ class ServingSettings(BaseSettings):
         The MLflow stores models are resolved and downloaded from.
     model_cache_dir
         Local cache of downloaded model versions.
+    train_config_path
+        The pipeline YAML that ``POST /train`` jobs start from (the file given to ``serve --config``).
     """
 
     model_config = SettingsConfigDict(env_prefix="SPARKPIPE_", extra="ignore", validate_default=True)
@@ -63,6 +65,8 @@ class ServingSettings(BaseSettings):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_batch_rows: int = Field(default=10_000, ge=1)
     jobs_dir: str = ".sparkpipe/jobs"
+    train_config_path: str | None = None
+    """The YAML ``POST /train`` starts from when a request names no ``config_path`` (``serve --config``)."""
     max_concurrent_jobs: int = Field(default=1, ge=1)
     reload_interval_seconds: float = Field(default=30.0, ge=0)
     tracking_uri: str = "sqlite:///mlflow.db"

@@ -1,0 +1,131 @@
+"""``sparkpipe compare`` with three algorithms: leaderboard printed, logged to MLflow, winner registered,
+comparison report written. In-process through ``sparkpipe.cli.main`` on the session SparkSession."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sparkpipe.cli import main
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+ALGORITHMS = ["random_forest", "naive_bayes", "decision_tree"]
+
+
+def _assert_report_images(path: Path, expected: set[str]) -> None:
+    from PIL import Image
+
+    page = path.read_text(encoding="utf-8")
+    sources = re.findall(r'<img[^>]*\ssrc="([^"]+)"', page)
+    assert sources
+    for src in sources:
+        assert src.startswith("data:image/png;base64,"), "images are embedded (self-contained report)"
+        raw = base64.b64decode(src.split(",", 1)[1], validate=True)
+        assert raw.startswith(b"\x89PNG\r\n\x1a\n") and len(raw) > 1000
+        with Image.open(io.BytesIO(raw)) as img:
+            img.verify()
+    assert expected <= set(re.findall(r'<figure id="([^"]+)"', page))
+
+
+def test_compare_three_algorithms(spark, tmp_path, monkeypatch, capsys):
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps the table at the terminal width
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = {
+        "spark": {"app_name": "sparkpipe-tests", "master": "local[2]"},
+        "data": {
+            "input_path": "builtin:churn",
+            "rows": 1500,
+            "output_path": str(tmp_path / "out"),
+            "validation_split": 0.2,
+            "test_split": 0.2,
+        },
+        "compare": {
+            "bootstrap_samples": 5,
+            "hyperparameters": {
+                "random_forest": {"numTrees": 5, "maxDepth": 3},
+                "decision_tree": {"maxDepth": 4},
+            },
+        },
+        "evaluation": {"classification": ["auc_roc", "accuracy"]},
+        "mlflow": {
+            "tracking_uri": uri,
+            "experiment_name": "compare-tests",
+            "registered_model_name": "churn_best",
+            "log_input_example": False,
+        },
+        "logging": {"level": "WARNING"},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    main(["compare", "--config", str(path), "--algorithms", ",".join(ALGORITHMS)])
+    printed = capsys.readouterr().out
+
+    result = json.loads((tmp_path / "out" / "compare.json").read_text())
+    board = result["leaderboard"]
+    assert [r["algorithm"] for r in board] != [] and sorted(r["algorithm"] for r in board) == sorted(
+        ALGORITHMS
+    )
+    assert [r["rank"] for r in board] == [1, 2, 3]
+    scores = [r["score"] for r in board]
+    assert scores == sorted(scores, reverse=True)  # auc_roc: larger is better
+    assert result["metric"] == "auc_roc" and result["winner"] == board[0]["algorithm"]
+    for r in board:
+        assert 0.5 < r["score"] <= 1.0 and 0.5 < r["test_score"] <= 1.0
+        assert r["score_std"] is not None and 0 < r["score_std"] < 0.2  # bootstrap spread, 5 resamples
+        assert r["train_seconds"] > 0
+        assert r["metrics"]["validation_auc_roc"] == pytest.approx(r["score"], abs=1e-9)
+
+    # printed leaderboard
+    assert "leaderboard" in printed and f"winner: {result['winner']}" in printed
+    for algo in ALGORITHMS:
+        assert algo in printed
+    assert f"{board[0]['score']:.4f}" in printed
+
+    # MLflow: parent run with the table and per-algorithm metrics, one child per algorithm
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(result["run_id"])
+    assert parent.data.tags["sparkpipe.winner"] == result["winner"]
+    for r in board:
+        assert parent.data.metrics[f"{r['algorithm']}.validation_auc_roc"] == pytest.approx(r["score"])
+        assert parent.data.metrics[f"{r['algorithm']}.rank"] == r["rank"]
+    local = Path(client.download_artifacts(result["run_id"], "compare/leaderboard.json", str(tmp_path)))
+    table = json.loads(local.read_text())
+    assert table["columns"][:3] == ["rank", "algorithm", "validation_auc_roc"]
+    assert [row[1] for row in table["data"]] == [r["algorithm"] for r in board]
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result['run_id']}'"
+    )
+    assert sorted(c.data.tags["sparkpipe.algorithm"] for c in children) == sorted(ALGORITHMS)
+    for c in children:
+        assert "validation_auc_roc" in c.data.metrics and "train_seconds" in c.data.metrics
+    rf = next(c for c in children if c.data.tags["sparkpipe.algorithm"] == "random_forest")
+    assert rf.data.params["hyperparameters.numTrees"] == "5"
+
+    # the winner is registered from the parent run
+    assert result["registered_name"] == "churn_best"
+    version = client.get_model_version("churn_best", result["registered_version"])
+    assert version.run_id == result["run_id"] and version.tags["algorithm"] == result["winner"]
+
+    report = Path(result["report_path"])
+    assert report == (tmp_path / "out" / "report.html").resolve()
+    _assert_report_images(report, {"leaderboard", "roc_curve", "confusion_matrix"})
+    assert "report/leaderboard.png" in {a.path for a in client.list_artifacts(result["run_id"], "report")}
+
+
+def test_compare_needs_two_algorithms(tmp_path, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"data": {"input_path": "builtin:churn"}}))
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--config", str(path), "--algorithms", "random_forest"])
+    assert exc.value.code == 2
+    assert "at least two algorithms" in capsys.readouterr().err
