@@ -119,8 +119,16 @@ def test_plan_fits_transforms_saves_and_reloads(spark, mixed, mixed_profile, tmp
 
     from sparkpipe.features import build_feature_stages
 
-    plan = build_feature_stages(
+    without_text = build_feature_stages(
         mixed, FeaturesConfig(target="churn"), "classification", profile=mixed_profile
+    )
+    # free text is recognised but used only when `features.text` is present
+    assert "note" in without_text.roles.text
+    assert "RegexTokenizer" not in [type(s).__name__ for s in without_text.stages]
+    assert "note" not in dict(without_text.input_schema)
+
+    plan = build_feature_stages(
+        mixed, FeaturesConfig(target="churn", text={}), "classification", profile=mixed_profile
     )
     names = [type(s).__name__ for s in plan.stages]
     assert [type(s).__name__ for s in plan.label_stages] == ["StringIndexerModel"]
