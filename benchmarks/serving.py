@@ -209,7 +209,8 @@ def main() -> None:
     example = json.loads((model_dir / "input_example.json").read_text())
     rows = [dict(zip(example["columns"], r, strict=True)) for r in example["data"]]
     row = rows[0]
-    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", MLFLOW_TRACKING_URI=resolve_tracking_uri(cfg.mlflow))
+    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", MLFLOW_TRACKING_URI=resolve_tracking_uri(cfg.mlflow),
+               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")  # mlflow serve runs `uvicorn` by name
     logs = Path(tempfile.mkdtemp(prefix="sparkpipe-bench-"))
     results: dict[str, dict] = {
         "model": {"name": ref.name, "version": ref.version, "algorithm": cfg.model.algorithm},

@@ -17,6 +17,7 @@ import importlib
 import json
 import logging
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -302,7 +303,25 @@ def _to_utc_us(v: Any, is_date: bool) -> np.datetime64:
     raise ValueError(v)
 
 
+def _fast_iso_timestamps(vals: list[Any]) -> np.ndarray | None:
+    """Vectorised parse of plain ISO-8601 timestamp strings (no offset), or ``None`` to take the exact
+    per-value path (anything unusual: other types, offsets, short or odd strings, unparseable values)."""
+    if not vals or not all(type(v) is str and 10 <= len(v) <= 26 for v in vals):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy only warns on timezone offsets: take the exact path
+            arr = np.array(vals, dtype="datetime64[us]")
+    except (ValueError, TypeError, Warning):
+        return None
+    return None if np.isnat(arr).any() else arr
+
+
 def _cast_time(name: str, t: str, vals: list[Any]) -> np.ndarray:
+    if t != "date" and len(vals) > 1:
+        fast = _fast_iso_timestamps(vals)
+        if fast is not None:
+            return fast
     out = np.empty(len(vals), dtype="datetime64[us]")
     for i, v in enumerate(vals):
         if v is None:

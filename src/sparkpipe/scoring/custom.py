@@ -119,6 +119,10 @@ def calendar_parts(micros: np.ndarray) -> dict[str, np.ndarray]:
     ``hour``, ``minute``, ``day_of_week`` (0 = Monday, Spark's ``weekday``), ``day_of_month``,
     ``month``, ``year`` and ``is_weekend``; proleptic Gregorian calendar like Spark 3+.
     """
+    if micros.shape[0] == 1 and micros[0] != _NAT:  # one online request: plain Python is ~20x faster
+        one = _calendar_parts_one(int(micros[0]))
+        if one is not None:
+            return one
     null = micros == _NAT
     us = np.where(null, 0, micros)
     days = np.floor_divide(us, _US_PER_DAY)
@@ -137,6 +141,27 @@ def calendar_parts(micros: np.ndarray) -> dict[str, np.ndarray]:
         "is_weekend": (weekday >= 5).astype(np.int64),
     }
     return {k: np.where(null, np.nan, v.astype(np.float64)) for k, v in parts.items()}
+
+
+_PY_EPOCH = datetime(1970, 1, 1)
+
+
+def _calendar_parts_one(us: int) -> dict[str, np.ndarray] | None:
+    """:func:`calendar_parts` for a single non-null timestamp (years 1-9999, else ``None``)."""
+    try:
+        t = _PY_EPOCH + timedelta(microseconds=us)
+    except OverflowError:
+        return None
+    weekday = t.weekday()
+    return {
+        "hour": np.array([float(t.hour)]),
+        "minute": np.array([float(t.minute)]),
+        "day_of_week": np.array([float(weekday)]),
+        "day_of_month": np.array([float(t.day)]),
+        "month": np.array([float(t.month)]),
+        "year": np.array([float(t.year)]),
+        "is_weekend": np.array([1.0 if weekday >= 5 else 0.0]),
+    }
 
 
 @register(f"{STAGES_MODULE}.TimeFeatures")
