@@ -187,6 +187,7 @@ def main() -> None:
     ap.add_argument("--mlflow-requests", type=int, default=100, help="sequential requests to mlflow serve")
     ap.add_argument("--seconds", type=float, default=10, help="duration of each concurrency test")
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=None, help="uvicorn workers for sparkpipe serve")
     ap.add_argument("--skip-mlflow", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serving"))
     args = ap.parse_args()
@@ -209,8 +210,12 @@ def main() -> None:
     example = json.loads((model_dir / "input_example.json").read_text())
     rows = [dict(zip(example["columns"], r, strict=True)) for r in example["data"]]
     row = rows[0]
-    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", MLFLOW_TRACKING_URI=resolve_tracking_uri(cfg.mlflow),
-               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")  # mlflow serve runs `uvicorn` by name
+    env = dict(
+        os.environ,
+        SPARK_LOCAL_IP="127.0.0.1",
+        MLFLOW_TRACKING_URI=resolve_tracking_uri(cfg.mlflow),
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    )  # mlflow serve runs `uvicorn` by name
     logs = Path(tempfile.mkdtemp(prefix="sparkpipe-bench-"))
     results: dict[str, dict] = {
         "model": {"name": ref.name, "version": ref.version, "algorithm": cfg.model.algorithm},
@@ -222,11 +227,11 @@ def main() -> None:
 
     port = free_port()
     t0 = time.perf_counter()
-    ours = start(
-        [str(BIN / "sparkpipe"), "serve", "--config", args.config, "--port", str(port)],
-        env,
-        logs / "sparkpipe.log",
-    )
+    serve_cmd = [str(BIN / "sparkpipe"), "serve", "--config", args.config, "--port", str(port)]
+    if args.workers:
+        serve_cmd += ["--set", f"deployment.workers={args.workers}"]
+    results["model"]["workers"] = args.workers or cfg.deployment.workers
+    ours = start(serve_cmd, env, logs / "sparkpipe.log")
     try:
         wait_http(port, "/ready", 60, ours)
         cold = time.perf_counter() - t0
