@@ -154,6 +154,9 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
         df = df.sample(fraction=cfg.data.sample_fraction, seed=cfg.data.seed)
     if cfg.optimization.repartition and cfg.optimization.num_partitions:
         df = df.repartition(cfg.optimization.num_partitions)
+    # the target check, label indexing, every split and every metric read this input: compute it once
+    source = df.cache() if cfg.optimization.cache_data else None
+    df = source if source is not None else df
 
     label_labels: list[str] | None = None
     if task is None and target is not None:
@@ -214,8 +217,6 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
         cfg.data.validation_split,
         cfg.data.test_split,
     ]
-    if cfg.optimization.cache_data:  # every split and metric reads the labelled input: compute it once
-        df = df.cache()
     splits = df.randomSplit([w for w in weights if w > 0], seed=cfg.data.seed)
     it = iter(splits)
     train = next(it)
@@ -231,7 +232,7 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
         lineage,
         user_col,
         item_col,
-        cached=[df] if cfg.optimization.cache_data else [],
+        cached=[source] if source is not None else [],
     )
 
 
