@@ -5,8 +5,11 @@
 them through dependencies. The lifespan hook recovers jobs, loads the configured models (cached
 versions without importing MLflow), and starts the alias poller.
 
-Middlewares are pure ASGI (cheap on the hot path): body-size limit (outermost), metrics, and an error
-shield that turns any unexpected exception into a JSON 500 without a traceback (logged and counted).
+``POST /predict`` and ``POST /invocations`` are answered by the
+:class:`~sparkpipe.serving.lane.ScoringLane` before FastAPI sees them (:class:`ServingApp`); every other
+request goes through FastAPI and pure ASGI middlewares: body-size limit (outermost), metrics, and an
+error shield that turns any unexpected exception into a JSON 500 without a traceback (logged and
+counted).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from sparkpipe.serving.jobs import JobManager
+from sparkpipe.serving.lane import ScoringLane
 from sparkpipe.serving.metrics import MetricsMiddleware, ServiceMetrics
 from sparkpipe.serving.routes import ROUTERS
 from sparkpipe.serving.schemas import ApiError, dumps, format_loc
@@ -80,6 +84,19 @@ class ErrorShieldMiddleware:
                 }
             )
             await send({"type": "http.response.body", "body": body})
+
+
+class ServingApp(FastAPI):
+    """The FastAPI application, with the scoring endpoints answered by a :class:`ScoringLane` first."""
+
+    lane: ScoringLane | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        lane = self.lane
+        if lane is not None and lane.handles(scope):
+            await lane(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def _error_response(request: Request, exc: ApiError) -> Response:
@@ -163,7 +180,7 @@ def create_app(
     *,
     service: ModelService | None = None,
     jobs: JobManager | None = None,
-) -> FastAPI:
+) -> ServingApp:
     """Build the prediction service.
 
     Parameters
@@ -175,7 +192,7 @@ def create_app(
 
     Returns
     -------
-    FastAPI
+    ServingApp
     """
     settings = settings or ServingSettings()
     metrics = ServiceMetrics()
@@ -194,7 +211,7 @@ def create_app(
     jobs = jobs or JobManager(settings.jobs_dir, settings.max_concurrent_jobs)
     jobs.on_finished = jobs.on_finished or _job_finished
     jobs.on_metrics = jobs.on_metrics or (lambda kind, status: metrics.jobs.labels(kind, status).inc())
-    app = FastAPI(
+    app = ServingApp(
         title="sparkpipe prediction service",
         version=_version(),
         lifespan=lifespan,
@@ -210,6 +227,7 @@ def create_app(
     app.add_middleware(ErrorShieldMiddleware, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.lane = ScoringLane(service, metrics, settings.max_body_bytes)
     return app
 
 

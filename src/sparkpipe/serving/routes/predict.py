@@ -2,6 +2,12 @@
 
 Bodies are parsed with :func:`~sparkpipe.serving.schemas.parse_json` and validated against the model's
 input schema by the service: no pydantic union on the hot path.
+
+:func:`predict_body` and :func:`invocations_body` are the whole of both endpoints. The running service
+answers them through :class:`~sparkpipe.serving.lane.ScoringLane`, which calls these two functions
+straight from ASGI (no routing, dependency injection or middleware chain: that cost more than the
+model); the routes below call the same functions, give the endpoints their OpenAPI documentation, and
+answer whenever the router is used without the lane.
 """
 
 from __future__ import annotations
@@ -19,13 +25,44 @@ from sparkpipe.serving.schemas import (
     PredictRequest,
     PredictResponse,
     dumps,
+    invalid,
     json_body_doc,
     parse_json,
 )
-from sparkpipe.serving.service import ServiceDep
+from sparkpipe.serving.service import LoadedModel, ModelService, ServiceDep
 
 router = APIRouter(tags=["predict"])
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422)}
+MODEL_ID_MAX = 300
+
+
+async def predict_body(
+    service: ModelService, body: bytes, content_type: str | None, t0: float
+) -> tuple[LoadedModel, bytes]:
+    """Answer a ``/predict`` body: the model used and the JSON response (``t0``: request start)."""
+    model, predictions = await service.predict(parse_json(body, content_type))
+    return model, dumps(
+        {
+            "model": model.name,
+            "version": model.version,
+            "predictions": predictions,
+            "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
+        }
+    )
+
+
+async def invocations_body(
+    service: ModelService, body: bytes, content_type: str | None, model_id: str | None
+) -> tuple[LoadedModel, bytes]:
+    """Answer an ``/invocations`` body (JSON or ``text/csv``) for ``model_id`` (``None``: default)."""
+    if model_id is not None and len(model_id) > MODEL_ID_MAX:
+        raise invalid("model_id", f"at most {MODEL_ID_MAX} characters")
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    if ctype == "text/csv":
+        model, predictions = await service.invocations_csv(body, model_id)
+    else:
+        model, predictions = await service.invocations(parse_json(body, ctype), model_id)
+    return model, dumps({"predictions": predictions})
 
 
 @router.post(
@@ -36,20 +73,11 @@ _ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422)}
 )
 async def predict(request: Request, service: ServiceDep) -> Response:
     t0 = time.perf_counter()
-    payload = parse_json(await request.body(), request.headers.get("content-type"))
-    model, predictions = await service.predict(payload)
-    request.scope["sparkpipe.model"] = model.label
-    return Response(
-        dumps(
-            {
-                "model": model.name,
-                "version": model.version,
-                "predictions": predictions,
-                "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
-            }
-        ),
-        media_type="application/json",
+    model, content = await predict_body(
+        service, await request.body(), request.headers.get("content-type"), t0
     )
+    request.scope["sparkpipe.model"] = model.label
+    return Response(content, media_type="application/json")
 
 
 @router.post(
@@ -59,13 +87,12 @@ async def predict(request: Request, service: ServiceDep) -> Response:
     openapi_extra=json_body_doc(InvocationsRequest),
 )
 async def invocations(
-    request: Request, service: ServiceDep, model_id: Annotated[str | None, Query(max_length=300)] = None
+    request: Request,
+    service: ServiceDep,
+    model_id: Annotated[str | None, Query(max_length=MODEL_ID_MAX)] = None,
 ) -> Response:
-    body = await request.body()
-    ctype = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
-    if ctype == "text/csv":
-        model, predictions = await service.invocations_csv(body, model_id)
-    else:
-        model, predictions = await service.invocations(parse_json(body, ctype), model_id)
+    model, content = await invocations_body(
+        service, await request.body(), request.headers.get("content-type"), model_id
+    )
     request.scope["sparkpipe.model"] = model.label
-    return Response(dumps({"predictions": predictions}), media_type="application/json")
+    return Response(content, media_type="application/json")
