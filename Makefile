@@ -42,6 +42,7 @@ serve: install
 	$(BIN)/sparkpipe serve --config $(CONFIG)
 
 bench: install
+	@bash scripts/ensure_wrk.sh
 	$(BIN)/python benchmarks/serving.py
 
 clean:

@@ -195,6 +195,32 @@ def in_process(model_dir: Path, rows: list[dict]) -> dict[str, float]:
     return {"single_row_us": single, "batch_10k_us_per_row": per_row}
 
 
+def ours(args: argparse.Namespace, workers: int, env: dict, logs: Path, body: bytes, first: bool) -> dict:
+    """Start ``sparkpipe serve`` with an empty model cache, measure, stop; the first configuration also
+    measures a restart on the cache the first start filled (the usual restart of a service)."""
+    cache = Path(tempfile.mkdtemp(prefix="sparkpipe-bench-cache-"))
+    env = dict(env, SPARKPIPE_MODEL_CACHE_DIR=str(cache))
+    cmd = [str(BIN / "sparkpipe"), "serve", "--config", args.config, "--set", f"deployment.workers={workers}"]
+    out: dict = {"workers": workers}
+    try:
+        for attempt in ("cold", "warm") if first else ("cold",):
+            port = free_port()
+            t0 = time.perf_counter()
+            proc = start([*cmd, "--port", str(port)], env, logs / f"sparkpipe-w{workers}-{attempt}.log")
+            try:
+                wait_http(port, "/ready", 60, proc)
+                out[f"{attempt}_start_s"] = time.perf_counter() - t0
+                if attempt == "cold":
+                    wait_steady(port)  # the start-up registry refresh runs in the background first
+                    out["sequential"] = sequential(port, "/predict", body, args.requests)
+                    out["concurrent"] = concurrent(port, "/predict", body, args.concurrency, args.seconds)
+            finally:
+                stop(proc)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "config" / "pipeline_config.yaml"))
@@ -202,7 +228,12 @@ def main() -> None:
     ap.add_argument("--mlflow-requests", type=int, default=100, help="sequential requests to mlflow serve")
     ap.add_argument("--seconds", type=float, default=10, help="duration of each concurrency test")
     ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--workers", type=int, default=None, help="uvicorn workers for sparkpipe serve")
+    ap.add_argument(
+        "--workers",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[1, 2],
+        help="uvicorn worker counts to measure, comma-separated (default 1,2)",
+    )
     ap.add_argument("--skip-mlflow", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serving"))
     args = ap.parse_args()
@@ -212,6 +243,7 @@ def main() -> None:
     from sparkpipe.tracking import Registry, resolve_tracking_uri
 
     os.chdir(ROOT)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     cfg = load_config(args.config)
     name = cfg.deployment.model_name or cfg.registered_model_name()
     reg = Registry(cfg.mlflow)
@@ -240,26 +272,12 @@ def main() -> None:
     print(f"model {ref.name} v{ref.version}; in-process scorer ...", flush=True)
     results["in_process"] = in_process(model_dir, rows)
 
-    port = free_port()
-    t0 = time.perf_counter()
-    serve_cmd = [str(BIN / "sparkpipe"), "serve", "--config", args.config, "--port", str(port)]
-    if args.workers:
-        serve_cmd += ["--set", f"deployment.workers={args.workers}"]
-    results["model"]["workers"] = args.workers or cfg.deployment.workers
-    ours = start(serve_cmd, env, logs / "sparkpipe.log")
-    try:
-        wait_http(port, "/ready", 60, ours)
-        cold = time.perf_counter() - t0
-        wait_steady(port)  # a warm-cache start re-checks the registry in the background first
-        body = json.dumps({"model_id": ref.name, "features": row}).encode()
-        print("sparkpipe serve: sequential ...", flush=True)
-        seq = sequential(port, "/predict", body, args.requests)
-        print("sparkpipe serve: concurrency ...", flush=True)
-        conc = concurrent(port, "/predict", body, args.concurrency, args.seconds)
-        results["sparkpipe"] = {"cold_start_s": cold, "sequential": seq, "concurrent": conc}
-    finally:
-        stop(ours)
-
+    body = json.dumps({"model_id": ref.name, "features": row}).encode()
+    for workers in args.workers:
+        print(f"sparkpipe serve, {workers} worker(s) ...", flush=True)
+        results[f"sparkpipe_w{workers}"] = ours(
+            args, workers, env, logs, body, first=workers == args.workers[0]
+        )
     if not args.skip_mlflow:
         port = free_port()
         t0 = time.perf_counter()
@@ -302,22 +320,36 @@ def main() -> None:
 
 
 def render(r: dict, concurrency: int) -> str:
-    def row(label: str, key: str, fmt) -> str:
-        cells = [fmt(r[k]) if k in r else "—" for k in ("sparkpipe", "mlflow")]
-        return f"| {label} | {cells[0]} | {cells[1]} |"
+    columns = [
+        (k, f"sparkpipe serve, {v['workers']} worker{'s' if v['workers'] > 1 else ''}")
+        for k, v in r.items()
+        if k.startswith("sparkpipe_w")
+    ]
+    columns.append(("mlflow", "mlflow models serve"))
 
+    def row(label: str, fmt) -> str:
+        cells = []
+        for key, _ in columns:
+            try:
+                cells.append(fmt(r[key]))
+            except KeyError:
+                cells.append("—")
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    tools = {v["concurrent"].get("tool") for k, v in r.items() if isinstance(v, dict) and "concurrent" in v}
     lines = [
         f"Model: `{r['model']['name']}` v{r['model']['version']} ({r['model']['algorithm']}), "
-        f"{r['machine']['cores']} cores, Python {r['machine']['python']}.",
+        f"{r['machine']['cores']} cores, Python {r['machine']['python']}; load generator: "
+        f"{', '.join(sorted(t for t in tools if t))}.",
         "",
-        "| measure | sparkpipe serve | mlflow models serve |",
-        "|---|---:|---:|",
-        row("single-row p50 (ms)", "", lambda x: f"{x['sequential']['p50_ms']:.2f}"),
-        row("single-row p99 (ms)", "", lambda x: f"{x['sequential']['p99_ms']:.2f}"),
-        row(
-            f"throughput at concurrency {concurrency} (req/s)", "", lambda x: f"{x['concurrent']['rps']:,.0f}"
-        ),
-        row("cold start to ready (s)", "", lambda x: f"{x['cold_start_s']:.2f}"),
+        "| measure | " + " | ".join(label for _, label in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+        row("single-row p50 (ms)", lambda x: f"{x['sequential']['p50_ms']:.2f}"),
+        row("single-row p99 (ms)", lambda x: f"{x['sequential']['p99_ms']:.2f}"),
+        row(f"throughput at concurrency {concurrency} (req/s)", lambda x: f"{x['concurrent']['rps']:,.0f}"),
+        row(f"p99 at concurrency {concurrency} (ms)", lambda x: f"{x['concurrent']['p99_ms']:.2f}"),
+        row("cold start to ready, empty model cache (s)", lambda x: f"{x['cold_start_s']:.2f}"),
+        row("restart to ready, warm model cache (s)", lambda x: f"{x['warm_start_s']:.2f}"),
         "",
         f"In-process scorer: {r['in_process']['single_row_us']:.1f} µs for one row; "
         f"{r['in_process']['batch_10k_us_per_row']:.2f} µs per row in a 10,000-row batch.",
