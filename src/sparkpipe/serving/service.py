@@ -20,6 +20,14 @@ Fast restart
     version is already in the cache are loaded straight from disk without importing MLflow (which alone
     takes ~2 s), so ``/ready`` turns green quickly; the first background refresh then re-resolves them
     against the registry and hot-swaps any alias that moved while the server was down.
+
+No MLflow for a local store
+    Resolving and fetching go through :class:`~sparkpipe.tracking.LocalRegistryReader` first: for the
+    default setup (a ``sqlite:///`` store whose versions live in local directories) it reads MLflow's
+    tables with ``sqlite3`` and copies the version into the cache, so an empty cache and the alias poller
+    need no MLflow either. Any other store, or a reference the reader does not find, goes to the MLflow
+    :class:`~sparkpipe.tracking.Registry` (imported on first use). Alias promotion and the registry
+    views (``/models``) always use MLflow.
 """
 
 from __future__ import annotations
@@ -360,7 +368,8 @@ class ModelService:
     metrics
         Where counts and gauges go.
     registry
-        A :class:`sparkpipe.tracking.Registry` to use (tests); by default one is created lazily.
+        A :class:`sparkpipe.tracking.Registry` to use (tests); by default one is created lazily. When one
+        is given, every resolution goes through it (no local registry reader).
     """
 
     def __init__(
@@ -378,9 +387,10 @@ class ModelService:
         self._default: LoadedModel | None = None
         self.errors: dict[str, str] = {}
         self.last_refresh: float | None = None
-        from sparkpipe.tracking import model_cache_dir
+        from sparkpipe.tracking import LocalRegistryReader, model_cache_dir
 
         self.cache_dir = model_cache_dir(settings.tracking_uri, settings.model_cache_dir)
+        self._reader = LocalRegistryReader(settings.mlflow_config()) if registry is None else None
 
     # ------------------------------------------------------------------ registry
     @property
@@ -393,6 +403,29 @@ class ModelService:
 
                     self._registry = Registry(self.settings.mlflow_config())
         return self._registry
+
+    def _resolve(self, spec: str) -> Any:
+        """``spec`` as a :class:`~sparkpipe.tracking.ModelRef`: from the local registry reader when it
+        applies, else from MLflow (which also reports unknown names, aliases and versions)."""
+        if self._reader is not None:
+            from sparkpipe.tracking import LocalRegistryNotApplicable
+
+            try:
+                return self._reader.resolve(spec, default_alias=self.settings.default_alias)
+            except LocalRegistryNotApplicable as exc:
+                log.debug("resolving %s through MLflow: %s", spec, exc)
+        return self.registry.resolve(spec, default_alias=self.settings.default_alias)
+
+    def _fetch(self, ref: Any) -> Path:
+        """The local directory of a resolved version (copied or downloaded into the cache once)."""
+        if self._reader is not None:
+            from sparkpipe.tracking import LocalRegistryNotApplicable
+
+            try:
+                return self._reader.download(ref, cache_dir=self.cache_dir)
+            except LocalRegistryNotApplicable as exc:
+                log.debug("downloading %s through MLflow: %s", ref.uri, exc)
+        return self.registry.download(ref, cache_dir=self.cache_dir)
 
     # ------------------------------------------------------------------ lookup (hot path)
     @property
@@ -741,7 +774,7 @@ class ModelService:
         return model
 
     def _load_ref(self, ref: Any) -> LoadedModel:
-        path = self.registry.download(ref, cache_dir=self.cache_dir)
+        path = self._fetch(ref)
         return self.load_model_dir(path, ref.name, ref.version, aliases=ref.aliases, run_id=ref.run_id)
 
     def start(self) -> bool:
@@ -814,7 +847,7 @@ class ModelService:
             new_bindings = dict(self._bindings)
             for spec in todo:
                 try:
-                    ref = self.registry.resolve(spec, default_alias=self.settings.default_alias)
+                    ref = self._resolve(spec)
                     key = (ref.name, str(ref.version))
                     current = new_loaded.get(key)
                     if current is None or force:
