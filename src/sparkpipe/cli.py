@@ -42,10 +42,10 @@ SetOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")]
 
 
-def _load(config: Path | None, overrides: list[str] | None) -> tuple[Any, str | None]:
+def _load(config: Path | None, overrides: list[str] | None, semantic: bool = True) -> tuple[Any, str | None]:
     from sparkpipe.config import load_config
 
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, overrides, semantic=semantic)
     raw = config.read_text() if config else None
     return cfg, raw
 
@@ -238,7 +238,9 @@ def serve(
     from sparkpipe.serving.app import run as run_server
     from sparkpipe.serving.settings import ServingSettings
 
-    cfg, _ = _load(config, set_)
+    # the service reads only deployment and mlflow: skip the training checks that import pyspark.ml
+    # (a /train job checks the whole config in its own process)
+    cfg, _ = _load(config, set_, semantic=False)
     settings = ServingSettings.from_config(
         cfg, host=host, port=port, models=model, train_config_path=str(config.resolve()) if config else None
     )

@@ -545,8 +545,16 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
-def build_config(raw: dict[str, Any] | None, source: str | None = None) -> PipelineConfig:
-    """Validate a raw mapping (already YAML-parsed) into a :class:`PipelineConfig`."""
+def build_config(
+    raw: dict[str, Any] | None, source: str | None = None, *, semantic: bool = True
+) -> PipelineConfig:
+    """Validate a raw mapping (already YAML-parsed) into a :class:`PipelineConfig`.
+
+    ``semantic=False`` skips the registry-aware checks (algorithm names, hyperparameters against the
+    Spark estimators, metrics per task), which import ``pyspark.ml`` (~0.8 s): for processes that only
+    read the ``deployment`` and ``mlflow`` sections, such as the prediction service. Types, ranges and
+    unknown keys are still checked.
+    """
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(
@@ -557,14 +565,20 @@ def build_config(raw: dict[str, Any] | None, source: str | None = None) -> Pipel
         cfg = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_problems(exc), source) from None
-    from sparkpipe.config_checks import validate_semantics  # registry-aware checks
+    if semantic:
+        from sparkpipe.config_checks import validate_semantics  # registry-aware checks
 
-    validate_semantics(cfg, source)
+        validate_semantics(cfg, source)
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
-    """Load, override and validate a YAML config file. ``None`` gives the built-in defaults."""
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, *, semantic: bool = True
+) -> PipelineConfig:
+    """Load, override and validate a YAML config file. ``None`` gives the built-in defaults.
+
+    ``semantic``: see :func:`build_config`.
+    """
     raw: dict[str, Any] = {}
     source = None
     if path is not None:
@@ -588,4 +602,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 [("<yaml>", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}")], source
             ) from None
     raw = apply_overrides(raw, overrides)
-    return build_config(raw, source)
+    return build_config(raw, source, semantic=semantic)

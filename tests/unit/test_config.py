@@ -478,3 +478,30 @@ def test_validation_starts_no_spark_in_a_fresh_interpreter(tmp_path: Path) -> No
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_structural_load_skips_registry_checks_but_not_schema(tmp_path: Path) -> None:
+    """``semantic=False`` (what ``sparkpipe serve`` uses) still refuses bad types and unknown keys, does not
+    judge hyperparameters, and imports no pyspark."""
+    bad_param = tmp_path / "bad_param.yaml"
+    bad_param.write_text(
+        yaml.safe_dump({"model": {"algorithm": "logistic_regression", "hyperparameters": {"maxiter": 1}}})
+    )
+    with pytest.raises(ConfigError, match="maxIter"):
+        load_config(bad_param)
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from sparkpipe.config import load_config
+        cfg = load_config({str(bad_param)!r}, ["deployment.port=9001"], semantic=False)
+        assert cfg.deployment.port == 9001
+        assert not [m for m in sys.modules if m.startswith("pyspark")], "pyspark was imported"
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    bad_type = tmp_path / "bad_type.yaml"
+    bad_type.write_text(yaml.safe_dump({"deployment": {"port": "eighty"}, "modle": {}}))
+    with pytest.raises(ConfigError) as err:
+        load_config(bad_type, semantic=False)
+    assert "deployment.port" in str(err.value) and "modle" in str(err.value)
