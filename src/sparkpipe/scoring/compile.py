@@ -18,7 +18,8 @@ import json
 import logging
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,14 @@ MODEL_OUTPUT_PARAMS = ("predictionCol", "probabilityCol", "rawPredictionCol")
 
 _MISSING = object()
 _NUMBER_TYPES = frozenset({float, int, bool, type(None), np.float64, np.float32, np.int64, np.int32})
+_WHOLE_TYPES = frozenset({int, bool, type(None), np.int64, np.int32})
+"""Value types that are integral (or null) by construction: an integral column needs no fraction check."""
+_STRING_TYPES = frozenset({str, type(None)})
 _EPOCH = np.datetime64("1970-01-01T00:00:00", "us")
+_PY_EPOCH = dt.datetime(1970, 1, 1)
+_ONE_US = dt.timedelta(microseconds=1)
+_NAT_US = np.iinfo(np.int64).min
+_US_DTYPE = np.dtype("datetime64[us]")
 
 
 # ------------------------------------------------------------------------------------- locating stages
@@ -240,35 +248,41 @@ def compile_pipeline(
 
 
 # -------------------------------------------------------------------------------------- input casting
-def _cast_numeric(name: str, t: str, vals: list[Any]) -> np.ndarray:
-    ok = _NUMBER_TYPES
-    for i, v in enumerate(vals):
-        if type(v) not in ok and not (isinstance(v, int | float) and not isinstance(v, str)):
-            raise InputError.at(name, i, f"expected {t}, got {type(v).__name__} {v!r}", t)
+def _cast_numeric(t: str, name: str, vals: list[Any]) -> np.ndarray:
+    kinds = set(map(type, vals))
+    if not kinds <= _NUMBER_TYPES:  # subclasses of int/float pass, anything else is named
+        ok = _NUMBER_TYPES
+        for i, v in enumerate(vals):
+            if type(v) not in ok and not (isinstance(v, int | float) and not isinstance(v, str)):
+                raise InputError.at(name, i, f"expected {t}, got {type(v).__name__} {v!r}", t)
     x = np.array(vals, dtype=np.float64)
     if t in INTEGRAL_TYPES:
-        with np.errstate(invalid="ignore"):
-            frac = x - np.trunc(x)  # NaN for null and +-inf
-        if not (frac == 0.0).all():
-            bad = (frac != 0.0) & ~np.isnan(x)
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise InputError.at(name, i, f"expected {t}, got {vals[i]!r}", t)
+        if not kinds <= _WHOLE_TYPES:
+            with np.errstate(invalid="ignore"):
+                frac = x - np.trunc(x)  # NaN for null and +-inf
+            if not (frac == 0.0).all():
+                bad = (frac != 0.0) & ~np.isnan(x)
+                if bad.any():
+                    i = int(np.flatnonzero(bad)[0])
+                    raise InputError.at(name, i, f"expected {t}, got {vals[i]!r}", t)
     elif t == "float":
         x = x.astype(np.float32).astype(np.float64)
     return x
 
 
 def _cast_string(name: str, vals: list[Any]) -> np.ndarray:
-    for i, v in enumerate(vals):
-        if v is not None and type(v) is not str:
-            raise InputError.at(name, i, f"expected string, got {type(v).__name__} {v!r}", "string")
+    if not set(map(type, vals)) <= _STRING_TYPES:
+        for i, v in enumerate(vals):
+            if v is not None and type(v) is not str:
+                raise InputError.at(name, i, f"expected string, got {type(v).__name__} {v!r}", "string")
     out = np.empty(len(vals), dtype=object)
     out[:] = vals
     return out
 
 
 def _cast_bool(name: str, vals: list[Any]) -> np.ndarray:
+    if set(map(type, vals)) <= {bool, type(None)}:
+        return np.array(vals, dtype=np.float64)  # True/False -> 1.0/0.0, None -> NaN
     out = np.empty(len(vals), dtype=np.float64)
     for i, v in enumerate(vals):
         if v is None:
@@ -280,26 +294,32 @@ def _cast_bool(name: str, vals: list[Any]) -> np.ndarray:
     return out
 
 
-def _to_utc_us(v: Any, is_date: bool) -> np.datetime64:
+def _to_utc_us(v: Any, is_date: bool) -> int:
+    """Microseconds since the epoch (UTC) of one timestamp/date value; ``ValueError`` if it is none."""
+    if isinstance(v, str):
+        s = v.strip()
+        try:
+            if is_date and len(s) == 10:
+                d = dt.date.fromisoformat(s)
+                return (dt.datetime(d.year, d.month, d.day) - _PY_EPOCH) // _ONE_US
+            v = dt.datetime.fromisoformat(s.replace(" ", "T", 1))
+        except ValueError:
+            raise ValueError(v) from None
     if isinstance(v, dt.datetime):
         if v.tzinfo is not None:
             v = v.astimezone(dt.UTC).replace(tzinfo=None)
         if is_date:
             v = dt.datetime(v.year, v.month, v.day)
-        return np.datetime64(v, "us")
+        if type(v) is dt.datetime:
+            return (v - _PY_EPOCH) // _ONE_US
+        return int(np.datetime64(v, "us").astype(np.int64))
     if isinstance(v, dt.date):
-        return np.datetime64(dt.datetime(v.year, v.month, v.day), "us")
-    if isinstance(v, str):
-        s = v.strip()
-        try:
-            if is_date and len(s) == 10:
-                return np.datetime64(dt.date.fromisoformat(s), "D").astype("datetime64[us]")
-            return _to_utc_us(dt.datetime.fromisoformat(s.replace(" ", "T", 1)), is_date)
-        except ValueError:
-            raise ValueError(v) from None
+        return (dt.datetime(v.year, v.month, v.day) - _PY_EPOCH) // _ONE_US
     if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
         ts = _EPOCH + np.timedelta64(round(v * 1_000_000), "us")
-        return ts.astype("datetime64[D]").astype("datetime64[us]") if is_date else ts
+        if is_date:
+            ts = ts.astype("datetime64[D]").astype("datetime64[us]")
+        return int(ts.astype(np.int64))
     raise ValueError(v)
 
 
@@ -317,23 +337,24 @@ def _fast_iso_timestamps(vals: list[Any]) -> np.ndarray | None:
     return None if np.isnat(arr).any() else arr
 
 
-def _cast_time(name: str, t: str, vals: list[Any]) -> np.ndarray:
+def _cast_time(t: str, name: str, vals: list[Any]) -> np.ndarray:
     if t != "date" and len(vals) > 1:
         fast = _fast_iso_timestamps(vals)
         if fast is not None:
             return fast
-    out = np.empty(len(vals), dtype="datetime64[us]")
+    is_date = t == "date"
+    micros = []
     for i, v in enumerate(vals):
         if v is None:
-            out[i] = np.datetime64("NaT")
+            micros.append(_NAT_US)
             continue
         try:
-            out[i] = _to_utc_us(v, t == "date")
+            micros.append(_to_utc_us(v, is_date))
         except (ValueError, OverflowError):
             raise InputError.at(
                 name, i, f"expected {t} (ISO-8601 string, datetime or epoch seconds), got {v!r}", t
             ) from None
-    return out
+    return np.array(micros, dtype=np.int64).view(_US_DTYPE)
 
 
 def _cast_vector(name: str, vals: list[Any]) -> np.ndarray:
@@ -361,6 +382,27 @@ def _cast_tokens(name: str, vals: list[Any]) -> np.ndarray:
     return out
 
 
+def _cast_unsupported(t: str, name: str, vals: list[Any]) -> np.ndarray:
+    raise ScoringError(f"unsupported input type {t!r} for column {name!r}")
+
+
+def _caster(t: str) -> Callable[[str, list[Any]], np.ndarray]:
+    """The function ``(name, values) -> array`` casting a column of Spark type ``t``."""
+    if t in NUMERIC_TYPES:
+        return partial(_cast_numeric, t)
+    if t == "string":
+        return _cast_string
+    if t == "boolean":
+        return _cast_bool
+    if t in ("timestamp", "date"):
+        return partial(_cast_time, t)
+    if t == "vector":
+        return _cast_vector
+    if t == "array<string>":
+        return _cast_tokens
+    return partial(_cast_unsupported, t)  # fails when a request comes, not at compile time
+
+
 def cast_column(name: str, t: str, vals: list[Any]) -> np.ndarray:
     """Cast one column's Python values to the frame representation of Spark type ``t``.
 
@@ -369,19 +411,7 @@ def cast_column(name: str, t: str, vals: list[Any]) -> np.ndarray:
     InputError
         A value cannot be cast (the field names the row and column).
     """
-    if t in NUMERIC_TYPES:
-        return _cast_numeric(name, t, vals)
-    if t == "string":
-        return _cast_string(name, vals)
-    if t == "boolean":
-        return _cast_bool(name, vals)
-    if t in ("timestamp", "date"):
-        return _cast_time(name, t, vals)
-    if t == "vector":
-        return _cast_vector(name, vals)
-    if t == "array<string>":
-        return _cast_tokens(name, vals)
-    raise ScoringError(f"unsupported input type {t!r} for column {name!r}")
+    return _caster(t)(name, vals)
 
 
 # ----------------------------------------------------------------------------------- compiled pipeline
@@ -415,6 +445,7 @@ class CompiledPipeline:
         self.input_schema: list[tuple[str, str]] = [(n, t) for n, t in input_schema]
         self.source = source
         self._names = [n for n, _ in self.input_schema]
+        self._casters = [(n, t, _caster(t)) for n, t in self.input_schema]  # (name, type, cast)
         self.types: dict[str, str] = dict(self.input_schema)
         for t in self.stages:
             t.bind_types(self.types)
@@ -477,24 +508,26 @@ class CompiledPipeline:
         """
         frame: Frame = {}
         if isinstance(records, Mapping):
-            lengths = set()
-            for name, t in self.input_schema:
+            n = -1
+            for name, t, cast in self._casters:
                 if name not in records:
                     raise InputError(name, f"missing field {name!r} (expected {t})", column=name, expected=t)
                 vals = list(records[name])
-                lengths.add(len(vals))
-                frame[name] = cast_column(name, t, vals)
-            if len(lengths) > 1:
-                raise InputError("records", f"columns have different lengths: {sorted(lengths)}")
+                if len(vals) != n:
+                    n = len(vals) if n == -1 else -2
+                frame[name] = cast(name, vals)
+            if n == -2:
+                lengths = sorted({v.shape[0] for v in frame.values()})
+                raise InputError("records", f"columns have different lengths: {lengths}")
             return frame
-        for name, t in self.input_schema:
+        for name, t, cast in self._casters:
             vals = [r.get(name, _MISSING) for r in records]
             if _MISSING in vals:
                 i = next(k for k, v in enumerate(vals) if v is _MISSING)
                 if not isinstance(records[i], Mapping):
                     raise InputError(f"instances[{i}]", "each instance must be an object", row=i)
                 raise InputError.at(name, i, f"missing field {name!r} (expected {t})", t)
-            frame[name] = cast_column(name, t, vals)
+            frame[name] = cast(name, vals)
         return frame
 
     def transform(self, frame: Frame) -> Frame:

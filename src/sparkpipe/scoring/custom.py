@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ _US_PER_DAY = 86_400_000_000
 _US_PER_HOUR = 3_600_000_000
 _US_PER_MINUTE = 60_000_000
 _NAT = np.iinfo(np.int64).min
+_US_DTYPE = np.dtype("datetime64[us]")
 
 
 def _column(frame: Frame, name: str, stage: str) -> Any:
@@ -94,8 +96,8 @@ def parse_spark_timestamp(text: str | None) -> int | None:
 def to_epoch_micros(values: Any) -> np.ndarray:
     """A timestamp/date/string column as int64 microseconds since the epoch; null -> ``INT64_MIN``."""
     arr = np.asarray(values)
-    if np.issubdtype(arr.dtype, np.datetime64):
-        return arr.astype("datetime64[us]").view(np.int64)
+    if arr.dtype.kind == "M":  # datetime64
+        return arr.astype(_US_DTYPE).view(np.int64)
     if arr.dtype == object:
         out = np.full(arr.shape[0], _NAT, dtype=np.int64)
         for i, v in enumerate(arr):
@@ -113,14 +115,15 @@ def to_epoch_micros(values: Any) -> np.ndarray:
     raise ScoringError(f"TimeFeatures: expected timestamps, dates or strings, got an array of {arr.dtype}")
 
 
-def calendar_parts(micros: np.ndarray) -> dict[str, np.ndarray]:
+def calendar_parts(micros: np.ndarray, parts: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Spark's calendar functions on epoch microseconds (UTC), as float64 with NaN for null.
 
     ``hour``, ``minute``, ``day_of_week`` (0 = Monday, Spark's ``weekday``), ``day_of_month``,
-    ``month``, ``year`` and ``is_weekend``; proleptic Gregorian calendar like Spark 3+.
+    ``month``, ``year`` and ``is_weekend``; proleptic Gregorian calendar like Spark 3+. ``parts`` names
+    the keys the caller needs (default: all); the result holds at least those.
     """
-    if micros.shape[0] == 1 and micros[0] != _NAT:  # one online request: plain Python is ~20x faster
-        one = _calendar_parts_one(int(micros[0]))
+    if micros.shape[0] == 1 and (us := int(micros[0])) != _NAT:  # one request: plain Python is faster
+        one = _calendar_parts_one(us, parts or _CALENDAR_PARTS)
         if one is not None:
             return one
     null = micros == _NAT
@@ -143,25 +146,29 @@ def calendar_parts(micros: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.where(null, np.nan, v.astype(np.float64)) for k, v in parts.items()}
 
 
-_PY_EPOCH = datetime(1970, 1, 1)
+_CALENDAR_PARTS = ("hour", "minute", "day_of_week", "day_of_month", "month", "year", "is_weekend")
+_PART_INDEX = {p: i for i, p in enumerate(_CALENDAR_PARTS)}
+_ORDINAL_1970 = date(1970, 1, 1).toordinal()
 
 
-def _calendar_parts_one(us: int) -> dict[str, np.ndarray] | None:
-    """:func:`calendar_parts` for a single non-null timestamp (years 1-9999, else ``None``)."""
+def _calendar_values(d: date, hour: int, minute: int) -> tuple[int, ...]:
+    """Every :data:`_CALENDAR_PARTS` value of one day and time of day, in that order."""
+    weekday = d.weekday()
+    return (hour, minute, weekday, d.day, d.month, d.year, 1 if weekday >= 5 else 0)
+
+
+def _calendar_parts_one(us: int, parts: Sequence[str]) -> dict[str, np.ndarray] | None:
+    """:func:`calendar_parts` of ``parts`` for a single non-null timestamp (years 1-9999, else
+    ``None``); one array holds every part, each part is a one-element view of it."""
+    days, in_day = divmod(us, _US_PER_DAY)
     try:
-        t = _PY_EPOCH + timedelta(microseconds=us)
-    except OverflowError:
+        d = date.fromordinal(days + _ORDINAL_1970)
+    except (ValueError, OverflowError):
         return None
-    weekday = t.weekday()
-    return {
-        "hour": np.array([float(t.hour)]),
-        "minute": np.array([float(t.minute)]),
-        "day_of_week": np.array([float(weekday)]),
-        "day_of_month": np.array([float(t.day)]),
-        "month": np.array([float(t.month)]),
-        "year": np.array([float(t.year)]),
-        "is_weekend": np.array([1.0 if weekday >= 5 else 0.0]),
-    }
+    every = _calendar_values(d, in_day // _US_PER_HOUR, in_day // _US_PER_MINUTE % 60)
+    values = np.array([every[_PART_INDEX[p]] for p in parts], dtype=np.float64)
+    # not strict: the names run out first, so the array iterator never raises its (slow) IndexError
+    return dict(zip(parts, values[:, None], strict=False))
 
 
 @register(f"{STAGES_MODULE}.TimeFeatures")
@@ -172,13 +179,18 @@ class TimeFeaturesTwin(Twin):
         super().__init__(stage)
         self.parts = list(stage.param("parts", list(DEFAULT_TIME_PARTS)))
         self.cyclic = bool(stage.param("cyclic", False))
-        unknown = [
-            p
-            for p in self.parts
-            if p not in ("hour", "day_of_week", "month", "is_weekend", "day_of_month", "year", "minute")
-        ]
+        unknown = [p for p in self.parts if p not in _PART_INDEX]
         if unknown:
             raise ScoringError(f"TimeFeatures {self.uid}: unknown part(s) {unknown}")
+        self._inputs = self.input_cols
+        self._part_index = [_PART_INDEX[p] for p in self.parts]
+        self._specs = [
+            (
+                [(p, f"{c}_{p}") for p in self.parts],
+                [(p, f"{c}_{p}_sin", f"{c}_{p}_cos") for p in self.parts if p in CYCLIC_PERIODS],
+            )
+            for c in self._inputs
+        ]
 
     @property
     def output_cols(self) -> list[str]:
@@ -191,18 +203,37 @@ class TimeFeaturesTwin(Twin):
                         out += [f"{c}_{p}_sin", f"{c}_{p}_cos"]
         return out
 
+    def _one_row(self, inputs: list[Any]) -> list[int] | None:
+        """The parts of every input of a one-row frame of ``datetime64[us]`` columns, computed in plain
+        Python (``None`` for anything else: more rows, other types, null, years outside 1-9999)."""
+        flat: list[int] = []
+        for x in inputs:
+            if type(x) is not np.ndarray or x.shape != (1,) or x.dtype != _US_DTYPE:
+                return None
+            t = x.item()  # a datetime for years 1-9999; None (NaT) or an int otherwise
+            if type(t) is not datetime:
+                return None
+            every = _calendar_values(t, t.hour, t.minute)
+            flat += [every[i] for i in self._part_index]
+        return flat
+
     def transform(self, frame: Frame) -> None:
-        for c in self.input_cols:
-            values = calendar_parts(to_epoch_micros(_column(frame, c, "TimeFeatures")))
-            for p in self.parts:
-                frame[f"{c}_{p}"] = values[p]
+        inputs = [_column(frame, c, "TimeFeatures") for c in self._inputs]
+        flat = self._one_row(inputs)
+        if flat is not None:  # one request: one array holds every part, each column is a view of it
+            rows = iter(np.array(flat, dtype=np.float64)[:, None])
+            per_input = [dict(zip(self.parts, rows, strict=False)) for _ in inputs]  # not strict: as above
+        else:
+            per_input = [calendar_parts(to_epoch_micros(x), self.parts) for x in inputs]
+        for (names, cyclic), values in zip(self._specs, per_input, strict=True):
+            for p, name in names:
+                frame[name] = values[p]
             if self.cyclic:
-                for p in self.parts:
-                    if p in CYCLIC_PERIODS:
-                        offset = 1.0 if p == "month" else 0.0
-                        angle = (values[p] - offset) * (2.0 * math.pi / CYCLIC_PERIODS[p])
-                        frame[f"{c}_{p}_sin"] = np.sin(angle)
-                        frame[f"{c}_{p}_cos"] = np.cos(angle)
+                for p, sin_name, cos_name in cyclic:
+                    offset = 1.0 if p == "month" else 0.0
+                    angle = (values[p] - offset) * (2.0 * math.pi / CYCLIC_PERIODS[p])
+                    frame[sin_name] = np.sin(angle)
+                    frame[cos_name] = np.cos(angle)
 
 
 # ------------------------------------------------------------------------------------ CastToDouble
@@ -342,6 +373,9 @@ class CategoricalImputerModelTwin(Twin):
         rows = n_rows(frame)
         for src, dst, fill, spark_type in self.specs:
             values = np.asarray(_column(frame, src, "CategoricalImputerModel"))
+            if values.dtype == object and spark_type == "string" and None not in values.tolist():
+                frame[dst] = values.copy()  # nothing to fill
+                continue
             out = np.empty(rows, dtype=object)
             if values.dtype == object and spark_type == "string":
                 for i, v in enumerate(values):

@@ -241,12 +241,16 @@ class ImputerTwin(Twin):
         self.surrogates = {c: float(row[c]) for c, _ in self.pairs}
         self.missing = float(stage.param("missingValue", "NaN"))
         self.cast: dict[str, str | None] = {c: None for c, _ in self.pairs}
+        self._inputs = [c for c, _ in self.pairs]
+        self._outputs = [o for _, o in self.pairs]
+        self._fill = self._fill_column()
 
     def bind_types(self, types: dict[str, str]) -> None:
         for c, o in self.pairs:
             self.cast[c] = types.get(c)
             if c in types:
                 types[o] = types[c]
+        self._fill = self._fill_column()
 
     def _surrogate(self, col: str) -> float:
         s, t = self.surrogates[col], self.cast[col]
@@ -256,17 +260,21 @@ class ImputerTwin(Twin):
             return float(np.float32(s))
         return s
 
+    def _fill_column(self) -> np.ndarray:
+        """The surrogates (cast to each input's type) as a ``(n_inputs, 1)`` column."""
+        return np.array([[self._surrogate(c)] for c in self._inputs], dtype=np.float64).reshape(-1, 1)
+
     def transform(self, frame: Frame) -> None:
-        missing_is_nan = math.isnan(self.missing)
-        for c, o in self.pairs:
-            x = frame[c]
-            mask = np.isnan(x)
-            if not missing_is_nan:
-                mask |= x == self.missing
-            if mask.any():
-                frame[o] = np.where(mask, self._surrogate(c), x)
-            else:
-                frame[o] = x.copy()
+        # every input column at once: one (n_inputs, n_rows) block, each output a row of the result
+        cols = [frame[c] for c in self._inputs]
+        x = np.concatenate(cols).reshape(len(cols), cols[0].shape[0])
+        mask = np.isnan(x)
+        if not math.isnan(self.missing):
+            mask |= x == self.missing
+        if np.count_nonzero(mask):
+            x = np.where(mask, self._fill, x)
+        for o, row in zip(self._outputs, x, strict=False):  # not strict: see _calendar_parts_one
+            frame[o] = row
 
 
 # ----------------------------------------------------------------------------------- StringIndexer
@@ -297,14 +305,17 @@ class StringIndexerTwin(Twin):
 
     def transform(self, frame: Frame) -> None:
         keep = self.invalid == "keep"
-        for (c, o), m, size in zip(self.pairs, self.maps, self.sizes, strict=True):
+        indices: list[float] = []  # every output column's indices, one after the other
+        n = 0
+        for (c, _), m, size in zip(self.pairs, self.maps, self.sizes, strict=True):
             x = frame[c]
             vals = x.tolist() if x.dtype == object else _to_spark_strings(x, self.types.get(c))
+            n = len(vals)
             if keep:
-                out = [m.get(v, size) for v in vals]
+                indices += [m.get(v, size) for v in vals]
             else:
                 get = m.get
-                out = [get(v) for v in vals] if vals else []
+                out = [get(v) for v in vals]
                 if None in out:
                     i = out.index(None)
                     v = vals[i]
@@ -315,7 +326,10 @@ class StringIndexerTwin(Twin):
                         f"{what}; the model (handleInvalid={self.invalid!r}) knows {int(size)} labels",
                         expected=f"one of {int(size)} known labels",
                     )
-            frame[o] = np.asarray(out, dtype=np.float64)
+                indices += out
+        block = np.array(indices, dtype=np.float64).reshape(len(self.pairs), n)
+        for (_, o), row in zip(self.pairs, block, strict=False):  # not strict: see ImputerTwin
+            frame[o] = row
 
 
 # ----------------------------------------------------------------------------------- OneHotEncoder
@@ -342,16 +356,19 @@ class OneHotEncoderTwin(Twin):
             np.eye(orig + 1, size, dtype=np.float64) if size <= DENSE_MAX else None
             for orig, size in zip(self.cat_sizes, sizes, strict=True)
         ]
+        # row i of eye as a (1, size) array, for the single-row path
+        self.one_rows = [None if eye is None else list(eye[:, None, :]) for eye in self.eyes]
 
     def bind_types(self, types: dict[str, str]) -> None:
         for _, o in self.pairs:
             types[o] = "vector"
 
     def transform(self, frame: Frame) -> None:
-        for (c, o), orig, size, eye in zip(self.pairs, self.cat_sizes, self.sizes, self.eyes, strict=True):
+        specs = zip(self.pairs, self.cat_sizes, self.sizes, self.eyes, self.one_rows, strict=True)
+        for (c, o), orig, size, eye, one_rows in specs:
             x = frame[c]
-            if eye is not None and x.shape[0] == 1 and 0.0 <= x[0] < orig:  # single-row fast path
-                frame[o] = eye[int(x[0])][None, :].copy()
+            if one_rows is not None and x.shape[0] == 1 and 0.0 <= x[0] < orig:  # single-row fast path
+                frame[o] = one_rows[int(x[0])].copy()
                 continue
             valid = (x >= 0) & (x < orig)  # NaN (null) is not valid
             null = None
@@ -421,31 +438,54 @@ class VectorAssemblerTwin(Twin):
         )
 
     def transform(self, frame: Frame) -> None:
-        parts = []
-        any_sparse = False
-        for c in self.cols:
-            v = frame[c]
-            if type(v) is np.ndarray:
-                parts.append(v[:, None] if v.ndim == 1 else v)
-            elif sp.issparse(v):
-                any_sparse = True
-                parts.append(v)
+        values = [frame[c] for c in self.cols]
+        out = _concat_one_row(values)
+        if out is None:
+            parts = []
+            any_sparse = False
+            for v in values:
+                if type(v) is np.ndarray:
+                    parts.append(v[:, None] if v.ndim == 1 else v)
+                elif sp.issparse(v):
+                    any_sparse = True
+                    parts.append(v)
+                else:
+                    parts.append(as_2d(np.asarray(v, dtype=np.float64)))
+            if any_sparse:
+                out = sp.hstack(parts, format="csr", dtype=np.float64)
+                has_nan = _has_nan(out.data)
             else:
-                parts.append(as_2d(np.asarray(v, dtype=np.float64)))
-        if any_sparse:
-            out = sp.hstack(parts, format="csr", dtype=np.float64)
-            has_nan = bool(np.isnan(out.data).any())
+                out = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0].copy()
+                has_nan = _has_nan(out)
         else:
-            out = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0].copy()
-            has_nan = bool(np.isnan(out).any())
+            has_nan = _has_nan(out)
         if has_nan and self.invalid != "keep":
-            for c, part in zip(self.cols, parts, strict=True):
-                self._check(c, frame[c] if type(frame[c]) is np.ndarray and frame[c].ndim == 1 else part)
+            for c, v in zip(self.cols, values, strict=True):
+                self._check(c, v if type(v) is np.ndarray or sp.issparse(v) else as_2d(np.asarray(v, np.float64)))
         frame[self.out] = out
+
+
+def _concat_one_row(values: list[Any]) -> np.ndarray | None:
+    """Dense columns of a one-row frame side by side as a ``(1, width)`` array with one concatenation
+    (``None`` when the frame has more rows or a part is not a dense array)."""
+    if not values or type(values[0]) is not np.ndarray or values[0].shape[0] != 1:
+        return None
+    flat = []
+    for v in values:
+        if type(v) is not np.ndarray:
+            return None
+        flat.append(v if v.ndim == 1 else v.reshape(-1))
+    return np.concatenate(flat).reshape(1, -1)
+
+
+def _has_nan(x: np.ndarray) -> bool:
+    return np.count_nonzero(np.isnan(x)) > 0  # cheaper than np.isnan(x).any() on small arrays
 
 
 # ------------------------------------------------------------------------------------------ scalers
 def _scale_dense_or_sparse(x: Any, scale: np.ndarray) -> Any:
+    if type(x) is np.ndarray and x.ndim == 2:
+        return x * scale
     if sp.issparse(x):
         return sp.csr_matrix(x.multiply(scale.reshape(1, -1)))
     return _dense(x) * scale

@@ -44,6 +44,9 @@ EPSILON: float = float(np.finfo(np.float64).eps)
 """Machine epsilon, Spark's ``MLUtils.EPSILON`` / ``Utils.EPSILON`` (2.220446049250313e-16)."""
 
 _DOUBLE_MIN_VALUE = -np.finfo(np.float64).max  # Scala's Double.MinValue (most negative double)
+_NEG_POS = np.array([-1.0, 1.0])
+_POS_NEG = np.array([1.0, -1.0])
+_ZERO_ONE = np.array([0.0, 1.0])
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
 COLD_START_COL = "cold_start"
@@ -62,7 +65,10 @@ def _features(frame: Frame, col: str, size: int) -> Matrix:
     """The feature vector column ``col`` as a float64 dense 2-D array or CSR matrix of width ``size``."""
     if col not in frame:
         raise ScoringError(f"input column {col!r} is missing from the frame (columns: {sorted(frame)})")
-    x = as_2d(frame[col])
+    x = frame[col]
+    if type(x) is np.ndarray and x.ndim == 2 and x.dtype == np.float64 and x.shape[1] == size:
+        return x  # the usual dense features: nothing to convert or check
+    x = as_2d(x)
     if sp.issparse(x):
         x = sp.csr_matrix(x, dtype=np.float64)
     else:
@@ -87,7 +93,10 @@ def _to_dense(x: Matrix) -> np.ndarray:
 
 def _matmul(x: Matrix, w: np.ndarray) -> np.ndarray:
     """``x @ w`` for a dense array or CSR matrix ``x``; always returns a dense ndarray."""
-    out = x @ w
+    if type(x) is np.ndarray and x.flags.c_contiguous:
+        out = x.dot(w)  # the same BLAS product as ``@``, with less call overhead on a few rows
+    else:
+        out = x @ w
     return np.asarray(out, dtype=np.float64)
 
 
@@ -133,9 +142,21 @@ def _normalize_rows(raw: np.ndarray) -> np.ndarray:
     return raw / total[:, None]
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+_EXP_SAFE = 709.0
+"""``exp`` of a double overflows only above ~709.78."""
+
+
+def _exp_quiet(x: np.ndarray) -> np.ndarray:
+    """``np.exp(x)``, an overflow giving ``inf`` silently. A single value that cannot overflow (one
+    request) skips the ``errstate`` context, which costs more than the ``exp`` itself."""
+    if x.size == 1 and x.item() <= _EXP_SAFE:
+        return np.exp(x)
     with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-x))
+        return np.exp(x)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + _exp_quiet(-x))
 
 
 def _softmax_spark(raw: np.ndarray) -> np.ndarray:
@@ -298,14 +319,19 @@ class LogisticRegressionTwin(_ClassifierTwin):
     def _raw(self, x: Matrix) -> np.ndarray:
         if self.is_multinomial:
             return _matmul(x, self.wt) + self.intercepts
-        m = self._margin(x)
-        return np.column_stack([-m, m])
+        return self._margin(x)[:, None] * _NEG_POS  # [-m, m] (a product with -1 or 1 is exact)
+
+    @staticmethod
+    def _binary_prob(m: np.ndarray) -> np.ndarray:
+        """Spark's binary ``raw2probability`` from the margins as a ``(n, 1)`` column:
+        ``p0 = 1 / (1 + exp(m))`` (``exp(-rawPrediction(0))``), ``p1 = 1 - p0``."""
+        # [0 + 1/d, 1 + -1/d] is exactly [p0, 1 - p0]: -1/d == -(1/d) and 0 + p0 == p0
+        return _ZERO_ONE + _POS_NEG / (1.0 + _exp_quiet(m))
 
     def _raw2prob(self, raw: np.ndarray) -> np.ndarray:
         if self.is_multinomial:
             return _softmax_spark(raw)
-        p0 = _sigmoid(raw[:, 0])
-        return np.column_stack([p0, 1.0 - p0])
+        return self._binary_prob(-raw[:, :1])
 
     def _raw2pred(self, raw: np.ndarray) -> np.ndarray:
         if self.is_multinomial:
@@ -321,6 +347,29 @@ class LogisticRegressionTwin(_ClassifierTwin):
         if self.is_multinomial:
             return super()._predict(x)
         return (_sigmoid(self._margin(x)) > self.prob_threshold).astype(np.float64)
+
+    def transform(self, frame: Frame) -> None:
+        if self.is_multinomial:
+            super().transform(frame)
+            return
+        # the base transform's steps, from the margins m = x.w + b (rawPrediction is [-m, m])
+        x = _features(frame, self.features_col, self.num_features)
+        m = self._margin(x)
+        m2 = m[:, None]
+        prob = None
+        if self.raw_col:
+            frame[self.raw_col] = m2 * _NEG_POS
+        if self.prob_col:
+            prob = self._binary_prob(m2)
+            frame[self.prob_col] = prob
+        if self.prediction_col:
+            if self.raw_col:
+                pred = m > self.raw_threshold  # _raw2pred: rawPrediction(1) is m
+            elif prob is not None:
+                pred = prob[:, 1] > self.prob_threshold
+            else:
+                pred = _sigmoid(m) > self.prob_threshold
+            frame[self.prediction_col] = pred.astype(np.float64)
 
 
 @register("org.apache.spark.ml.classification.LinearSVCModel")
