@@ -120,7 +120,8 @@ class StageFiles:
             raise ScoringError(f"stage {self.path.name} has no parquet data in {subdir}/")
         import pyarrow as pa
 
-        return pa.concat_tables([pq.read_table(f) for f in files])
+        # ParquetFile, not pq.read_table: the latter imports pyarrow.dataset (~0.4 s of service start-up)
+        return pa.concat_tables([pq.ParquetFile(f).read() for f in files])
 
     def read_rows(self, subdir: str = "data") -> list[dict[str, Any]]:
         return self.read_table(subdir).to_pylist()

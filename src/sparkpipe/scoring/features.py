@@ -461,7 +461,9 @@ class VectorAssemblerTwin(Twin):
             has_nan = _has_nan(out)
         if has_nan and self.invalid != "keep":
             for c, v in zip(self.cols, values, strict=True):
-                self._check(c, v if type(v) is np.ndarray or sp.issparse(v) else as_2d(np.asarray(v, np.float64)))
+                self._check(
+                    c, v if type(v) is np.ndarray or sp.issparse(v) else as_2d(np.asarray(v, np.float64))
+                )
         frame[self.out] = out
 
 

@@ -93,10 +93,8 @@ def _to_dense(x: Matrix) -> np.ndarray:
 
 def _matmul(x: Matrix, w: np.ndarray) -> np.ndarray:
     """``x @ w`` for a dense array or CSR matrix ``x``; always returns a dense ndarray."""
-    if type(x) is np.ndarray and x.flags.c_contiguous:
-        out = x.dot(w)  # the same BLAS product as ``@``, with less call overhead on a few rows
-    else:
-        out = x @ w
+    # for a C-contiguous array, ``dot`` is the same BLAS product as ``@`` with less call overhead
+    out = x.dot(w) if type(x) is np.ndarray and x.flags.c_contiguous else x @ w
     return np.asarray(out, dtype=np.float64)
 
 
