@@ -26,8 +26,13 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Built-in data sets and data generation.", no_args_is_help=True)
 models_app = typer.Typer(help="Registered models in the MLflow registry.", no_args_is_help=True)
+cluster_app = typer.Typer(
+    help="A local standalone Spark cluster on 127.0.0.1 (master + workers) for spark:// runs.",
+    no_args_is_help=True,
+)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.add_typer(cluster_app, name="cluster")
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -334,6 +339,74 @@ def models_promote(
     reg.resolve(f"{name}/{version}")  # fails clearly when the version does not exist
     reg.set_alias(name, alias, version)
     console.print(f"{name}@{alias} → version {version}")
+
+
+# --------------------------------------------------------------------------------------- cluster
+StateOpt = Annotated[Path, typer.Option("--state", help="State file with the cluster's URL and process ids.")]
+
+
+@cluster_app.command("start")
+def cluster_start(
+    workers: Annotated[int, typer.Option(help="Number of workers.")] = 2,
+    cores: Annotated[int, typer.Option(help="Cores each worker offers.")] = 1,
+    memory: Annotated[str, typer.Option(help="Memory each worker offers, e.g. 2g.")] = "2g",
+    port: Annotated[int, typer.Option(help="Master port (0: any free port).")] = 7077,
+    ui_port: Annotated[int, typer.Option(help="Master web UI port (0: any free port).")] = 8080,
+    log_dir: Annotated[
+        Path | None, typer.Option(help="Daemon logs (default: cluster-logs/ beside the state file).")
+    ] = None,
+    state: StateOpt = Path(".sparkpipe/cluster.json"),
+) -> None:
+    """Start a master and workers in the background; record them in the state file."""
+    from sparkpipe.cluster import start_cluster
+
+    c = start_cluster(workers, cores, memory, port, ui_port, log_dir, state)
+    console.print(f"master [bold]{c.master_url}[/bold] · UI {c.ui_url} · logs in {c.log_dir}")
+    console.print(f"{len(c.workers)} worker(s) x {cores} core(s), {memory} · state in {state}")
+    console.print(f"use it: sparkpipe run --config ... --set spark.master={c.master_url}")
+
+
+@cluster_app.command("stop")
+def cluster_stop(state: StateOpt = Path(".sparkpipe/cluster.json")) -> None:
+    """Stop every process of the cluster recorded in the state file."""
+    from sparkpipe.cluster import stop_cluster
+
+    c = stop_cluster(state)
+    console.print(f"stopped {c.master_url} (master and {len(c.workers)} worker(s))")
+
+
+@cluster_app.command("status")
+def cluster_status(state: StateOpt = Path(".sparkpipe/cluster.json"), as_json: JsonOpt = False) -> None:
+    """Show the recorded processes and what the master reports (workers, applications)."""
+    from sparkpipe.cluster import cluster_status as get_status
+
+    st = get_status(state)
+    if as_json:
+        console.print_json(json.dumps(st, default=str))
+        return
+    ms = st.get("master_state") or {}
+    console.print(
+        f"master {st['master_url']} · UI {st['ui_url']} · "
+        f"{'running' if st['master']['running'] else 'not running'} · {ms.get('status', '?')}"
+    )
+    by_port = {w.get("port"): w for w in ms.get("workers", [])}
+    table = Table(title="workers")
+    for col in ("#", "pid", "process", "master says", "cores used", "memory used (MB)"):
+        table.add_column(col)
+    for i, w in enumerate(st["workers"]):
+        m = by_port.get(w["port"], {})
+        table.add_row(
+            str(i),
+            str(w["pid"]),
+            "running" if w["running"] else "gone",
+            m.get("state", "—"),
+            f"{m.get('coresused', '—')}/{m.get('cores', w['cores'])}",
+            f"{m.get('memoryused', '—')}/{m.get('memory', '—')}",
+        )
+    console.print(table)
+    for kind in ("activeapps", "completedapps"):
+        for a in ms.get(kind, []):
+            console.print(f"{kind.removesuffix('apps')} app {a.get('id')} {a.get('name')!r} {a.get('state')}")
 
 
 def main(argv: list[str] | None = None) -> None:
