@@ -84,18 +84,36 @@ def _clean_key(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)[:250]
 
 
-def pip_requirements() -> list[str]:
-    """Explicit requirements for logged models, so MLflow never re-infers the environment."""
+def _stage_modules(model: Any) -> set[str]:
+    """Top-level modules of every stage class in a (nested) PipelineModel."""
+    out: set[str] = set()
+    for stage in getattr(model, "stages", None) or []:
+        out.add(type(stage).__module__.split(".", 1)[0])
+        out |= _stage_modules(stage)
+    return out
+
+
+def pip_requirements(model: Any = None) -> list[str]:
+    """Explicit requirements for logged models, so MLflow never re-infers the environment.
+
+    ``xgboost`` (pinned to the installed version) is added when ``model`` holds an xgboost.spark stage:
+    loading the model imports it.
+    """
     import mlflow
     import pyspark
 
-    return [
+    reqs = [
         f"pyspark=={pyspark.__version__}",
         f"mlflow=={mlflow.__version__}",
         "pandas<3",
         "numpy",
         "pyarrow",
     ]
+    if model is not None and "xgboost" in _stage_modules(model):
+        from importlib.metadata import version
+
+        reqs.append(f"xgboost=={version('xgboost')}")
+    return reqs
 
 
 @dataclass
@@ -239,7 +257,7 @@ class Tracker:
                 artifact_path=MODEL_ARTIFACT,
                 signature=signature,
                 input_example=input_example,
-                pip_requirements=pip_requirements(),
+                pip_requirements=pip_requirements(model),
                 metadata=metadata,
             )
         except Exception as exc:

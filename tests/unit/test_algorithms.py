@@ -39,8 +39,9 @@ EXPECTED = {
         "linear_svc",
         "mlp",
         "decision_tree",
+        "xgboost",
     },
-    "regression": {"linear_regression", "random_forest", "gbt", "glm", "decision_tree"},
+    "regression": {"linear_regression", "random_forest", "gbt", "glm", "decision_tree", "xgboost"},
     "clustering": {"kmeans", "bisecting_kmeans", "gmm"},
     "recommendation": {"als"},
 }
@@ -106,7 +107,7 @@ def test_unknown_algorithm_lists_valid_names() -> None:
 
 def test_unknown_algorithm_for_task_lists_that_tasks_names() -> None:
     with pytest.raises(UnknownNameError) as exc:
-        get_algorithm("xgboost", "regression")
+        get_algorithm("lightgbm", "regression")
     msg = str(exc.value)
     assert "regression algorithm" in msg and "glm" in msg and "kmeans" not in msg
 
@@ -374,3 +375,86 @@ def test_build_estimator_rejects_bad_inputs(spark) -> None:
         build_estimator(get_algorithm("decision_tree", "classification"), {"maxDepth": "deep"})
     with pytest.raises(ConfigError, match="4096"):
         build_estimator(get_algorithm("glm"), {}, num_features=5000)
+
+
+# ------------------------------------------------------------------------------------------- xgboost
+def test_xgboost_params_are_snake_case_and_checked_without_a_jvm() -> None:
+    spec = get_algorithm("xgb", "classification")
+    assert spec.name == "xgboost" and spec.estimator == "xgboost.spark.SparkXGBClassifier"
+    assert get_algorithm("xgboost", "regression").estimator == "xgboost.spark.SparkXGBRegressor"
+    assert spec.defaults["max_depth"] == 6 and spec.defaults["n_estimators"] == 100
+    assert spec.defaults["learning_rate"] == 0.3 and spec.defaults["tree_method"] == "hist"
+    params = set(valid_params(spec))
+    assert {"max_depth", "n_estimators", "learning_rate", "subsample", "missing", "num_workers"} <= params
+    assert (
+        not {"featuresCol", "labelCol", "qid_col", "base_margin_col", "features_cols", "callbacks"} & params
+    )
+    check_hyperparameters(
+        spec, {"max_depth": 4.0, "subsample": 0.8, "missing": 0.0, "objective": "multi:softprob"}
+    )
+
+    problems = dict(
+        hyperparameter_problems(
+            spec,
+            {
+                "maxDepth": 3,
+                "n_estimator": 10,
+                "learning_rate": 1.5,
+                "max_depth": "deep",
+                "tree_method": "exact",
+                "callbacks": [],
+                "qid_col": "q",
+                "verbose": "yes",
+                "objective": "reg:squarederror",
+            },
+        )
+    )
+    key = "model.hyperparameters."
+    assert "did you mean 'max_depth'" in problems[key + "maxDepth"]
+    assert "did you mean 'n_estimators'" in problems[key + "n_estimator"]
+    assert "out of range" in problems[key + "learning_rate"]
+    assert "must be an integer" in problems[key + "max_depth"]
+    assert "use one of: hist, approx, auto" in problems[key + "tree_method"]
+    assert "cannot be set" in problems[key + "callbacks"]
+    assert "column parameter" in problems[key + "qid_col"]
+    assert "true or false" in problems[key + "verbose"]
+    assert "binary:logistic" in problems[key + "objective"]
+    sparse = hyperparameter_problems(spec, {"enable_sparse_data_optim": True})
+    assert "missing: 0.0" in sparse[0][1]
+    assert hyperparameter_problems(spec, {"enable_sparse_data_optim": True, "missing": 0}) == []
+
+
+def test_xgboost_search_space() -> None:
+    spec = get_algorithm("xgboost", "regression")
+    assert {"n_estimators", "max_depth", "learning_rate"} <= set(spec.search_space)
+    problems = dict(
+        search_space_problems(
+            spec,
+            {
+                "max_depth": {"type": "uniform", "low": 2, "high": 8},
+                "subsample": {"type": "uniform", "low": 0.0, "high": 1.0},
+                "n_estimators": {"type": "int", "low": 10, "high": 50},
+            },
+        )
+    )
+    assert "use type: int" in problems["tuning.search_space.max_depth.type"]
+    assert "out of range" in problems["tuning.search_space.subsample.low"]
+    assert "tuning.search_space.n_estimators" not in problems
+
+
+@pytest.mark.spark
+def test_build_xgboost_estimator(spark) -> None:
+    spec = get_algorithm("xgboost", "classification")
+    est = build_estimator(spec, {"max_depth": 4.0}, features_col="f", label_col="y", seed=7)
+    assert type(est).__name__ == "SparkXGBClassifier"
+    assert est.getOrDefault("featuresCol") == "f" and est.getOrDefault("labelCol") == "y"
+    assert est.getOrDefault("max_depth") == 4 and isinstance(est.getOrDefault("max_depth"), int)
+    assert est.getOrDefault("n_estimators") == 100 and est.getOrDefault("tree_method") == "hist"
+    assert est.getOrDefault("random_state") == 7
+    # default parallelism 4 on local[2]: capped at the 2 task slots a barrier stage can hold at once
+    assert spark.sparkContext.defaultParallelism == 4
+    assert est.getOrDefault("num_workers") == 2
+    user = build_estimator(
+        get_algorithm("xgboost", "regression"), {"num_workers": 1, "random_state": 1}, seed=7
+    )
+    assert user.getOrDefault("num_workers") == 1 and user.getOrDefault("random_state") == 1

@@ -23,8 +23,8 @@ def _write(tmp_path, text: str):
         ("model:\n  algoritm: gbt\n", ["model.algoritm", "unknown key", "algorithm"]),
         ("data:\n  validation_split: lots\n", ["data.validation_split", "lots"]),
         (
-            "model:\n  algorithm: xgboost\n",
-            ["model.algorithm", "xgboost", "logistic_regression", "random_forest"],
+            "model:\n  algorithm: lightgbm\n",
+            ["model.algorithm", "lightgbm", "logistic_regression", "random_forest"],
         ),
         (
             "model:\n  algorithm: random_forest\n  hyperparameters: {numTree: 10}\n",

@@ -266,15 +266,15 @@ def test_all_problems_reported_at_once() -> None:
 
 # ------------------------------------------------------------------------------ registry-aware errors
 def test_unknown_algorithm_lists_valid_names() -> None:
-    problems = _problems({"model": {"algorithm": "xgboost"}})
+    problems = _problems({"model": {"algorithm": "lightgbm"}})
     msg = problems["model.algorithm"]
-    assert "xgboost" in msg
+    assert "lightgbm" in msg
     for name in ("logistic_regression", "random_forest", "kmeans", "als", "glm"):
         assert name in msg
 
 
 def test_unknown_algorithm_for_task_lists_that_task() -> None:
-    msg = _problems({"model": {"algorithm": "xgboost", "task_type": "clustering"}})["model.algorithm"]
+    msg = _problems({"model": {"algorithm": "lightgbm", "task_type": "clustering"}})["model.algorithm"]
     assert "clustering" in msg and "gmm" in msg and "logistic_regression" not in msg
 
 

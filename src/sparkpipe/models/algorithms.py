@@ -1,8 +1,10 @@
 """The algorithm registry: config names → Spark MLlib estimators, defaults and search spaces.
 
-Every algorithm the YAML may name lives in :data:`ALGORITHMS`, keyed by ``(task, name)``. Three names
-(``random_forest``, ``gbt``, ``decision_tree``) exist for both classification and regression; the task
-(``model.task_type`` or one inferred from the target column) picks the variant.
+Every algorithm the YAML may name lives in :data:`ALGORITHMS`, keyed by ``(task, name)``. Four names
+(``random_forest``, ``gbt``, ``decision_tree``, ``xgboost``) exist for both classification and
+regression; the task (``model.task_type`` or one inferred from the target column) picks the variant.
+``xgboost`` is xgboost's own Spark estimator (``xgboost.spark``): its hyperparameters keep xgboost's
+snake_case names, and sparkpipe checks their types and ranges itself (its Params convert nothing).
 
 Everything here except :func:`build_estimator` works **without a JVM**: hyperparameter names are read
 from the estimator class's :class:`pyspark.ml.param.Param` class attributes and values are checked with
@@ -79,6 +81,14 @@ class AlgorithmSpec:
         description of the value they expect.
     choices
         Allowed values of string Params, checked before Spark sees them.
+    param_types
+        Value type of Params whose own type converter accepts anything (xgboost's snake_case Params),
+        as a Spark ``TypeConverters`` name (``toInt``, ``toFloat``, ``toString``, ``toBoolean``).
+    bounds
+        Numeric ranges ``(low, high, low_inclusive, high_inclusive)`` of this estimator's Params, on
+        top of the shared ones of MLlib's camelCase Params.
+    blocked_params
+        Params of the estimator that cannot be set from the config, mapped to the reason.
     """
 
     name: str
@@ -94,6 +104,9 @@ class AlgorithmSpec:
     max_features: int | None = None
     extra_params: Mapping[str, str] = field(default_factory=dict)
     choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    param_types: Mapping[str, str] = field(default_factory=dict)
+    bounds: Mapping[str, tuple[float, float, bool, bool]] = field(default_factory=dict)
+    blocked_params: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def default_params(self) -> Mapping[str, Any]:
@@ -206,6 +219,105 @@ _LINEAR_SPACE: dict[str, dict[str, Any]] = {
     "elasticNetParam": {"type": "uniform", "low": 0.0, "high": 1.0},
 }
 
+# xgboost.spark (SparkXGBClassifier / SparkXGBRegressor): snake_case xgboost parameter names. Its
+# Params convert nothing, so sparkpipe checks their types and ranges itself.
+_XGB_DEFAULTS: dict[str, Any] = {
+    "n_estimators": 100,
+    "max_depth": 6,
+    "learning_rate": 0.3,
+    "tree_method": "hist",
+    "verbose": False,  # no per-round training log lines on the console
+}
+_XGB_SPACE: dict[str, dict[str, Any]] = {
+    "n_estimators": {"type": "int", "low": 50, "high": 300, "step": 50},
+    "max_depth": {"type": "int", "low": 3, "high": 10},
+    "learning_rate": {"type": "loguniform", "low": 0.02, "high": 0.3},
+    "subsample": {"type": "uniform", "low": 0.5, "high": 1.0},
+    "colsample_bytree": {"type": "uniform", "low": 0.5, "high": 1.0},
+    "min_child_weight": {"type": "loguniform", "low": 0.5, "high": 20.0},
+    "reg_lambda": {"type": "loguniform", "low": 0.1, "high": 10.0},
+}
+_XGB_TYPES: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "n_estimators",
+            "max_depth",
+            "max_leaves",
+            "max_bin",
+            "num_parallel_tree",
+            "max_cat_to_onehot",
+            "max_cat_threshold",
+            "early_stopping_rounds",
+            "random_state",
+            "verbosity",
+        ),
+        "toInt",
+    ),
+    **dict.fromkeys(
+        (
+            "learning_rate",
+            "gamma",
+            "min_child_weight",
+            "max_delta_step",
+            "subsample",
+            "colsample_bytree",
+            "colsample_bylevel",
+            "colsample_bynode",
+            "reg_alpha",
+            "reg_lambda",
+            "scale_pos_weight",
+            "base_score",
+            "missing",
+        ),
+        "toFloat",
+    ),
+    **dict.fromkeys(
+        ("tree_method", "booster", "objective", "grow_policy", "sampling_method", "device", "multi_strategy"),
+        "toString",
+    ),
+    **dict.fromkeys(("validate_parameters", "verbose"), "toBoolean"),
+}
+_XGB_BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
+    "n_estimators": (1, math.inf, True, True),
+    "max_depth": (0, math.inf, True, True),
+    "max_leaves": (0, math.inf, True, True),
+    "max_bin": (2, math.inf, True, True),
+    "num_parallel_tree": (1, math.inf, True, True),
+    "learning_rate": (0, 1, False, True),
+    "gamma": (0, math.inf, True, True),
+    "min_child_weight": (0, math.inf, True, True),
+    "max_delta_step": (0, math.inf, True, True),
+    "subsample": (0, 1, False, True),
+    "colsample_bytree": (0, 1, False, True),
+    "colsample_bylevel": (0, 1, False, True),
+    "colsample_bynode": (0, 1, False, True),
+    "reg_alpha": (0, math.inf, True, True),
+    "reg_lambda": (0, math.inf, True, True),
+    "scale_pos_weight": (0, math.inf, False, True),
+    "num_workers": (1, math.inf, True, True),
+    "early_stopping_rounds": (1, math.inf, True, True),
+}
+_XGB_CHOICES: dict[str, tuple[str, ...]] = {
+    "tree_method": ("hist", "approx", "auto"),  # "exact" is not distributed: xgboost.spark rejects it
+    "booster": ("gbtree", "dart", "gblinear"),
+    "grow_policy": ("depthwise", "lossguide"),
+    "sampling_method": ("uniform", "gradient_based"),
+    "device": ("cpu", "cuda", "gpu"),
+}
+_XGB_BLOCKED: dict[str, str] = {
+    "callbacks": "Python callables cannot be written in the config",
+    "xgb_model": "an initial Booster object cannot be written in the config",
+    "coll_cfg": "the collective configuration is an object, not a config value",
+    "feature_names": "sparkpipe names the features itself (the assembled feature vector)",
+    "validationIndicatorCol": "sparkpipe splits the data itself (data.validation_split)",
+}
+_XGB_COMMON: dict[str, Any] = {
+    "defaults": _XGB_DEFAULTS,
+    "search_space": _XGB_SPACE,
+    "param_types": _XGB_TYPES,
+    "bounds": _XGB_BOUNDS,
+    "blocked_params": _XGB_BLOCKED,
+}
 _ALL_SPECS: tuple[AlgorithmSpec, ...] = (
     # ---------------------------------------------------------------- classification
     _spec(
@@ -295,6 +407,27 @@ _ALL_SPECS: tuple[AlgorithmSpec, ...] = (
         supports_probability=True,
         choices={"impurity": _TREE_CLF_IMPURITY},
     ),
+    _spec(
+        name="xgboost",
+        task="classification",
+        estimator="xgboost.spark.SparkXGBClassifier",
+        description=(
+            "XGBoost gradient-boosted trees (xgboost.spark, histogram method; binary and multiclass; "
+            "xgboost's snake_case parameter names)"
+        ),
+        supports_probability=True,
+        choices={
+            **_XGB_CHOICES,
+            "objective": (
+                "binary:logistic",
+                "binary:logitraw",
+                "binary:hinge",
+                "multi:softprob",
+                "multi:softmax",
+            ),
+        },
+        **_XGB_COMMON,
+    ),
     # ---------------------------------------------------------------- regression
     _spec(
         name="linear_regression",
@@ -353,6 +486,29 @@ _ALL_SPECS: tuple[AlgorithmSpec, ...] = (
         search_space=_TREE_SPACE_REG,
         description="decision tree regressor",
         choices={"impurity": ("variance",)},
+    ),
+    _spec(
+        name="xgboost",
+        task="regression",
+        estimator="xgboost.spark.SparkXGBRegressor",
+        description=(
+            "XGBoost gradient-boosted trees regressor (xgboost.spark, histogram method; xgboost's "
+            "snake_case parameter names)"
+        ),
+        choices={
+            **_XGB_CHOICES,
+            "objective": (
+                "reg:squarederror",
+                "reg:squaredlogerror",
+                "reg:pseudohubererror",
+                "reg:absoluteerror",
+                "reg:logistic",
+                "count:poisson",
+                "reg:gamma",
+                "reg:tweedie",
+            ),
+        },
+        **_XGB_COMMON,
     ),
     # ---------------------------------------------------------------- clustering
     _spec(
@@ -434,6 +590,8 @@ ALIASES: dict[str, str] = {
     "gbm": "gbt",
     "gradient_boosting": "gbt",
     "gradient_boosted_trees": "gbt",
+    "xgb": "xgboost",
+    "xgboost_spark": "xgboost",
     "nb": "naive_bayes",
     "svm": "linear_svc",
     "svc": "linear_svc",
@@ -546,7 +704,7 @@ def get_algorithm(name: str, task: str | None = None) -> AlgorithmSpec:
         ``model.algorithm`` (aliases such as ``svm`` or ``gaussian_mixture`` are accepted).
     task
         Needed for names that exist for several tasks (``random_forest``, ``gbt``,
-        ``decision_tree``); optional otherwise.
+        ``decision_tree``, ``xgboost``); optional otherwise.
 
     Returns
     -------
@@ -606,8 +764,8 @@ def infer_task(target_type: str | None, n_distinct: int | None, algorithm: str) 
     -------
     str
         The task. Algorithms that exist for one task return it whatever the target. For
-        ``random_forest`` / ``gbt`` / ``decision_tree``: string or boolean targets and targets with
-        at most two distinct values → classification; integral targets with at most
+        ``random_forest`` / ``gbt`` / ``decision_tree`` / ``xgboost``: string or boolean targets and
+        targets with at most two distinct values → classification; integral targets with at most
         :data:`MAX_CLASSES_FOR_INTEGER_TARGET` distinct values → classification; other numeric
         targets → regression.
 
@@ -658,8 +816,9 @@ def _spark_params(estimator_path: str) -> dict[str, Any]:
 
 
 def is_column_param(name: str) -> bool:
-    """Column-name Params (``featuresCol``, ``labelCol``, ``userCol``, ...) are set by sparkpipe."""
-    return name.endswith(("Col", "Cols"))
+    """Column-name Params (``featuresCol``, ``labelCol``, ``userCol``, xgboost's ``qid_col``, ...) are
+    set by sparkpipe."""
+    return name.endswith(("Col", "Cols", "_col", "_cols"))
 
 
 def spark_params(spec: AlgorithmSpec) -> list[str]:
@@ -674,13 +833,26 @@ def valid_params(spec: AlgorithmSpec) -> list[str]:
     ``predictionCol``, ... — sparkpipe wires those itself), plus the friendly extras of
     ``spec.extra_params`` (e.g. MLP ``hidden_layers``).
     """
-    names = {n for n in _spark_params(spec.estimator) if not is_column_param(n)}
+    names = {
+        n for n in _spark_params(spec.estimator) if not is_column_param(n) and n not in spec.blocked_params
+    }
     names.update(spec.extra_params)
     return sorted(names)
 
 
 def _converter_name(param: Any) -> str:
     return getattr(param.typeConverter, "__name__", "identity")
+
+
+def _param_converter(spec: AlgorithmSpec, name: str, param: Any) -> tuple[str, Any]:
+    """The converter name and function that check a value of ``param``: the Param's own, or the one
+    ``spec.param_types`` names for Params whose converter accepts anything (xgboost)."""
+    if name in spec.param_types:
+        from pyspark.ml.param import TypeConverters
+
+        conv = spec.param_types[name]
+        return conv, getattr(TypeConverters, conv)
+    return _converter_name(param), param.typeConverter
 
 
 def expected_type(spec: AlgorithmSpec, name: str) -> str:
@@ -690,7 +862,7 @@ def expected_type(spec: AlgorithmSpec, name: str) -> str:
     param = _spark_params(spec.estimator).get(name)
     if param is None:
         return "unknown"
-    return _CONVERTER_WORDS.get(_converter_name(param), "any value")
+    return _CONVERTER_WORDS.get(_param_converter(spec, name, param)[0], "any value")
 
 
 def _check_hidden_layers(value: Any) -> str | None:
@@ -717,11 +889,11 @@ def check_param_value(spec: AlgorithmSpec, name: str, value: Any) -> str | None:
     param = _spark_params(spec.estimator).get(name)
     if param is None:
         return None
-    conv = _converter_name(param)
+    conv, convert = _param_converter(spec, name, param)
     if conv == "toMatrix":
         return "is a Spark Matrix parameter and cannot be set from the config"
     try:
-        converted = param.typeConverter(value)
+        converted = convert(value)
     except (TypeError, ValueError):
         words = _CONVERTER_WORDS.get(conv, "a different type")
         return f"must be {words}, got {value!r} ({type(value).__name__})"
@@ -740,8 +912,9 @@ def check_param_value(spec: AlgorithmSpec, name: str, value: Any) -> str | None:
             return f"{value!r} is not allowed; use one of: {', '.join(allowed)}{extra}" + _did_you_mean(
                 text, allowed
             )
-    if name in _BOUNDS and isinstance(converted, int | float):
-        low, high, low_inc, high_inc = _BOUNDS[name]
+    bounds = spec.bounds.get(name) or _BOUNDS.get(name)
+    if bounds is not None and isinstance(converted, int | float) and not isinstance(converted, bool):
+        low, high, low_inc, high_inc = bounds
         below = converted < low or (converted == low and not low_inc)
         above = converted > high or (converted == high and not high_inc)
         if below or above or (isinstance(converted, float) and math.isnan(converted)):
@@ -756,6 +929,8 @@ def check_param_value(spec: AlgorithmSpec, name: str, value: Any) -> str | None:
 
 def _unknown_param_message(spec: AlgorithmSpec, name: str) -> str:
     valid = valid_params(spec)
+    if name in spec.blocked_params:
+        return f"{name!r} cannot be set for {spec.name}: {spec.blocked_params[name]}"
     if is_column_param(name) and name in _spark_params(spec.estimator):
         return (
             f"{name!r} is a column parameter; sparkpipe sets column names itself (features.target, "
@@ -765,7 +940,10 @@ def _unknown_param_message(spec: AlgorithmSpec, name: str) -> str:
     lower = {v.lower(): v for v in valid}
     if not hint and name.lower().replace("_", "") in {k.replace("_", "") for k in lower}:
         match = next(v for k, v in lower.items() if k.replace("_", "") == name.lower().replace("_", ""))
-        hint = f" (did you mean {match!r}? Spark Param names are camelCase)"
+        style = (
+            "xgboost parameter names are snake_case" if "_" in match else "Spark Param names are camelCase"
+        )
+        hint = f" (did you mean {match!r}? {style})"
     return (
         f"unknown hyperparameter {name!r} for {spec.name} ({spec.task}){hint}. Valid: {', '.join(valid)} "
         "(column parameters such as featuresCol/labelCol are set by sparkpipe)"
@@ -790,6 +968,16 @@ def hyperparameter_problems(
         problems.append(
             (f"{key_path}.layers", "set either hidden_layers or layers, not both (hidden_layers is simpler)")
         )
+    if params and params.get("enable_sparse_data_optim") is True and spec.name == "xgboost":
+        missing = params.get("missing", math.nan)
+        if not (isinstance(missing, int | float) and missing == 0):
+            problems.append(
+                (
+                    f"{key_path}.enable_sparse_data_optim",
+                    "xgboost reads sparse vectors as sparse only when zeros mean missing; set "
+                    "missing: 0.0 as well (or drop enable_sparse_data_optim)",
+                )
+            )
     return problems
 
 
@@ -901,7 +1089,7 @@ def search_space_problems(
                 problems.append((f"{path}.low", f"must be > 0 for loguniform, got {low!r}"))
                 bad = True
             param = _spark_params(spec.estimator).get(name)
-            if param is not None and _converter_name(param) == "toInt":
+            if param is not None and _param_converter(spec, name, param)[0] == "toInt":
                 problems.append((f"{path}.type", f"{name} takes integers; use type: int"))
                 bad = True
         if bad:
@@ -1034,6 +1222,24 @@ def mlp_layers(
     return [int(num_features), *[int(h) for h in hidden], int(num_classes)]
 
 
+def xgboost_num_workers(sc: Any) -> int:
+    """Worker count for xgboost.spark: Spark's default parallelism, capped by the task slots.
+
+    xgboost.spark trains in one barrier stage where every worker holds a task slot at the same time,
+    so asking for more workers than slots would wait for slots that never come. Each worker uses
+    ``spark.task.cpus`` threads.
+    """
+    workers = max(1, int(sc.defaultParallelism))
+    try:
+        from xgboost.spark.utils import _get_max_num_concurrent_tasks
+
+        slots = int(_get_max_num_concurrent_tasks(sc))
+    except Exception as exc:  # an older xgboost or a cluster manager that cannot tell
+        log.debug("xgboost: cannot read the number of task slots (%s)", exc)
+        slots = 0
+    return min(workers, slots) if slots > 0 else workers
+
+
 def build_estimator(
     spec: AlgorithmSpec,
     hyperparameters: Mapping[str, Any] | None = None,
@@ -1059,7 +1265,8 @@ def build_estimator(
     features_col, label_col, prediction_col
         Column names wired into the estimator (where it has such Params).
     seed
-        Seed for estimators with a ``seed`` Param (usually ``data.seed``), unless the user set one.
+        Seed for estimators with a ``seed`` Param (usually ``data.seed``; xgboost's ``random_state``),
+        unless the user set one.
     num_classes
         Number of label classes; checked against binary-only algorithms and used for MLP layers.
     num_features
@@ -1069,6 +1276,11 @@ def build_estimator(
     label_stats
         Optional ``min``/``max``/``is_integer``/``n_distinct`` of the label; picks GLM's family
         when the user did not set one (see :func:`glm_family_for`).
+
+    Notes
+    -----
+    ``xgboost`` gets ``num_workers`` from :func:`xgboost_num_workers` (Spark's default parallelism,
+    capped by the task slots) unless the config sets it, and ``random_state`` from ``seed``.
 
     Returns
     -------
@@ -1115,6 +1327,11 @@ def build_estimator(
         )
     if spec.name == "naive_bayes" and requires_nonnegative_features(spec, params):
         log.info("naive_bayes modelType %r needs non-negative features", params.get("modelType"))
+    if spec.name == "xgboost":
+        if "num_workers" not in user:
+            params["num_workers"] = xgboost_num_workers(SparkContext._active_spark_context)
+        if seed is not None and "random_state" not in user:
+            params["random_state"] = int(seed)
 
     wiring = {
         "featuresCol": features_col,
@@ -1134,6 +1351,8 @@ def build_estimator(
     for name in list(params):
         if name not in spark_names:  # friendly extras already translated
             params.pop(name)
+        elif name in spec.param_types:  # YAML's 3.0 for an integer Param, as the library expects it
+            params[name] = _param_converter(spec, name, spark_names[name])[1](params[name])
     cls = spec.estimator_class()
     try:
         estimator = cls()

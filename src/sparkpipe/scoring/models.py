@@ -1319,6 +1319,410 @@ class ALSTwin(_ModelTwin):
         return self.item_ids[order].copy(), scores[order].astype(np.float64)
 
 
+# ------------------------------------------------------------------------------------------- xgboost
+# xgboost.spark models (SparkXGBClassifierModel / SparkXGBRegressorModel) are Python stages: the saved
+# stage holds Spark-style ``metadata/`` plus ``model/part-*``, the booster as xgboost's JSON model text
+# (written in chunks by ``saveAsTextFile``; the JSON has no raw newlines, so the lines are concatenated).
+# The twin reads the trees from that JSON and repeats xgboost's arithmetic in float32:
+#
+# * features: Spark casts the vector to float32 (``vector_to_array(dtype="float32")``); a value is
+#   missing when it is NaN or equals ``missing`` (default NaN, so zeros of a sparse vector are values;
+#   with ``missing=0`` every zero, stored or implicit, is missing) and then follows the node's default
+#   direction; otherwise it goes left when ``value < split_condition`` (float32 compare);
+# * margin: the intercept (``base_score`` through the objective's inverse link, ``logf`` from the C math
+#   library like libxgboost's) plus the leaf values, added one tree at a time in float32, per output
+#   group, as xgboost's CPU predictor does;
+# * classifier outputs: what xgboost.spark computes in Python from the float32 margins - binary
+#   rawPrediction ``[-m, m]``, probability ``[1 - expit(m), expit(m)]`` (SciPy's float32 ``expit``),
+#   multiclass rawPrediction = margins, probability = SciPy's float32 ``softmax``; prediction is the
+#   argmax of the probabilities. Spark stores the float32 values as doubles.
+# * regressor output: the objective's transform of the margin (identity, or ``expf`` / logistic via the
+#   C math library) as a float32 stored as double.
+#
+# Not supported (the server falls back to Spark): dart and gblinear boosters, categorical splits,
+# vector leaves (multi_strategy multi_output_tree), base_margin_col, pred_contrib_col, features_cols.
+
+_XGB_CLASSES = {
+    "classifier": "xgboost.spark.estimator.SparkXGBClassifierModel",
+    "regressor": "xgboost.spark.estimator.SparkXGBRegressorModel",
+}
+_XGB_LOGIT_OBJECTIVES = frozenset({"binary:logistic", "reg:logistic"})
+_XGB_LOG_OBJECTIVES = frozenset({"count:poisson", "reg:gamma", "reg:tweedie"})
+_XGB_IDENTITY_OBJECTIVES = frozenset(
+    {
+        "reg:squarederror",
+        "reg:squaredlogerror",
+        "reg:pseudohubererror",
+        "reg:absoluteerror",
+        "binary:hinge",
+        "binary:logitraw",  # its intercept stays in margin space (observed with xgboost 3.2)
+        "multi:softprob",
+        "multi:softmax",
+    }
+)
+_F32 = np.float32
+
+
+@dataclass
+class _LibmFloat:
+    """``logf`` / ``expf`` of the C math library, the functions libxgboost calls (via ctypes).
+
+    Neither NumPy's float32 ``log``/``exp`` nor a float64 result rounded to float32 always gives glibc's
+    bits (about 0.1 % of values differ by one ulp), so the intercept and the regression transforms call
+    the very same functions. Without a loadable C math library they fall back to float64 rounded to
+    float32 (then one ulp, ~6e-8 relative, may differ in rare rows).
+    """
+
+    logf: Any = None
+    expf: Any = None
+
+    @classmethod
+    def load(cls) -> _LibmFloat:
+        import ctypes
+        import ctypes.util
+
+        for name in ("libm.so.6", ctypes.util.find_library("m"), ctypes.util.find_library("c")):
+            if not name:
+                continue
+            try:
+                lib = ctypes.CDLL(name)
+                fns = []
+                for fn in ("logf", "expf"):
+                    f = getattr(lib, fn)
+                    f.restype, f.argtypes = ctypes.c_float, [ctypes.c_float]
+                    fns.append(f)
+                return cls(*fns)
+            except (OSError, AttributeError):
+                continue
+        logger.warning("no C math library for logf/expf: xgboost twins round float64 results instead")
+        return cls()
+
+    def log(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=_F32)
+        if self.logf is None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.log(x.astype(np.float64)).astype(_F32)
+        return np.array([self.logf(float(v)) for v in x.ravel()], dtype=_F32).reshape(x.shape)
+
+    def exp(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=_F32)
+        if self.expf is None:
+            with np.errstate(over="ignore"):
+                return np.exp(x.astype(np.float64)).astype(_F32)
+        return np.array([self.expf(float(v)) for v in x.ravel()], dtype=_F32).reshape(x.shape)
+
+
+_LIBM: _LibmFloat | None = None
+
+
+def _libm() -> _LibmFloat:
+    global _LIBM
+    if _LIBM is None:
+        _LIBM = _LibmFloat.load()
+    return _LIBM
+
+
+def read_xgboost_booster(stage: StageFiles) -> dict[str, Any]:
+    """The booster JSON (``learner`` object) of a saved xgboost.spark model stage."""
+    d = stage.path / "model"
+    parts = sorted(p for p in d.glob("part-*") if p.is_file()) if d.is_dir() else []
+    if not parts:
+        raise ScoringError(
+            f"stage {stage.path.name} has no model/part-* file (not a saved xgboost.spark model)"
+        )
+    text = "".join(p.read_text(encoding="utf-8").replace("\r", "").replace("\n", "") for p in parts)
+    if not text.lstrip().startswith("{"):
+        raise UnsupportedStageError(
+            f"{stage.class_name} (stage {stage.path.name}) stores its booster in a format other than "
+            "JSON; score it with Spark"
+        )
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ScoringError(f"stage {stage.path.name}: the booster JSON cannot be parsed: {exc}") from exc
+    if "learner" not in doc:
+        raise ScoringError(f"stage {stage.path.name}: the booster JSON has no 'learner'")
+    return doc["learner"]
+
+
+def _xgb_float_list(value: Any) -> list[float]:
+    """xgboost writes vector model params as strings such as ``'[5.05E-1]'`` (older: ``'5E-1'``)."""
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip().startswith("[") else float(value)
+    if isinstance(value, list):
+        return [float(v) for v in value]
+    return [float(value)]
+
+
+@dataclass
+class _XGBTrees:
+    """The booster's trees as flat node arrays (global node numbering), walked like :class:`_Forest`.
+
+    A leaf points to itself on both sides, so ``depth`` steps land every row on its leaf.
+    """
+
+    roots: np.ndarray  # (n_trees,) root node of each tree
+    feature: np.ndarray  # per node: index into ``used`` (0 for leaves)
+    threshold: np.ndarray  # float32 split conditions (leaf value for leaves)
+    default_left: np.ndarray  # per node: missing values go left
+    children: np.ndarray  # (2 * n_nodes,) left, right
+    value: np.ndarray  # float32 leaf value per node
+    group: np.ndarray  # (n_trees,) output group (class) of each tree
+    used: np.ndarray  # original feature indices the splits read
+    depth: int
+
+    @classmethod
+    def from_json(
+        cls, trees: list[dict[str, Any]], tree_info: list[int], num_feature: int, where: str
+    ) -> _XGBTrees:
+        roots, feature, threshold, default_left, left, right = [], [], [], [], [], []
+        offset = 0
+        for t in trees:
+            if any(int(v) != 0 for v in t.get("split_type", [])):
+                raise UnsupportedStageError(
+                    f"{where}: categorical splits (feature_types 'c') have no NumPy twin; score with Spark"
+                )
+            if int(t.get("tree_param", {}).get("size_leaf_vector", "1")) > 1:
+                raise UnsupportedStageError(
+                    f"{where}: vector-leaf trees (multi_strategy multi_output_tree) have no NumPy twin"
+                )
+            lc = np.asarray(t["left_children"], dtype=np.int64)
+            rc = np.asarray(t["right_children"], dtype=np.int64)
+            n = lc.size
+            ids = np.arange(n, dtype=np.int64) + offset
+            leaf = lc < 0
+            left.append(np.where(leaf, ids, lc + offset))
+            right.append(np.where(leaf, ids, rc + offset))
+            feature.append(np.where(leaf, 0, np.asarray(t["split_indices"], dtype=np.int64)))
+            threshold.append(np.asarray(t["split_conditions"], dtype=np.float64).astype(_F32))
+            default_left.append(np.asarray(t["default_left"], dtype=np.int64) != 0)
+            roots.append(offset)
+            offset += n
+        if not trees:
+            empty = np.zeros(0, dtype=np.int64)
+            return cls(
+                empty, empty, np.zeros(0, _F32), np.zeros(0, bool), empty, np.zeros(0, _F32), empty, empty, 0
+            )
+        feat = np.concatenate(feature)
+        lft, rgt = np.concatenate(left), np.concatenate(right)
+        is_leaf = lft == np.arange(lft.size)
+        used = np.unique(feat[~is_leaf]) if (~is_leaf).any() else np.zeros(0, dtype=np.int64)
+        if used.size and (used.min() < 0 or used.max() >= num_feature):
+            raise ScoringError(f"{where}: a split reads a feature outside 0..{num_feature - 1}")
+        feat = np.where(is_leaf, 0, np.searchsorted(used, feat))
+        thr = np.concatenate(threshold)
+        children = np.empty(2 * lft.size, dtype=np.int64)
+        children[0::2], children[1::2] = lft, rgt
+        roots_a = np.asarray(roots, dtype=np.int64)
+        depth, frontier = 0, roots_a
+        while True:
+            internal = frontier[~is_leaf[frontier]]
+            if internal.size == 0:
+                break
+            frontier = np.concatenate([lft[internal], rgt[internal]])
+            depth += 1
+        return cls(
+            roots=roots_a,
+            feature=feat,
+            threshold=thr,
+            default_left=np.concatenate(default_left),
+            children=children,
+            value=np.where(is_leaf, thr, _F32(0)).astype(_F32),
+            group=np.asarray(tree_info, dtype=np.int64),
+            used=used.astype(np.int64),
+            depth=depth,
+        )
+
+    @property
+    def num_trees(self) -> int:
+        return int(self.roots.size)
+
+    def leaves(self, x: Matrix, missing: float) -> np.ndarray:
+        """Leaf node per row and tree, shape ``(n_rows, n_trees)``."""
+        n, t = x.shape[0], self.num_trees
+        node = np.tile(self.roots, n)
+        if self.depth == 0 or n == 0 or t == 0:
+            return node.reshape(n, t)
+        with np.errstate(over="ignore"):  # beyond float32's range is +-inf, as Spark's cast gives
+            xu = _dense_columns(x, self.used).astype(_F32)
+        miss = np.isnan(xu)
+        if not np.isnan(missing):
+            miss |= xu == _F32(missing)
+        flat = xu.ravel()
+        mflat = miss.ravel() if miss.any() else None
+        base = np.repeat(np.arange(n, dtype=np.int64) * xu.shape[1], t)
+        for _ in range(self.depth):
+            at = base + self.feature[node]
+            go_left = flat[at] < self.threshold[node]
+            if mflat is not None:
+                go_left = np.where(mflat[at], self.default_left[node], go_left)
+            node = self.children[2 * node + ~go_left]
+        return node.reshape(n, t)
+
+
+class _XGBoostTwin(_ModelTwin):
+    """Shared reading of an xgboost.spark model: booster JSON, trees, intercept, missing value."""
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        where = f"{stage.class_name} (stage {stage.path.name})"
+        for param, what in (
+            ("base_margin_col", "a base margin column"),
+            ("pred_contrib_col", "SHAP contributions (pred_contrib_col)"),
+        ):
+            if stage.param(param):
+                raise UnsupportedStageError(f"{where} with {what} has no NumPy twin; score it with Spark")
+        if stage.param("features_cols"):
+            raise UnsupportedStageError(f"{where} reads features_cols, not a vector column; score with Spark")
+        learner = read_xgboost_booster(stage)
+        booster = learner.get("gradient_booster", {})
+        if booster.get("name") != "gbtree":
+            raise UnsupportedStageError(
+                f"{where}: booster {booster.get('name')!r} has no NumPy twin (only gbtree); score with Spark"
+            )
+        model = booster["model"]
+        lmp = learner.get("learner_model_param", {})
+        self.num_features = int(lmp.get("num_feature", 0))
+        self.num_groups = max(1, int(lmp.get("num_class", 0) or 0), int(lmp.get("num_target", 1) or 1))
+        self.objective: str = learner.get("objective", {}).get("name", "")
+        missing = stage.param("missing", float("nan"))
+        self.missing = float("nan") if missing is None else float(_F32(missing))
+        trees = list(model.get("trees", []))
+        info = [int(g) for g in model.get("tree_info", [0] * len(trees))]
+        indptr = [int(v) for v in model.get("iteration_indptr", [])] or None
+        begin, end = self._tree_range(stage, learner, indptr, len(trees))
+        self.trees = _XGBTrees.from_json(trees[begin:end], info[begin:end], self.num_features, where)
+        self.base = self._intercept(_xgb_float_list(lmp.get("base_score", "0.5")), where)
+        counts = np.bincount(self.trees.group, minlength=self.num_groups) if self.trees.num_trees else None
+        # trees of each group in tree order, as one (groups, trees per group) index when they line up
+        self._group_index: np.ndarray | None = None
+        if counts is not None and np.all(counts == counts[0]):
+            self._group_index = np.stack(
+                [np.flatnonzero(self.trees.group == g) for g in range(self.num_groups)]
+            )
+
+    @staticmethod
+    def _tree_range(
+        stage: StageFiles, learner: dict[str, Any], indptr: list[int] | None, n_trees: int
+    ) -> tuple[int, int]:
+        """Trees xgboost's sklearn ``predict`` uses: ``iteration_range`` if set, else up to
+        ``best_iteration`` (early stopping), else all of them."""
+        rng = stage.param("iteration_range")
+        if rng is None or len(rng) != 2 or int(rng[1]) == 0:
+            best = (learner.get("attributes") or {}).get("best_iteration")
+            rng = (0, int(best) + 1) if best is not None else (0, 0)
+        first, last = int(rng[0]), int(rng[1])
+        if last == 0 or indptr is None:
+            return 0, n_trees
+        last = min(last, len(indptr) - 1)
+        return indptr[first], indptr[last]
+
+    def _intercept(self, base_score: list[float], where: str) -> np.ndarray:
+        """``base_score`` (in output space) to margin, as the objective's ``ProbToMargin`` does."""
+        b = np.asarray(base_score, dtype=np.float64).astype(_F32)
+        obj = self.objective
+        if obj in _XGB_LOGIT_OBJECTIVES:
+            base = -_libm().log(_F32(1) / b - _F32(1))
+        elif obj in _XGB_LOG_OBJECTIVES:
+            base = _libm().log(b)
+        elif obj in _XGB_IDENTITY_OBJECTIVES:
+            base = b
+        else:
+            raise UnsupportedStageError(f"{where}: objective {obj!r} has no NumPy twin; score it with Spark")
+        if base.size == 1 and self.num_groups > 1:
+            base = np.repeat(base, self.num_groups)
+        if base.size != self.num_groups:
+            raise ScoringError(f"{where}: {base.size} intercepts for {self.num_groups} output groups")
+        return base.astype(_F32)
+
+    def margins(self, x: Matrix) -> np.ndarray:
+        """float32 margins, shape ``(n_rows, n_groups)``: intercept, then each tree's leaf in tree order."""
+        n, k = x.shape[0], self.num_groups
+        if self.trees.num_trees == 0:
+            return np.broadcast_to(self.base, (n, k)).copy()
+        vals = self.trees.value[self.trees.leaves(x, self.missing)]  # (n, n_trees) float32
+        if self._group_index is not None:
+            terms = vals[:, self._group_index]  # (n, k, trees per group)
+            start = np.broadcast_to(self.base[None, :, None], (n, k, 1))
+            # cumsum adds left to right in float32, one rounding per tree: xgboost's own order
+            return np.cumsum(np.concatenate([start, terms], axis=2), axis=2, dtype=_F32)[:, :, -1]
+        out = np.empty((n, k), dtype=_F32)
+        for g in range(k):
+            cols = np.flatnonzero(self.trees.group == g)
+            start = np.full((n, 1), self.base[g], dtype=_F32)
+            out[:, g] = np.cumsum(np.concatenate([start, vals[:, cols]], axis=1), axis=1, dtype=_F32)[:, -1]
+        return out
+
+
+@register(_XGB_CLASSES["classifier"])
+class XGBoostClassifierTwin(_XGBoostTwin, _ClassifierTwin):
+    """xgboost.spark classifier: margins from the booster, outputs as xgboost.spark's ``transform_margin``.
+
+    Binary: rawPrediction ``[-m, m]``, probability ``[1 - expit(m), expit(m)]``; multiclass: rawPrediction
+    the class margins, probability their softmax; prediction the argmax of the probabilities. All in
+    float32 (SciPy's ``expit``/``softmax`` on float32 arrays, as xgboost.spark calls them), then doubles.
+    """
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        self.num_classes = 2 if self.num_groups == 1 else self.num_groups
+
+    def _raw_and_prob(self, x: Matrix) -> tuple[np.ndarray, np.ndarray]:
+        m = self.margins(x)
+        if self.num_groups == 1:
+            m = m[:, 0]
+            p1 = special.expit(m)
+            raw = np.vstack((-m, m)).transpose()
+            prob = np.vstack((1.0 - p1, p1)).transpose()
+        else:
+            raw = m
+            prob = special.softmax(m, axis=1)
+        return raw, prob
+
+    def transform(self, frame: Frame) -> None:
+        x = _features(frame, self.features_col, self.num_features)
+        raw, prob = self._raw_and_prob(x)
+        if self.raw_col:
+            frame[self.raw_col] = raw.astype(np.float64)
+        if self.prob_col:
+            frame[self.prob_col] = prob.astype(np.float64)
+        if self.prediction_col:
+            frame[self.prediction_col] = np.argmax(prob, axis=1).astype(np.float64)
+
+
+@register(_XGB_CLASSES["regressor"])
+class XGBoostRegressorTwin(_XGBoostTwin):
+    """xgboost.spark regressor: the objective's transform of the float32 margin, as a double."""
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        if self.num_groups != 1:
+            raise UnsupportedStageError(
+                f"{stage.class_name} (stage {stage.path.name}) has {self.num_groups} targets; only "
+                "single-target regressors have a NumPy twin"
+            )
+
+    def predict(self, x: Matrix) -> np.ndarray:
+        m = self.margins(x)[:, 0]
+        obj = self.objective
+        if obj in _XGB_LOG_OBJECTIVES:
+            m = _libm().exp(m)
+        elif obj == "reg:logistic":
+            m = _xgb_sigmoid(m)
+        return m.astype(np.float64)
+
+    def transform(self, frame: Frame) -> None:
+        x = _features(frame, self.features_col, self.num_features)
+        if self.prediction_col:
+            frame[self.prediction_col] = self.predict(x)
+
+
+def _xgb_sigmoid(m: np.ndarray) -> np.ndarray:
+    """xgboost's float32 ``common::Sigmoid``: ``1 / (1 + expf(-x))`` with ``-x`` capped at 88.7."""
+    e = _libm().exp(np.minimum(-m, _F32(88.7)))
+    return (_F32(1) / (e + _F32(1) + _F32(1e-16))).astype(_F32)
+
+
 __all__ = [
     "COLD_START_COL",
     "EPSILON",
@@ -1339,6 +1743,9 @@ __all__ = [
     "NaiveBayesTwin",
     "RandomForestClassifierTwin",
     "RandomForestRegressorTwin",
+    "XGBoostClassifierTwin",
+    "XGBoostRegressorTwin",
+    "read_xgboost_booster",
     "spark_argmax",
     "thresholded_argmax",
 ]
