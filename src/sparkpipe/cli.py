@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sparkpipe.errors import ConfigError, SparkpipeError
+from sparkpipe.errors import ConfigError, SparkpipeError, explain_spark_failure
 
 app = typer.Typer(
     name="sparkpipe",
@@ -432,7 +432,29 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
+        resource = explain_spark_failure(exc, _spark_settings())
+        if resource is not None:
+            logging.getLogger(__name__).debug("Spark failure", exc_info=exc)
+            err_console.print(f"[red]error:[/red] {resource}")
+            sys.exit(1)
         raise
+
+
+def _spark_settings() -> dict[str, str]:
+    """The running session's master and memory settings (empty when there is none)."""
+    if "pyspark" not in sys.modules:
+        return {}
+    try:
+        from pyspark import SparkContext
+
+        sc = SparkContext._active_spark_context
+        if sc is None:
+            return {}
+        conf = sc.getConf()
+        keys = ("spark.master", "spark.driver.memory", "spark.executor.memory")
+        return {k: conf.get(k) for k in keys if conf.get(k)}
+    except Exception:  # the JVM may be gone
+        return {}
 
 
 if __name__ == "__main__":

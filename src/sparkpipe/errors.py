@@ -110,3 +110,66 @@ class InputError(ScoringError):
 
 class EnvironmentError_(SparkpipeError):
     """The machine lacks something sparkpipe needs (Java 17, a free port, ...)."""
+
+
+class ResourceError(SparkpipeError):
+    """Spark ran out of a resource (memory) or its JVM died; the message names the setting to raise."""
+
+
+_OOM_MARKERS = (
+    "java.lang.OutOfMemoryError",
+    "OutOfMemoryError: Java heap space",
+    "GC overhead limit exceeded",
+)
+_JVM_GONE_MARKERS = ("Answer from Java side is empty", "Error while receiving", "Connection refused")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return seen
+
+
+def explain_spark_failure(exc: BaseException, settings: dict[str, str] | None = None) -> ResourceError | None:
+    """A :class:`ResourceError` naming the setting to change when ``exc`` is a Spark out-of-memory
+    error (or the JVM died under the Python process, which is how the kernel's OOM killer shows);
+    ``None`` for any other error.
+
+    Parameters
+    ----------
+    exc
+        The exception (its ``__cause__``/``__context__`` chain is searched too).
+    settings
+        The session's ``spark.master``, ``spark.driver.memory`` and ``spark.executor.memory`` when
+        known, quoted in the message.
+    """
+    text = "\n".join(f"{type(e).__name__}: {e}" for e in _chain(exc))
+    settings = settings or {}
+    master = settings.get("spark.master", "")
+    driver = settings.get("spark.driver.memory", "Spark's default, 1g")
+    local = master.startswith("local") or not master
+    if any(m in text for m in _OOM_MARKERS):
+        if local:
+            fix = (
+                f"raise spark.driver_memory (now {driver}; in local mode the executors run inside the "
+                "driver JVM), e.g. --set spark.driver_memory=4g"
+            )
+        else:
+            executor = settings.get("spark.executor.memory", "Spark's default, 1g")
+            fix = (
+                f"raise spark.executor_memory (now {executor}) when a task failed, or spark.driver_memory "
+                f"(now {driver}) when the driver did, e.g. --set spark.executor_memory=4g"
+            )
+        return ResourceError(
+            f"Spark ran out of memory (java.lang.OutOfMemoryError): {fix}; or train on a sample with "
+            "data.sample_fraction"
+        )
+    if "Py4JNetworkError" in text or (any(m in text for m in _JVM_GONE_MARKERS) and "py4j" in text.lower()):
+        return ResourceError(
+            "the Spark JVM stopped while the run was in progress (most often the operating system's "
+            f"out-of-memory killer): check free memory, lower spark.driver_memory (now {driver}) below "
+            "the machine's free memory, or train on a sample with data.sample_fraction"
+        )
+    return None

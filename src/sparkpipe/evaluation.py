@@ -441,7 +441,15 @@ def _binary_auc(df: DataFrame, names: list[str], label_col: str, score_col: str)
     data = df.where(F.col(label_col).isNotNull())
     ev = BinaryClassificationEvaluator(rawPredictionCol=score_col, labelCol=label_col)
     metric = {"auc_roc": "areaUnderROC", "auc_pr": "areaUnderPR"}
-    return {n: float(ev.setMetricName(metric[n]).evaluate(data)) for n in names}
+    try:  # one metrics object: both areas share its single sort of the scores (the evaluator sorts per call)
+        ev._transfer_params_to_java()
+        curves = ev._java_obj.getMetrics(data._jdf)
+    except AttributeError:  # Spark Connect: no JVM handle
+        return {n: float(ev.setMetricName(metric[n]).evaluate(data)) for n in names}
+    try:
+        return {n: float(getattr(curves, metric[n])()) for n in names}
+    finally:
+        curves.unpersist()
 
 
 def _ovr_auc(

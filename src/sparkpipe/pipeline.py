@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LABEL_COL = "label"
+SPLIT_COL = "__sparkpipe_split"
+PROFILE_MAX_ROWS = 200_000
+"""Training rows profiled at most (a seeded sample beyond that); see :func:`_bounded_profile`."""
 _NUMERIC = (
     "double",
     "float",
@@ -81,6 +84,7 @@ class PreparedData:
     lineage: dict[str, Any]
     user_col: str | None = None
     item_col: str | None = None
+    num_classes: int | None = None
     cached: list[DataFrame] = field(default_factory=list)
 
     def release(self) -> None:
@@ -141,6 +145,7 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
     from pyspark.sql import functions as F
 
     from sparkpipe.data.io import read_dataset, require_columns
+    from sparkpipe.data.split import split_bounds, split_value
     from sparkpipe.models.algorithms import infer_task
 
     progress = progress or Progress()
@@ -149,41 +154,56 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
     df = loaded.df
     lineage = dict(loaded.lineage)
     target, task, user_col, item_col = resolve_columns(cfg)
+    if cfg.spark.shuffle_partitions is None and lineage.get("input_bytes"):
+        from sparkpipe.session import shuffle_partitions_for
+
+        partitions = shuffle_partitions_for(lineage["input_bytes"], spark.sparkContext.defaultParallelism)
+        spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
 
     if cfg.data.sample_fraction:
         df = df.sample(fraction=cfg.data.sample_fraction, seed=cfg.data.seed)
     if cfg.optimization.repartition and cfg.optimization.num_partitions:
         df = df.repartition(cfg.optimization.num_partitions)
-    # the target check, label indexing, every split and every metric read this input: compute it once
-    source = df.cache() if cfg.optimization.cache_data else None
-    df = source if source is not None else df
+    # Nothing is cached here: a cached copy of a wide input (text, many columns) is what exhausted the
+    # heap at 1M rows, and re-reading a split from the source is cheap. Each row's split is a pure
+    # function of its values (data/split.py), so no pass has to sort the data as randomSplit does.
+    df = df.withColumn(SPLIT_COL, split_value(df, cfg.data.seed))
+    weights = [
+        1.0 - cfg.data.validation_split - cfg.data.test_split,
+        cfg.data.validation_split,
+        cfg.data.test_split,
+    ]
+    names = [n for n, w in zip(("train", "validation", "test"), weights, strict=True) if w > 0]
+    bounds = dict(zip(names, split_bounds([w for w in weights if w > 0]), strict=True))
 
-    label_labels: list[str] | None = None
-    if task is None and target is not None:
-        require_columns(df, [target], "features.target")
-        dtype = dict(df.dtypes)[target]
-        n_distinct = None
-        if dtype.startswith(_NUMERIC):
-            n_distinct = df.select(F.approx_count_distinct(target)).first()[0]
-        task = infer_task(dtype, n_distinct, cfg.model.algorithm)
-        log.info("task inferred from target %r (%s): %s", target, dtype, task)
-    elif task is None:
+    if task is None and target is None:
         task = infer_task(None, None, cfg.model.algorithm)
-
     if task in ("classification", "regression") and target is None:
         raise DataError(f"a {task} model needs a target column: set features.target to one of {df.columns}")
     if task == "recommendation":
         user_col, item_col = user_col or "userId", item_col or "movieId"
         target = target or "rating"
         require_columns(df, [user_col, item_col, target], "features.user_col/item_col/target")
-
     if target is not None:
         require_columns(df, [target], "features.target")
+
+    # one pass over the target column: rows per split, rows without a label, the task when it must be
+    # inferred, and the number of classes of a numeric label
+    with progress.step("split"):
+        stats = _target_stats(df, target, task, bounds)
+    if task is None:
+        dtype = dict(df.dtypes)[target]
+        task = infer_task(dtype, stats.get("approx_distinct"), cfg.model.algorithm)
+        log.info("task inferred from target %r (%s): %s", target, dtype, task)
+    lineage.update({f"{n}_rows": stats[f"{n}_rows"] for n in names})
+
+    label_labels: list[str] | None = None
+    num_classes: int | None = None
+    if target is not None:
         before = None
-        null_target = df.filter(F.col(target).isNull())
         if task in ("classification", "regression", "recommendation"):
             # rows without a label cannot be trained on: count them (never silently drop)
-            before = null_target.count()
+            before = stats["null_target"]
             if before:
                 log.warning(
                     "%d rows have no value in target %r; they are excluded from training and counted "
@@ -191,7 +211,7 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
                     before,
                     target,
                 )
-                df = df.filter(F.col(target).isNotNull())
+                df = df.filter(F.col(f"`{target}`").isNotNull())
         lineage["null_target_rows"] = before or 0
         if target == LABEL_COL and not dict(df.dtypes)[target].startswith(_NUMERIC):
             # a string target called "label" would collide with the indexed label column
@@ -200,7 +220,9 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
         if task == "classification":
             dtype = dict(df.dtypes)[target]
             if dtype.startswith(_NUMERIC) or dtype == "boolean":
-                df = df.withColumn(LABEL_COL, F.col(target).cast("double"))
+                df = df.withColumn(LABEL_COL, F.col(f"`{target}`").cast("double"))
+                top = stats.get("train_max")
+                num_classes = int(top) + 1 if top is not None else None
             else:
                 from pyspark.ml.feature import StringIndexer
 
@@ -208,20 +230,19 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
                     inputCol=target, outputCol=LABEL_COL, stringOrderType="alphabetAsc"
                 ).fit(df)
                 label_labels = list(indexer.labels)
+                num_classes = len(label_labels)
                 df = indexer.transform(df)
         elif task in ("regression", "recommendation"):
-            df = df.withColumn(LABEL_COL, F.col(target).cast("double"))
+            df = df.withColumn(LABEL_COL, F.col(f"`{target}`").cast("double"))
 
-    weights = [
-        1.0 - cfg.data.validation_split - cfg.data.test_split,
-        cfg.data.validation_split,
-        cfg.data.test_split,
-    ]
-    splits = df.randomSplit([w for w in weights if w > 0], seed=cfg.data.seed)
-    it = iter(splits)
-    train = next(it)
-    validation = next(it) if cfg.data.validation_split > 0 else None
-    test = next(it) if cfg.data.test_split > 0 else None
+    u = F.col(SPLIT_COL)
+    parts = {
+        n: df.where((u >= lo) & (u < hi) if lo > 0.0 else u < hi).drop(SPLIT_COL)
+        for n, (lo, hi) in bounds.items()
+    }
+    train = parts["train"]
+    validation = parts.get("validation")
+    test = parts.get("test")
     return PreparedData(
         train,
         validation,
@@ -232,8 +253,33 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
         lineage,
         user_col,
         item_col,
-        cached=[source] if source is not None else [],
+        num_classes=num_classes,
     )
+
+
+def _target_stats(
+    df: DataFrame, target: str | None, task: str | None, bounds: dict[str, tuple[float, float]]
+) -> dict[str, Any]:
+    """Rows per split (with a label), rows without a label, the target's approximate distinct count
+    (when the task is still unknown) and its training maximum, in one aggregation."""
+    from pyspark.sql import functions as F
+
+    u = F.col(SPLIT_COL)
+    has_label = F.col(f"`{target}`").isNotNull() if target is not None else F.lit(True)
+    exprs = [
+        F.count(F.when(has_label & ((u >= lo) & (u < hi) if lo > 0.0 else u < hi), 1)).alias(f"{n}_rows")
+        for n, (lo, hi) in bounds.items()
+    ]
+    if target is not None:
+        col = F.col(f"`{target}`")
+        exprs.append(F.count(F.when(col.isNull(), 1)).alias("null_target"))
+        numeric = dict(df.dtypes)[target].startswith(_NUMERIC) or dict(df.dtypes)[target] == "boolean"
+        if task is None and numeric:
+            exprs.append(F.approx_count_distinct(col).alias("approx_distinct"))
+        if task in (None, "classification") and numeric:
+            hi = bounds["train"][1]
+            exprs.append(F.max(F.when(u < hi, col.cast("double"))).alias("train_max"))
+    return df.agg(*exprs).first().asDict()
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -256,6 +302,7 @@ def fit_model(
     (PipelineModel, info)
         ``info`` has ``feature_plan``, ``tuning`` (or ``None``) and ``num_features``.
     """
+    from pyspark import StorageLevel
     from pyspark.ml import Pipeline, PipelineModel
     from pyspark.ml.feature import IndexToString
 
@@ -282,19 +329,21 @@ def fit_model(
             data.target,
             nonnegative=requires_nonnegative_features(spec, params),
             seed=cfg.data.seed,
+            profile=_bounded_profile(raw_train, data.lineage.get("train_rows"), cfg.data.seed),
         )
         if plan.dropna_subset:  # missing_values.strategy: drop — count what is dropped, per split
             _drop_missing(data, plan.dropna_subset)
         feature_model = Pipeline(stages=list(plan.stages)).fit(data.train)
-        train_features = feature_model.transform(data.train)
-        if cfg.optimization.cache_data:
-            train_features = train_features.cache()
         plan.resolve_feature_names(feature_model)
         num_features = len(plan.feature_names) or None
         if data.task == "recommendation":  # string ids are indexed by the plan into *__idx columns
             data.user_col, data.item_col = plan.user_col or data.user_col, plan.item_col or data.item_col
+        # only what the estimator reads: a cache of every intermediate column exhausted the heap
+        train_features = _training_columns(feature_model.transform(data.train), plan.features_col, data)
+        if cfg.optimization.cache_data:
+            train_features = train_features.persist(StorageLevel.MEMORY_AND_DISK)
 
-    num_classes = len(data.label_labels) if data.label_labels else None
+    num_classes = len(data.label_labels) if data.label_labels else data.num_classes
     if data.task == "classification" and num_classes is None:
         num_classes = int(train_features.agg({LABEL_COL: "max"}).first()[0]) + 1
 
@@ -320,13 +369,13 @@ def fit_model(
             )
         else:
             model = estimator.fit(train_features)
+    if cfg.optimization.cache_data:
+        train_features.unpersist()
     stages = [*feature_model.stages, model]
     if data.label_labels:
         stages.append(
             IndexToString(inputCol="prediction", outputCol="predictedLabel", labels=data.label_labels)
         )
-    if cfg.optimization.cache_data:
-        train_features.unpersist()
     return PipelineModel(stages=stages), {
         "feature_plan": plan,
         "tuning": tuning_info,
@@ -334,6 +383,30 @@ def fit_model(
         "num_classes": num_classes,
         "spec": spec,
     }
+
+
+def _training_columns(df: DataFrame, features_col: str, data: PreparedData) -> DataFrame:
+    """The columns an estimator reads: features, label, and the ids of a recommender."""
+    keep = [features_col, LABEL_COL, data.user_col, data.item_col]
+    return df.select(*[c for c in dict.fromkeys(keep) if c and c in df.columns])
+
+
+def _bounded_profile(train: DataFrame, rows: int | None, seed: int) -> dict[str, Any] | None:
+    """The column profile (roles, drift reference) of a seeded sample of at most about
+    :data:`PROFILE_MAX_ROWS` training rows; ``None`` (profile every row) for smaller data.
+
+    Its sketches (distinct counts, quantiles) cost far more per row than a pass over the data, and a
+    few hundred thousand rows decide roles and describe distributions as well as all of them.
+    """
+    if not rows or rows <= PROFILE_MAX_ROWS:
+        return None
+    from sparkpipe.features.roles import profile_frame
+
+    fraction = PROFILE_MAX_ROWS / rows
+    profile = profile_frame(train.sample(fraction=fraction, seed=seed))
+    profile["sampled_from_rows"] = int(rows)
+    log.info("profiled a %.2f%% sample (%d of %d training rows)", 100 * fraction, profile["row_count"], rows)
+    return profile
 
 
 def _drop_missing(data: PreparedData, subset: list[str]) -> None:
@@ -367,24 +440,52 @@ def evaluate_model(
     """Metrics of ``model`` on ``df`` for the configured metric list of ``task``."""
     if df is None:
         return {}
+    predictions = score_for_metrics(model, df, task, user_col, item_col)
+    try:
+        return metrics_of(predictions, model, cfg, task, num_classes, user_col, item_col)
+    finally:
+        predictions.unpersist()
+
+
+def score_for_metrics(
+    model: PipelineModel, df: DataFrame, task: str, user_col: str | None = None, item_col: str | None = None
+) -> DataFrame:
+    """``model``'s predictions on ``df``, narrowed to the columns metrics and plots read and persisted
+    (spilling to disk): every metric and plot then reads this, not the source. Unpersist when done."""
+    from pyspark import StorageLevel
+
+    predictions = model.transform(df)
+    keep = [LABEL_COL, "prediction", "probability", "rawPrediction", user_col, item_col]
+    if task == "clustering":  # silhouette and friends read the feature vectors
+        keep.append("features")
+    cols = [c for c in dict.fromkeys(keep) if c and c in predictions.columns]
+    return predictions.select(*cols).persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def metrics_of(
+    predictions: DataFrame,
+    model: PipelineModel,
+    cfg: PipelineConfig,
+    task: str,
+    num_classes: int | None = None,
+    user_col: str | None = None,
+    item_col: str | None = None,
+) -> dict[str, float]:
+    """The configured metrics of ``task`` on predictions from :func:`score_for_metrics`."""
     from sparkpipe.evaluation import evaluate
 
     extra: dict[str, Any] = {}
     if task == "recommendation":
         extra = {"model": model.stages[-1], "user_col": user_col, "item_col": item_col}
-    predictions = model.transform(df).cache()  # several metrics read the same predictions
-    try:
-        return evaluate(
-            predictions,
-            task,
-            list(getattr(cfg.evaluation, task)),
-            label_col=LABEL_COL,
-            k=cfg.evaluation.k,
-            num_classes=num_classes,
-            **extra,
-        )
-    finally:
-        predictions.unpersist()
+    return evaluate(
+        predictions,
+        task,
+        list(getattr(cfg.evaluation, task)),
+        label_col=LABEL_COL,
+        k=cfg.evaluation.k,
+        num_classes=num_classes,
+        **extra,
+    )
 
 
 # ------------------------------------------------------------------------------------- signature
@@ -445,6 +546,7 @@ def run_pipeline(
 
     setup_logging(cfg)
     t_start = time.perf_counter()
+    report_predictions: DataFrame | None = None
     spark = spark or get_spark(cfg.spark, cfg.optimization)
     progress = Progress(spark=spark)
     data = prepare_data(spark, cfg, progress)
@@ -459,13 +561,20 @@ def run_pipeline(
 
         with progress.step("evaluate"):
             metrics: dict[str, float] = {}
+            # the report plots the test split (else validation) from the predictions scored here
+            report_split = "test" if data.test is not None else "validation"
             for split_name, split_df in (("validation", data.validation), ("test", data.test)):
-                for name, value in evaluate_model(
-                    model, split_df, cfg, data.task, info["num_classes"], data.user_col, data.item_col
-                ).items():
-                    metrics[f"{split_name}_{name}"] = value
-            train_rows = data.train.count()
-            data.lineage["train_rows"] = train_rows
+                if split_df is None:
+                    continue
+                scored = score_for_metrics(model, split_df, data.task, data.user_col, data.item_col)
+                values = metrics_of(
+                    scored, model, cfg, data.task, info["num_classes"], data.user_col, data.item_col
+                )
+                metrics.update({f"{split_name}_{name}": v for name, v in values.items()})
+                if split_name == report_split and cfg.evaluation.report:
+                    report_predictions = scored
+                else:
+                    scored.unpersist()
 
         result = RunResult(
             run_id=None,
@@ -540,12 +649,16 @@ def run_pipeline(
             from sparkpipe.report import run_report
 
             with progress.step("report"):
-                result.report_path = run_report(cfg, result, model, data, info, tracker)
+                result.report_path = run_report(
+                    cfg, result, model, data, info, tracker, predictions=report_predictions
+                )
         result.timings = dict(progress.timings)
         result.timings["total"] = time.perf_counter() - t_start
         out = write_run_outputs(cfg, result, model if run is None else None)
         if run is not None:
             tracker.log_artifact(out / "run.json")
+    if report_predictions is not None:
+        report_predictions.unpersist()
     data.release()
     return result
 

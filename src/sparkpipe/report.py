@@ -770,6 +770,23 @@ def _tuning_section(summary: dict[str, Any]) -> str:
     )
 
 
+MAX_PLOT_ROWS = 200_000
+"""Rows of a split the run report plots at most (a seeded sample of the evaluated predictions)."""
+
+
+def _bounded(pred: DataFrame, seed: int) -> DataFrame | None:
+    """A persisted seeded sample of about :data:`MAX_PLOT_ROWS` rows of ``pred`` when it has more,
+    so the report's cost does not grow with the data; ``None`` when ``pred`` is small enough."""
+    from pyspark import StorageLevel
+
+    rows = pred.count()
+    if rows <= MAX_PLOT_ROWS:
+        return None
+    sample = pred.sample(fraction=MAX_PLOT_ROWS / rows, seed=seed).persist(StorageLevel.MEMORY_AND_DISK)
+    log.info("report: plotting a sample of about %d of %d rows", MAX_PLOT_ROWS, rows)
+    return sample
+
+
 def run_report(
     cfg: PipelineConfig,
     result: Any,
@@ -777,6 +794,7 @@ def run_report(
     data: Any,
     info: dict[str, Any],
     tracker: Tracker | None = None,
+    predictions: DataFrame | None = None,
 ) -> str:
     """Build the report of one pipeline run; write ``<output_path>/report.html`` and log it.
 
@@ -794,6 +812,10 @@ def run_report(
         ``fit_model``'s info (``num_classes``, ``tuning``, ``feature_plan``).
     tracker
         Logs the plots and the page to the active run when given.
+    predictions
+        The model's predictions on the split plotted (test, else validation), already scored and
+        persisted by the evaluation; plotted from a seeded sample of at most
+        :data:`MAX_PLOT_ROWS` rows. ``None``: the split is scored here.
 
     Returns
     -------
@@ -806,7 +828,9 @@ def run_report(
     problems: list[str] = []
     if split_df is not None:
         plan = info.get("feature_plan")
-        pred = model.transform(split_df)
+        pred = model.transform(split_df) if predictions is None else predictions
+        sampled = _bounded(pred, cfg.data.seed)
+        pred = sampled if sampled is not None else pred
         plots = _guarded(
             "evaluation",
             problems,
@@ -819,6 +843,8 @@ def run_report(
             result.metrics.get(f"{split_name}_silhouette"),
             cfg.data.seed,
         )
+        if sampled is not None:
+            sampled.unpersist()
     tuning = info.get("tuning")
     tuning_figs = _guarded("tuning", problems, tuning_plots, tuning) if tuning else []
     sections = [
@@ -853,7 +879,8 @@ _METHOD_NOTE = (
     "ROC, precision-recall and calibration curves come from bucketed aggregation in Spark (200 score "
     "buckets, 10 calibration bins), so only per-bucket counts reach the driver. Scatter plots and "
     f"histograms use a seeded random sample of at most {MAX_SCATTER_ROWS:,} rows; the silhouette plot at most "
-    f"{MAX_SILHOUETTE_ROWS:,} rows. Metrics in the tables are computed on all rows."
+    f"{MAX_SILHOUETTE_ROWS:,} rows. Splits over {MAX_PLOT_ROWS:,} rows are plotted from a seeded sample of "
+    "that many rows. Metrics in the tables are computed on all rows."
 )
 
 

@@ -60,6 +60,40 @@ def is_local(master: str) -> bool:
     return master.startswith("local")
 
 
+DEFAULT_DRIVER_MEMORY_MB = 2048
+"""Driver heap of a local session when ``spark.driver_memory`` is not set (less on a small machine)."""
+
+
+def machine_memory_mb() -> int | None:
+    """Physical memory of this machine in MiB (``None`` when it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def default_driver_memory() -> str:
+    """The driver heap for a local session with no ``spark.driver_memory``: 2 GiB, or a quarter of the
+    machine's memory when that is less (never under 512 MiB).
+
+    The pipeline keeps nothing on the driver that grows with the rows (data is streamed, cached data
+    spills to disk), so a fixed heap serves any data size; Spark's own default of 1 GiB is too tight
+    for the sort and aggregation buffers of two concurrent tasks at tens of millions of rows.
+    """
+    total = machine_memory_mb()
+    mb = DEFAULT_DRIVER_MEMORY_MB if total is None else max(512, min(DEFAULT_DRIVER_MEMORY_MB, total // 4))
+    return f"{mb}m"
+
+
+def shuffle_partitions_for(input_bytes: int | None, cores: int | None = None) -> int:
+    """Shuffle partitions for an input of ``input_bytes`` (on disk): at least two per core, and one per
+    32 MiB of input so a shuffle partition stays a few hundred MiB in memory even for compressed
+    columnar files; adaptive execution coalesces the small ones."""
+    cores = cores or os.cpu_count() or 2
+    by_size = -(-int(input_bytes) // (32 * 1024 * 1024)) if input_bytes else 0
+    return max(4, 2 * cores, by_size)
+
+
 def build_conf(spark_cfg: SparkConfig, opt: OptimizationConfig | None = None) -> dict[str, str]:
     """The Spark conf entries implied by the config (pure; no Spark needed)."""
     opt = opt or OptimizationConfig()
@@ -75,8 +109,9 @@ def build_conf(spark_cfg: SparkConfig, opt: OptimizationConfig | None = None) ->
         conf["spark.driver.bindAddress"] = "127.0.0.1"
         # local[*] on a laptop: 200 shuffle partitions is pure overhead
         conf["spark.sql.shuffle.partitions"] = str(
-            spark_cfg.shuffle_partitions or max(4, (os.cpu_count() or 2) * 2)
+            spark_cfg.shuffle_partitions or shuffle_partitions_for(None)
         )
+        conf["spark.driver.memory"] = spark_cfg.driver_memory or default_driver_memory()
     elif spark_cfg.shuffle_partitions:
         conf["spark.sql.shuffle.partitions"] = str(spark_cfg.shuffle_partitions)
     if spark_cfg.master.startswith("spark://") and spark_cfg.master.split("//", 1)[1].startswith(

@@ -322,3 +322,28 @@ def test_fingerprint_changes_with_files(tmp_path):
     assert second != first
     (d / "b.csv").write_text("x\n22\n")  # same name, new size
     assert input_fingerprint(None, str(d)) != second
+
+
+def test_hash_split_is_disjoint_complete_and_independent_of_partitioning(spark):
+    from pyspark.sql import functions as F
+
+    from sparkpipe.data.split import hash_split
+
+    df = spark.range(20_000).select(
+        F.col("id"),
+        (F.col("id") % 7).cast("string").alias("s"),
+        F.when(F.col("id") % 5 == 0, None).otherwise(1.5).alias("x"),
+    )
+    parts = hash_split(df, [0.7, 0.15, 0.15], seed=3)
+    ids = [set(r.id for r in p.select("id").collect()) for p in parts]
+    assert sum(len(i) for i in ids) == 20_000 and set.union(*ids) == set(range(20_000))
+    assert all(abs(len(i) / 20_000 - w) < 0.02 for i, w in zip(ids, [0.7, 0.15, 0.15], strict=True))
+    # the same rows in another partitioning and order land in the same parts
+    shuffled = df.repartition(7).orderBy(F.rand(1))
+    again = [
+        set(r.id for r in p.select("id").collect()) for p in hash_split(shuffled, [0.7, 0.15, 0.15], seed=3)
+    ]
+    assert again == ids
+    # another seed gives another split
+    other = set(r.id for r in hash_split(df, [0.7, 0.15, 0.15], seed=4)[0].select("id").collect())
+    assert other != ids[0]

@@ -154,6 +154,7 @@ def test_breast_cancer_logistic_regression_matches_sklearn(spark, store, tmp_pat
     from sklearn.preprocessing import StandardScaler
 
     from sparkpipe.data.datasets import load_builtin
+    from sparkpipe.data.split import hash_split
     from sparkpipe.pipeline import load_spark_model
 
     monkeypatch.chdir(tmp_path)
@@ -170,9 +171,9 @@ def test_breast_cancer_logistic_regression_matches_sklearn(spark, store, tmp_pat
         },
         "breast_cancer_lr",
     )
-    # the same split as the run (randomSplit with the same seed over the same data), scored by sklearn
+    # the same split as the run (the row-hash split with the same seed over the same data), by sklearn
     df = load_builtin(spark, "breast_cancer")
-    train, test = df.randomSplit([0.75, 0.25], seed=42)
+    train, test = hash_split(df, [0.75, 0.25], seed=42)
     feats = [c for c in df.columns if c != "label"]
     tr, te = train.toPandas(), test.toPandas()
     scaler = StandardScaler().fit(tr[feats])

@@ -87,3 +87,41 @@ def test_set_override_changes_the_algorithm(tmp_path, capsys):
     path = _write(tmp_path, "model:\n  algorithm: logistic_regression\n")
     main(["validate", "--config", str(path), "--set", "model.algorithm=gbt"])
     assert "gbt" in capsys.readouterr().out
+
+
+def test_spark_out_of_memory_is_a_one_line_error_naming_the_setting():
+    from sparkpipe.errors import explain_spark_failure
+
+    class Py4JJavaError(Exception):
+        pass
+
+    try:
+        try:
+            raise Py4JJavaError(
+                "An error occurred while calling o1089.collectToPython.\n: org.apache.spark.SparkException: "
+                "Job aborted ... java.lang.OutOfMemoryError: Java heap space"
+            )
+        except Py4JJavaError as inner:
+            raise RuntimeError("wrapped") from inner
+    except RuntimeError as exc:
+        local = explain_spark_failure(exc, {"spark.master": "local[*]", "spark.driver.memory": "1g"})
+        cluster = explain_spark_failure(
+            exc, {"spark.master": "spark://h:7077", "spark.executor.memory": "2g"}
+        )
+    assert local is not None and "spark.driver_memory (now 1g" in str(local)
+    assert cluster is not None and "spark.executor_memory (now 2g)" in str(cluster)
+    assert explain_spark_failure(ValueError("java.lang.IllegalArgumentException: nope")) is None
+
+
+def test_cli_prints_the_memory_error_without_a_traceback(monkeypatch, capsys):
+    import sparkpipe.cli as cli
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("Job aborted: java.lang.OutOfMemoryError: Java heap space")
+
+    monkeypatch.setattr(cli, "app", boom)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "ran out of memory" in err and "spark.driver_memory" in err and "Traceback" not in err

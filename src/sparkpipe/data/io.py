@@ -847,6 +847,8 @@ def read_dataset(spark: SparkSession, data_cfg: DataConfig) -> LoadResult:
         lineage.setdefault("delta_version", None)
     else:
         lineage["fingerprint"] = input_fingerprint(spark, path)
+    if _is_local(path) and (files := _list_local_files(_local_path(path))) is not None:
+        lineage["input_bytes"] = sum(size for _, size, _ in files)
     log.info("read %s (%s): %d rows, %d quarantined", path, fmt, lineage["row_count"], out.quarantined)
     return LoadResult(
         df=df, lineage=lineage, quarantined=int(out.quarantined), quarantine_path=out.quarantine_path
