@@ -385,6 +385,21 @@ def fit_model(
     }
 
 
+MAX_META_FEATURE_NAMES = 4096
+"""Feature-slot names kept in a logged model's metadata at most (a hashed 2^18-slot vector would put
+megabytes of YAML into ``MLmodel``, which every model load parses)."""
+
+
+def feature_names_meta(plan: Any) -> dict[str, Any]:
+    """``feature_names`` (empty beyond :data:`MAX_META_FEATURE_NAMES` slots) and ``num_features``
+    for a model's metadata."""
+    names = list(getattr(plan, "feature_names", []) or [])
+    return {
+        "feature_names": names if len(names) <= MAX_META_FEATURE_NAMES else [],
+        "num_features": len(names),
+    }
+
+
 def _training_columns(df: DataFrame, features_col: str, data: PreparedData) -> DataFrame:
     """The columns an estimator reads: features, label, and the ids of a recommender."""
     keep = [features_col, LABEL_COL, data.user_col, data.item_col]
@@ -590,7 +605,7 @@ def run_pipeline(
             "algorithm": cfg.model.algorithm,
             "target": data.target,
             "label_labels": data.label_labels,
-            "feature_names": list(getattr(plan, "feature_names", []) or []),
+            **feature_names_meta(plan),
             "input_schema": [list(x) for x in plan.input_schema],
             "user_col": data.user_col,
             "item_col": data.item_col,

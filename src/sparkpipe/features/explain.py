@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOP_N_CHART = 25
+MAX_JSON_SLOTS = 2000
+"""Slots listed in feature_importance.json at most (the most important; column totals cover all)."""
 """Columns shown in the bar chart."""
 
 
@@ -61,8 +63,22 @@ class Explanation:
             "kind": self.kind,
             "model_class": self.model_class,
             "columns": [{"column": c, "importance": v, "slots": n} for c, v, n in self.columns],
-            "slots": [{"feature": f, "column": c, "importance": v, "value": s} for f, c, v, s in self.slots],
+            "slots": [
+                {"feature": f, "column": c, "importance": v, "value": s} for f, c, v, s in self.top_slots()
+            ],
+            "slots_total": len(self.slots),
         }
+
+    def top_slots(self, n: int | None = None) -> list[tuple[str, str, float, float]]:
+        """The ``n`` (default :data:`MAX_JSON_SLOTS`) most important slots, in slot order when all fit.
+
+        A hashed vector has hundreds of thousands of slots, nearly all with no weight; the per-column
+        totals in ``columns`` still cover every slot.
+        """
+        n = MAX_JSON_SLOTS if n is None else n
+        if len(self.slots) <= n:
+            return list(self.slots)
+        return sorted(self.slots, key=lambda t: -abs(t[2]))[:n]
 
 
 def _model_stage(model: PipelineModel) -> Any | None:
