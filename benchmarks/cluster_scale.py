@@ -138,6 +138,14 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"machine: {result['machine']['cpus']} CPUs, Python {result['machine']['python']}",
         "",
     ]
+    cpus = result["machine"]["cpus"] or 1
+    if any(r["load_before"][0] >= cpus for r in runs):
+        lines += [
+            f"Note: the load average was at or above the {cpus} CPUs before the runs: other work already",
+            "kept every core busy, so a second worker had no idle core to run on and the comparison",
+            "shows the cost of an extra executor rather than the gain of one.",
+            "",
+        ]
     return "\n".join(lines)
 
 
