@@ -1675,8 +1675,8 @@ class XGBoostClassifierTwin(_XGBoostTwin, _ClassifierTwin):
             raw = np.vstack((-m, m)).transpose()
             prob = np.vstack((1.0 - p1, p1)).transpose()
         else:
-            raw = m
-            prob = special.softmax(m, axis=1)
+            raw = np.ascontiguousarray(m)  # the (rows, classes) layout xgboost returns: same sum order
+            prob = special.softmax(raw, axis=1)
         return raw, prob
 
     def transform(self, frame: Frame) -> None:
