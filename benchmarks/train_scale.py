@@ -73,6 +73,19 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
@@ -106,12 +119,15 @@ class MemorySampler(threading.Thread):
         self.peak_jvm_rss_mb = 0.0
         self.peak_heap_mb = 0.0
         self.max_heap = ""
+        self.cpu: dict[int, float] = {}  # last CPU seconds seen per process of the tree
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.is_set():
             pids = _tree(self.pid)
             rss = {p: _rss_kb(p) / 1024.0 for p in pids}
+            for p in pids:
+                self.cpu[p] = max(self.cpu.get(p, 0.0), _cpu_s(p))
             self.peak_tree_mb = max(self.peak_tree_mb, sum(rss.values()))
             for p in pids:
                 cmd = _cmdline(p)
@@ -132,6 +148,8 @@ class MemorySampler(threading.Thread):
             "peak_jvm_rss_mb": round(self.peak_jvm_rss_mb),
             "peak_jvm_heap_used_mb": round(self.peak_heap_mb),
             "jvm_max_heap": self.max_heap or "spark default (1g)",
+            # CPU seconds of the whole tree (sampled each second): less sensitive to other load than wall time
+            "cpu_s": round(sum(self.cpu.values()), 1),
         }
 
 
@@ -306,10 +324,10 @@ def _s(v: float | None) -> str:
 def markdown(results: dict[str, Any]) -> str:
     """The README's Scale table from the results."""
     head = (
-        "| rows | generate | sparkpipe total | read | features | train | evaluate | MLflow + report "
+        "| rows | generate | sparkpipe total | read | split | features | train | evaluate | MLflow + report "
         "| peak RSS, driver tree | peak JVM heap used / max | hand-written fit + evaluate | ratio | test AUC, ours / hand |"
     )
-    lines = [head, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [head, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for rows, r in results["sizes"].items():
         sp, hw, gen = r["sparkpipe"], r.get("handwritten") or {}, r["generate"]
         tm = sp.get("timings", {})
@@ -327,6 +345,7 @@ def markdown(results: dict[str, Any]) -> str:
             _s(gen.get("wall_s")),
             total,
             _s(tm.get("read data")),
+            _s(tm.get("split")),
             _s(tm.get("feature engineering")),
             _s(train),
             _s(tm.get("evaluate")),
@@ -351,6 +370,9 @@ def main() -> None:
     ap.add_argument("--handwritten", help=argparse.SUPPRESS)
     ap.add_argument("--handwritten-out", help=argparse.SUPPRESS)
     ap.add_argument("--generate-only", action="store_true", help="only generate the data sets")
+    ap.add_argument(
+        "--merge", action="store_true", help="keep the other sizes already in --out (re-measure some sizes)"
+    )
     args = ap.parse_args()
 
     if args.handwritten:  # child process: the reference run
@@ -367,6 +389,8 @@ def main() -> None:
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "work_dir": str(work), "sizes": {}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.merge and out.exists():
+        results["sizes"] = json.loads(out.read_text()).get("sizes", {})
     for rows in [int(s) for s in args.sizes.split(",") if s]:
         print(f"== {rows:,} rows", flush=True)
         entry: dict[str, Any] = {"generate": generate(rows, data_dir, log_dir)}
@@ -379,6 +403,7 @@ def main() -> None:
             entry["handwritten"] = run_handwritten(rows, entry["generate"]["path"], work, log_dir)
             print(f"   hand-written: {json.dumps(entry['handwritten'])}", flush=True)
         results["sizes"][str(rows)] = entry
+        results["sizes"] = dict(sorted(results["sizes"].items(), key=lambda kv: int(kv[0])))
         out.write_text(json.dumps(results, indent=2))  # partial results survive an interrupted run
     out.with_suffix(".md").write_text(markdown(results))
     print(markdown(results))

@@ -460,6 +460,7 @@ def compare(
     eval_df.unpersist()
     with contextlib.suppress(Exception):
         data.train.unpersist()
+    data.release()
     return result
 
 

@@ -349,7 +349,14 @@ class LoggingConfig(_Strict):
 
 
 class OptimizationConfig(_Strict):
-    cache_data: bool = True
+    cache_data: bool = Field(
+        default=False,
+        description=(
+            "persist the training vectors (features + label, memory and disk) while the model trains; off "
+            "by default because MLlib's estimators cache what they iterate on themselves, and a second "
+            "copy competes with theirs for the heap"
+        ),
+    )
     repartition: bool = False
     num_partitions: int | None = Field(default=None, ge=1)
     broadcast_threshold: int | str | None = None

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 LABEL_COL = "label"
 SPLIT_COL = "__sparkpipe_split"
+SOURCE_CACHE_MAX_ROWS = 100_000
+"""Inputs up to this many rows are persisted (memory and disk) for the run; larger ones are streamed."""
 PROFILE_MAX_ROWS = 200_000
 """Training rows profiled at most (a seeded sample beyond that); see :func:`_bounded_profile`."""
 _NUMERIC = (
@@ -160,13 +162,22 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
         partitions = shuffle_partitions_for(lineage["input_bytes"], spark.sparkContext.defaultParallelism)
         spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
 
+    cached: list[DataFrame] = []
     if cfg.data.sample_fraction:
         df = df.sample(fraction=cfg.data.sample_fraction, seed=cfg.data.seed)
     if cfg.optimization.repartition and cfg.optimization.num_partitions:
         df = df.repartition(cfg.optimization.num_partitions)
-    # Nothing is cached here: a cached copy of a wide input (text, many columns) is what exhausted the
-    # heap at 1M rows, and re-reading a split from the source is cheap. Each row's split is a pure
+    # A large input is never cached: a cached copy of a wide input (text, many columns) is what
+    # exhausted the heap at 1M rows, and each pass re-reads only what it needs. A small one is (its
+    # memory is bounded by SOURCE_CACHE_MAX_ROWS, and it spills): feature steps and metrics make many
+    # passes, each of which would otherwise parse or generate it again. Each row's split is a pure
     # function of its values (data/split.py), so no pass has to sort the data as randomSplit does.
+    rows = lineage.get("row_count")
+    if rows is not None and rows <= SOURCE_CACHE_MAX_ROWS and not cfg.data.sample_fraction:
+        from pyspark import StorageLevel
+
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(df)
     df = df.withColumn(SPLIT_COL, split_value(df, cfg.data.seed))
     weights = [
         1.0 - cfg.data.validation_split - cfg.data.test_split,
@@ -187,15 +198,18 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
     if target is not None:
         require_columns(df, [target], "features.target")
 
-    # one pass over the target column: rows per split, rows without a label, the task when it must be
-    # inferred, and the number of classes of a numeric label
+    # one cheap pass over the target column: rows without a label, the task when it must be inferred,
+    # and the number of classes of a numeric label
     with progress.step("split"):
-        stats = _target_stats(df, target, task, bounds)
+        stats = _target_stats(df, target, task)
     if task is None:
         dtype = dict(df.dtypes)[target]
         task = infer_task(dtype, stats.get("approx_distinct"), cfg.model.algorithm)
         log.info("task inferred from target %r (%s): %s", target, dtype, task)
-    lineage.update({f"{n}_rows": stats[f"{n}_rows"] for n in names})
+    if stats:
+        lineage["labelled_rows"] = stats["rows"] - stats["null_target"]
+    elif not cfg.data.sample_fraction:  # no target: every row read is used (a sample is not counted)
+        lineage["labelled_rows"] = lineage.get("row_count")
 
     label_labels: list[str] | None = None
     num_classes: int | None = None
@@ -221,7 +235,7 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
             dtype = dict(df.dtypes)[target]
             if dtype.startswith(_NUMERIC) or dtype == "boolean":
                 df = df.withColumn(LABEL_COL, F.col(f"`{target}`").cast("double"))
-                top = stats.get("train_max")
+                top = stats.get("max")
                 num_classes = int(top) + 1 if top is not None else None
             else:
                 from pyspark.ml.feature import StringIndexer
@@ -254,31 +268,25 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
         user_col,
         item_col,
         num_classes=num_classes,
+        cached=cached,
     )
 
 
-def _target_stats(
-    df: DataFrame, target: str | None, task: str | None, bounds: dict[str, tuple[float, float]]
-) -> dict[str, Any]:
-    """Rows per split (with a label), rows without a label, the target's approximate distinct count
-    (when the task is still unknown) and its training maximum, in one aggregation."""
+def _target_stats(df: DataFrame, target: str | None, task: str | None) -> dict[str, Any]:
+    """Rows without a label, the target's approximate distinct count (when the task is still unknown)
+    and its maximum (the class count of a numeric label), in one aggregation that reads the target
+    column only. Rows per split are counted where the splits are read anyway (see ``run_pipeline``)."""
     from pyspark.sql import functions as F
 
-    u = F.col(SPLIT_COL)
-    has_label = F.col(f"`{target}`").isNotNull() if target is not None else F.lit(True)
-    exprs = [
-        F.count(F.when(has_label & ((u >= lo) & (u < hi) if lo > 0.0 else u < hi), 1)).alias(f"{n}_rows")
-        for n, (lo, hi) in bounds.items()
-    ]
-    if target is not None:
-        col = F.col(f"`{target}`")
-        exprs.append(F.count(F.when(col.isNull(), 1)).alias("null_target"))
-        numeric = dict(df.dtypes)[target].startswith(_NUMERIC) or dict(df.dtypes)[target] == "boolean"
-        if task is None and numeric:
-            exprs.append(F.approx_count_distinct(col).alias("approx_distinct"))
-        if task in (None, "classification") and numeric:
-            hi = bounds["train"][1]
-            exprs.append(F.max(F.when(u < hi, col.cast("double"))).alias("train_max"))
+    if target is None:
+        return {}
+    col = F.col(f"`{target}`")
+    exprs = [F.count(F.lit(1)).alias("rows"), F.count(F.when(col.isNull(), 1)).alias("null_target")]
+    numeric = dict(df.dtypes)[target].startswith(_NUMERIC) or dict(df.dtypes)[target] == "boolean"
+    if task is None and numeric:
+        exprs.append(F.approx_count_distinct(col).alias("approx_distinct"))
+    if task in (None, "classification") and numeric:
+        exprs.append(F.max(col.cast("double")).alias("max"))
     return df.agg(*exprs).first().asDict()
 
 
@@ -329,7 +337,7 @@ def fit_model(
             data.target,
             nonnegative=requires_nonnegative_features(spec, params),
             seed=cfg.data.seed,
-            profile=_bounded_profile(raw_train, data.lineage.get("train_rows"), cfg.data.seed),
+            profile=_bounded_profile(raw_train, _expected_train_rows(cfg, data), cfg.data.seed),
         )
         if plan.dropna_subset:  # missing_values.strategy: drop — count what is dropped, per split
             _drop_missing(data, plan.dropna_subset)
@@ -398,6 +406,26 @@ def feature_names_meta(plan: Any) -> dict[str, Any]:
         "feature_names": names if len(names) <= MAX_META_FEATURE_NAMES else [],
         "num_features": len(names),
     }
+
+
+def _expected_train_rows(cfg: PipelineConfig, data: PreparedData) -> int | None:
+    """Training rows to expect from the labelled rows and the split fractions (before they are counted)."""
+    rows = data.lineage.get("labelled_rows") or data.lineage.get("row_count")
+    return int(rows * (1.0 - cfg.data.validation_split - cfg.data.test_split)) if rows else None
+
+
+def _count_split_rows(data: PreparedData, counted: dict[str, int]) -> None:
+    """Record rows per split: validation and test as scored, train as the labelled rest (before the
+    rows a ``missing_values: drop`` removed from it, which are counted separately)."""
+    lineage = data.lineage
+    for name, n in counted.items():
+        lineage[f"{name}_rows"] = n
+    labelled = lineage.get("labelled_rows")
+    if labelled is not None:
+        held_out = sum(counted.values()) + sum(
+            lineage.get(f"dropped_missing_rows_{name}", 0) for name in counted
+        )
+        lineage["train_rows"] = int(labelled) - held_out
 
 
 def _training_columns(df: DataFrame, features_col: str, data: PreparedData) -> DataFrame:
@@ -578,6 +606,7 @@ def run_pipeline(
             metrics: dict[str, float] = {}
             # the report plots the test split (else validation) from the predictions scored here
             report_split = "test" if data.test is not None else "validation"
+            counted: dict[str, int] = {}
             for split_name, split_df in (("validation", data.validation), ("test", data.test)):
                 if split_df is None:
                     continue
@@ -586,10 +615,12 @@ def run_pipeline(
                     scored, model, cfg, data.task, info["num_classes"], data.user_col, data.item_col
                 )
                 metrics.update({f"{split_name}_{name}": v for name, v in values.items()})
+                counted[split_name] = scored.count()  # read from the persisted predictions
                 if split_name == report_split and cfg.evaluation.report:
                     report_predictions = scored
                 else:
                     scored.unpersist()
+            _count_split_rows(data, counted)
 
         result = RunResult(
             run_id=None,

@@ -71,10 +71,13 @@ def test_default_config_trains_200k_rows_with_a_512mb_heap(tmp_path):
     record = json.loads((out / "run.json").read_text())
     lineage = record["lineage"]
     assert lineage["row_count"] == ROWS
-    # the three splits partition the rows (no label is missing in generated churn)
-    split_rows = lineage["train_rows"] + lineage["validation_rows"] + lineage["test_rows"]
-    assert split_rows == ROWS
-    assert abs(lineage["train_rows"] / ROWS - 0.70) < 0.01
+    # validation and test rows are counted as scored, train is the labelled rest (no label is missing)
+    assert lineage["labelled_rows"] == ROWS and lineage["null_target_rows"] == 0
+    assert (
+        abs(lineage["validation_rows"] / ROWS - 0.15) < 0.01
+        and abs(lineage["test_rows"] / ROWS - 0.15) < 0.01
+    )
+    assert lineage["train_rows"] == ROWS - lineage["validation_rows"] - lineage["test_rows"]
     assert record["metrics"]["test_auc_roc"] > 0.85
     assert record["registered_version"] == "1"
     # below PROFILE_MAX_ROWS training rows the profile covers every row (see the next test for more)

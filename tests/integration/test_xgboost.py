@@ -93,6 +93,10 @@ def test_xgboost_run_registers_a_model_the_numpy_plan_scores_identically(spark, 
     run = _run(store, tmp_path, "churn_xgboost")
     assert run["metrics"]["test_auc_roc"] >= 0.8, run["metrics"]
     assert run["registered_version"]
+    # explain reads the booster's total gain per slot, aggregated per input column
+    detail = json.loads((tmp_path / "out" / "explain" / "feature_importance.json").read_text())
+    assert detail["kind"] == "feature_importances" and detail["columns"][0]["importance"] > 0
+    assert abs(sum(c["importance"] for c in detail["columns"]) - 1.0) < 1e-9
 
     mcfg = MlflowConfig(tracking_uri=f"sqlite:///{store / 'mlflow.db'}", experiment_name="xgboost-tests")
     model, meta = load_spark_model("models:/churn_xgboost@champion", mcfg)  # Spark, through MLflow

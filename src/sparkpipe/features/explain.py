@@ -87,13 +87,33 @@ def _model_stage(model: PipelineModel) -> Any | None:
             hasattr(stage, "featureImportances")
             or hasattr(stage, "coefficients")
             or hasattr(stage, "coefficientMatrix")
+            or hasattr(stage, "get_feature_importances")  # xgboost.spark models
         ):
             return stage
     return None
 
 
-def _slot_values(stage: Any) -> tuple[str, np.ndarray, np.ndarray] | None:
+def _xgboost_importances(stage: Any, n_slots: int) -> np.ndarray | None:
+    """Total gain per slot of an ``xgboost.spark`` model (slots never split on get 0)."""
+    try:
+        gains = stage.get_feature_importances(importance_type="total_gain")
+    except Exception as exc:  # an unexpected booster layout: explain is best effort
+        log.warning("explain: cannot read xgboost importances: %s", exc)
+        return None
+    imp = np.zeros(n_slots, dtype=np.float64)
+    for key, value in gains.items():
+        index = int(key[1:]) if key.startswith("f") and key[1:].isdigit() else -1
+        if 0 <= index < n_slots:
+            imp[index] = float(value)
+    total = imp.sum()
+    return imp / total if total > 0 else imp
+
+
+def _slot_values(stage: Any, n_slots: int) -> tuple[str, np.ndarray, np.ndarray] | None:
     """(kind, importance per slot, signed value per slot) of a Spark model, or None when unsupported."""
+    if hasattr(stage, "get_feature_importances"):
+        imp = _xgboost_importances(stage, n_slots)
+        return None if imp is None else ("feature_importances", imp, imp)
     if hasattr(stage, "featureImportances"):
         imp = np.asarray(stage.featureImportances.toArray(), dtype=np.float64)
         return "feature_importances", imp, imp
@@ -133,7 +153,7 @@ def explain_model(
     if stage is None:
         log.info("explain: the model exposes neither feature importances nor coefficients")
         return None
-    values = _slot_values(stage)
+    values = _slot_values(stage, len(feature_names))
     if values is None:
         return None
     kind, imp, signed = values
