@@ -71,6 +71,9 @@ _NUMBER_TYPES = frozenset({float, int, bool, type(None), np.float64, np.float32,
 _WHOLE_TYPES = frozenset({int, bool, type(None), np.int64, np.int32})
 """Value types that are integral (or null) by construction: an integral column needs no fraction check."""
 _STRING_TYPES = frozenset({str, type(None)})
+_BOOL_TYPES = frozenset({bool, type(None)})
+_F64 = np.dtype(np.float64)
+_OBJECT = np.dtype(object)
 _EPOCH = np.datetime64("1970-01-01T00:00:00", "us")
 _PY_EPOCH = dt.datetime(1970, 1, 1)
 _ONE_US = dt.timedelta(microseconds=1)
@@ -249,13 +252,13 @@ def compile_pipeline(
 
 # -------------------------------------------------------------------------------------- input casting
 def _cast_numeric(t: str, name: str, vals: list[Any]) -> np.ndarray:
-    kinds = set(map(type, vals))
+    kinds = {type(vals[0])} if len(vals) == 1 else set(map(type, vals))
     if not kinds <= _NUMBER_TYPES:  # subclasses of int/float pass, anything else is named
         ok = _NUMBER_TYPES
         for i, v in enumerate(vals):
             if type(v) not in ok and not (isinstance(v, int | float) and not isinstance(v, str)):
                 raise InputError.at(name, i, f"expected {t}, got {type(v).__name__} {v!r}", t)
-    x = np.array(vals, dtype=np.float64)
+    x = np.array(vals, _F64)
     if t in INTEGRAL_TYPES:
         if not kinds <= _WHOLE_TYPES:
             with np.errstate(invalid="ignore"):
@@ -271,18 +274,16 @@ def _cast_numeric(t: str, name: str, vals: list[Any]) -> np.ndarray:
 
 
 def _cast_string(name: str, vals: list[Any]) -> np.ndarray:
-    if not set(map(type, vals)) <= _STRING_TYPES:
+    if not ({type(vals[0])} if len(vals) == 1 else set(map(type, vals))) <= _STRING_TYPES:
         for i, v in enumerate(vals):
             if v is not None and type(v) is not str:
                 raise InputError.at(name, i, f"expected string, got {type(v).__name__} {v!r}", "string")
-    out = np.empty(len(vals), dtype=object)
-    out[:] = vals
-    return out
+    return np.array(vals, _OBJECT)  # str and None only: always one dimension
 
 
 def _cast_bool(name: str, vals: list[Any]) -> np.ndarray:
-    if set(map(type, vals)) <= {bool, type(None)}:
-        return np.array(vals, dtype=np.float64)  # True/False -> 1.0/0.0, None -> NaN
+    if ({type(vals[0])} if len(vals) == 1 else set(map(type, vals))) <= _BOOL_TYPES:
+        return np.array(vals, _F64)  # True/False -> 1.0/0.0, None -> NaN
     out = np.empty(len(vals), dtype=np.float64)
     for i, v in enumerate(vals):
         if v is None:
@@ -354,7 +355,7 @@ def _cast_time(t: str, name: str, vals: list[Any]) -> np.ndarray:
             raise InputError.at(
                 name, i, f"expected {t} (ISO-8601 string, datetime or epoch seconds), got {v!r}", t
             ) from None
-    return np.array(micros, dtype=np.int64).view(_US_DTYPE)
+    return np.array(micros, _US_DTYPE)  # integers are microseconds; INT64_MIN is NaT
 
 
 def _cast_vector(name: str, vals: list[Any]) -> np.ndarray:
@@ -512,7 +513,9 @@ class CompiledPipeline:
             for name, t, cast in self._casters:
                 if name not in records:
                     raise InputError(name, f"missing field {name!r} (expected {t})", column=name, expected=t)
-                vals = list(records[name])
+                vals = records[name]
+                if type(vals) is not list:
+                    vals = list(vals)
                 if len(vals) != n:
                     n = len(vals) if n == -1 else -2
                 frame[name] = cast(name, vals)

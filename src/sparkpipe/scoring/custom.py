@@ -33,6 +33,7 @@ _US_PER_HOUR = 3_600_000_000
 _US_PER_MINUTE = 60_000_000
 _NAT = np.iinfo(np.int64).min
 _US_DTYPE = np.dtype("datetime64[us]")
+_F64 = np.dtype(np.float64)
 
 
 def _column(frame: Frame, name: str, stage: str) -> Any:
@@ -184,6 +185,7 @@ class TimeFeaturesTwin(Twin):
             raise ScoringError(f"TimeFeatures {self.uid}: unknown part(s) {unknown}")
         self._inputs = self.input_cols
         self._part_index = [_PART_INDEX[p] for p in self.parts]
+        self._output_names = [f"{c}_{p}" for c in self._inputs for p in self.parts]
         self._specs = [
             (
                 [(p, f"{c}_{p}") for p in self.parts],
@@ -207,6 +209,7 @@ class TimeFeaturesTwin(Twin):
         """The parts of every input of a one-row frame of ``datetime64[us]`` columns, computed in plain
         Python (``None`` for anything else: more rows, other types, null, years outside 1-9999)."""
         flat: list[int] = []
+        index = self._part_index
         for x in inputs:
             if type(x) is not np.ndarray or x.shape != (1,) or x.dtype != _US_DTYPE:
                 return None
@@ -214,18 +217,24 @@ class TimeFeaturesTwin(Twin):
             if type(t) is not datetime:
                 return None
             every = _calendar_values(t, t.hour, t.minute)
-            flat += [every[i] for i in self._part_index]
+            flat += [every[i] for i in index]
         return flat
 
     def transform(self, frame: Frame) -> None:
-        inputs = [_column(frame, c, "TimeFeatures") for c in self._inputs]
-        flat = self._one_row(inputs)
-        if flat is not None:  # one request: one array holds every part, each column is a view of it
-            rows = iter(np.array(flat, dtype=np.float64)[:, None])
-            per_input = [dict(zip(self.parts, rows, strict=False)) for _ in inputs]  # not strict: as above
-        else:
-            per_input = [calendar_parts(to_epoch_micros(x), self.parts) for x in inputs]
-        for (names, cyclic), values in zip(self._specs, per_input, strict=True):
+        try:
+            inputs = [frame[c] for c in self._inputs]
+        except KeyError:
+            for c in self._inputs:
+                _column(frame, c, "TimeFeatures")  # raises, naming the missing column
+            raise
+        if not self.cyclic and (flat := self._one_row(inputs)) is not None:
+            # one request: one array holds every output, each output column is a view of it
+            block = np.array(flat, dtype=np.float64)[:, None]
+            for name, column in zip(self._output_names, block, strict=False):  # not strict: as above
+                frame[name] = column
+            return
+        for (names, cyclic), x in zip(self._specs, inputs, strict=True):
+            values = calendar_parts(to_epoch_micros(x), self.parts)
             for p, name in names:
                 frame[name] = values[p]
             if self.cyclic:
@@ -288,9 +297,13 @@ class CastToDoubleTwin(Twin):
 
     def transform(self, frame: Frame) -> None:
         for src, dst in self.pairs:
-            if self.skip_missing and src not in frame:
-                continue
-            frame[dst] = to_float64(_column(frame, src, "CastToDouble"))
+            if src not in frame:
+                if self.skip_missing:
+                    continue
+                _column(frame, src, "CastToDouble")  # raises, naming the column
+            x = frame[src]
+            # a numeric array is what to_float64 copies as float64 (skipping its checks)
+            frame[dst] = x.astype(_F64) if type(x) is np.ndarray and x.dtype.kind in "biuf" else to_float64(x)
 
 
 @register(f"{STAGES_MODULE}.ConstantImputer")
@@ -372,8 +385,10 @@ class CategoricalImputerModelTwin(Twin):
     def transform(self, frame: Frame) -> None:
         rows = n_rows(frame)
         for src, dst, fill, spark_type in self.specs:
-            values = np.asarray(_column(frame, src, "CategoricalImputerModel"))
-            if values.dtype == object and spark_type == "string" and None not in values.tolist():
+            values = np.asarray(
+                frame[src] if src in frame else _column(frame, src, "CategoricalImputerModel")
+            )
+            if spark_type == "string" and values.dtype == object and None not in values.tolist():
                 frame[dst] = values.copy()  # nothing to fill
                 continue
             out = np.empty(rows, dtype=object)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,8 @@ DENSE_MAX = 512
 """Vectors up to this many elements are produced as dense 2-D arrays, wider ones as CSR matrices."""
 
 INTEGRAL_TYPES = frozenset({"integer", "long", "short", "byte"})
+_OBJECT = np.dtype(object)
+_F64 = np.dtype(np.float64)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -243,6 +246,7 @@ class ImputerTwin(Twin):
         self.cast: dict[str, str | None] = {c: None for c, _ in self.pairs}
         self._inputs = [c for c, _ in self.pairs]
         self._outputs = [o for _, o in self.pairs]
+        self._missing_is_number = not math.isnan(self.missing)
         self._fill = self._fill_column()
 
     def bind_types(self, types: dict[str, str]) -> None:
@@ -262,19 +266,21 @@ class ImputerTwin(Twin):
 
     def _fill_column(self) -> np.ndarray:
         """The surrogates (cast to each input's type) as a ``(n_inputs, 1)`` column."""
-        return np.array([[self._surrogate(c)] for c in self._inputs], dtype=np.float64).reshape(-1, 1)
+        return np.array([self._surrogate(c) for c in self._inputs], dtype=np.float64).reshape(-1, 1)
 
     def transform(self, frame: Frame) -> None:
-        # every input column at once: one (n_inputs, n_rows) block, each output a row of the result
+        # every input column at once (a few numpy calls instead of a few per column): one
+        # (n_inputs, n_rows) block, each output column a row of the result
         cols = [frame[c] for c in self._inputs]
         x = np.concatenate(cols).reshape(len(cols), cols[0].shape[0])
         mask = np.isnan(x)
-        if not math.isnan(self.missing):
+        if self._missing_is_number:
             mask |= x == self.missing
         if np.count_nonzero(mask):
             x = np.where(mask, self._fill, x)
-        for o, row in zip(self._outputs, x, strict=False):  # not strict: see _calendar_parts_one
-            frame[o] = row
+        # zip is not strict on purpose: the names run out first, so the iteration over the array never
+        # reaches its end (which numpy signals with a costly IndexError)
+        frame.update(zip(self._outputs, x, strict=False))
 
 
 # ----------------------------------------------------------------------------------- StringIndexer
@@ -297,6 +303,7 @@ class StringIndexerTwin(Twin):
         self.sizes = [float(len(ls)) for ls in labels]
         self.invalid = _handle_invalid(stage)
         self.types: dict[str, str | None] = {}
+        self._outputs = [o for _, o in self.pairs]
 
     def bind_types(self, types: dict[str, str]) -> None:
         for c, o in self.pairs:
@@ -309,13 +316,12 @@ class StringIndexerTwin(Twin):
         n = 0
         for (c, _), m, size in zip(self.pairs, self.maps, self.sizes, strict=True):
             x = frame[c]
-            vals = x.tolist() if x.dtype == object else _to_spark_strings(x, self.types.get(c))
+            vals = x.tolist() if x.dtype is _OBJECT else _to_spark_strings(x, self.types.get(c))
             n = len(vals)
             if keep:
-                indices += [m.get(v, size) for v in vals]
+                indices += map(m.get, vals, repeat(size))
             else:
-                get = m.get
-                out = [get(v) for v in vals]
+                out = list(map(m.get, vals))
                 if None in out:
                     i = out.index(None)
                     v = vals[i]
@@ -328,8 +334,7 @@ class StringIndexerTwin(Twin):
                     )
                 indices += out
         block = np.array(indices, dtype=np.float64).reshape(len(self.pairs), n)
-        for (_, o), row in zip(self.pairs, block, strict=False):  # not strict: see ImputerTwin
-            frame[o] = row
+        frame.update(zip(self._outputs, block, strict=False))  # not strict: see ImputerTwin.transform
 
 
 # ----------------------------------------------------------------------------------- OneHotEncoder
@@ -358,17 +363,17 @@ class OneHotEncoderTwin(Twin):
         ]
         # row i of eye as a (1, size) array, for the single-row path
         self.one_rows = [None if eye is None else list(eye[:, None, :]) for eye in self.eyes]
+        self._specs = list(zip(self.pairs, self.cat_sizes, self.sizes, self.eyes, self.one_rows, strict=True))
 
     def bind_types(self, types: dict[str, str]) -> None:
         for _, o in self.pairs:
             types[o] = "vector"
 
     def transform(self, frame: Frame) -> None:
-        specs = zip(self.pairs, self.cat_sizes, self.sizes, self.eyes, self.one_rows, strict=True)
-        for (c, o), orig, size, eye, one_rows in specs:
+        for (c, o), orig, size, eye, one_rows in self._specs:
             x = frame[c]
-            if one_rows is not None and x.shape[0] == 1 and 0.0 <= x[0] < orig:  # single-row fast path
-                frame[o] = one_rows[int(x[0])].copy()
+            if one_rows is not None and x.shape == (1,) and 0.0 <= (v := x.item()) < orig:  # one row
+                frame[o] = one_rows[int(v)].copy()
                 continue
             valid = (x >= 0) & (x < orig)  # NaN (null) is not valid
             null = None
@@ -468,16 +473,15 @@ class VectorAssemblerTwin(Twin):
 
 
 def _concat_one_row(values: list[Any]) -> np.ndarray | None:
-    """Dense columns of a one-row frame side by side as a ``(1, width)`` array with one concatenation
-    (``None`` when the frame has more rows or a part is not a dense array)."""
+    """Columns of a one-row frame side by side as a ``(1, width)`` array, in one call that flattens
+    every part (``None`` when the frame has more rows or a part is not a dense numeric array)."""
     if not values or type(values[0]) is not np.ndarray or values[0].shape[0] != 1:
         return None
-    flat = []
-    for v in values:
-        if type(v) is not np.ndarray:
-            return None
-        flat.append(v if v.ndim == 1 else v.reshape(-1))
-    return np.concatenate(flat).reshape(1, -1)
+    try:
+        out = np.concatenate(values, axis=None)
+    except (TypeError, ValueError):
+        return None
+    return None if out.dtype.kind == "O" else out.reshape(1, -1)  # object: a sparse part, or strings
 
 
 def _has_nan(x: np.ndarray) -> bool:

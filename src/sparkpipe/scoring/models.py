@@ -297,6 +297,7 @@ class LogisticRegressionTwin(_ClassifierTwin):
         if not self.is_multinomial:
             self.w = np.ascontiguousarray(self.coefficients[0])
             self.b = float(self.intercepts[0])
+            self._b = np.array([self.b])
             if self.thresholds is not None:
                 t = 1.0 / (1.0 + self.thresholds[0] / self.thresholds[1])
             else:
@@ -312,7 +313,7 @@ class LogisticRegressionTwin(_ClassifierTwin):
             self.wt = np.ascontiguousarray(self.coefficients.T)
 
     def _margin(self, x: Matrix) -> np.ndarray:
-        return _matmul(x, self.w) + self.b
+        return _matmul(x, self.w) + self._b  # a one-element array adds faster than a Python float
 
     def _raw(self, x: Matrix) -> np.ndarray:
         if self.is_multinomial:
@@ -353,6 +354,15 @@ class LogisticRegressionTwin(_ClassifierTwin):
         # the base transform's steps, from the margins m = x.w + b (rawPrediction is [-m, m])
         x = _features(frame, self.features_col, self.num_features)
         m = self._margin(x)
+        if m.shape[0] == 1 and self.raw_col and self.prob_col:
+            # one request: the same IEEE double operations on Python floats (exactly equal)
+            mv = m.item()
+            p0 = 1.0 / (1.0 + _exp_quiet(m).item())
+            frame[self.raw_col] = np.array([[-mv, mv]])
+            frame[self.prob_col] = np.array([[p0, 1.0 - p0]])
+            if self.prediction_col:
+                frame[self.prediction_col] = np.array([1.0 if mv > self.raw_threshold else 0.0])
+            return
         m2 = m[:, None]
         prob = None
         if self.raw_col:
