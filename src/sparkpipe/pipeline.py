@@ -34,7 +34,7 @@ LABEL_COL = "label"
 SPLIT_COL = "__sparkpipe_split"
 SOURCE_CACHE_MAX_ROWS = 100_000
 """Inputs up to this many rows are persisted (memory and disk) for the run; larger ones are streamed."""
-PROFILE_MAX_ROWS = 200_000
+PROFILE_MAX_ROWS = 100_000
 """Training rows profiled at most (a seeded sample beyond that); see :func:`_bounded_profile`."""
 _NUMERIC = (
     "double",

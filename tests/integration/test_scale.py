@@ -80,10 +80,15 @@ def test_default_config_trains_200k_rows_with_a_512mb_heap(tmp_path):
     assert lineage["train_rows"] == ROWS - lineage["validation_rows"] - lineage["test_rows"]
     assert record["metrics"]["test_auc_roc"] > 0.85
     assert record["registered_version"] == "1"
-    # below PROFILE_MAX_ROWS training rows the profile covers every row (see the next test for more)
+    # a training split over PROFILE_MAX_ROWS is profiled from a seeded sample, which says so
+    from sparkpipe.pipeline import PROFILE_MAX_ROWS
+
     profiles = list(tmp_path.glob("mlruns/**/data/profile.json"))
     assert len(profiles) == 1, profiles
-    assert json.loads(profiles[0].read_text())["row_count"] == lineage["train_rows"]
+    profile = json.loads(profiles[0].read_text())
+    assert lineage["train_rows"] > PROFILE_MAX_ROWS
+    assert profile.get("sampled_from_rows", 0) > PROFILE_MAX_ROWS
+    assert 0.9 * PROFILE_MAX_ROWS < profile["row_count"] < 1.1 * PROFILE_MAX_ROWS
     assert (out / "report.html").stat().st_size > 10_000
 
 
