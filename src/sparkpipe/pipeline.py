@@ -147,7 +147,7 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
     from pyspark.sql import functions as F
 
     from sparkpipe.data.io import read_dataset, require_columns
-    from sparkpipe.data.split import split_bounds, split_value
+    from sparkpipe.data.split import split_conditions, split_value
     from sparkpipe.models.algorithms import infer_task
 
     progress = progress or Progress()
@@ -185,7 +185,6 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
         cfg.data.test_split,
     ]
     names = [n for n, w in zip(("train", "validation", "test"), weights, strict=True) if w > 0]
-    bounds = dict(zip(names, split_bounds([w for w in weights if w > 0]), strict=True))
 
     if task is None and target is None:
         task = infer_task(None, None, cfg.model.algorithm)
@@ -249,11 +248,8 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
         elif task in ("regression", "recommendation"):
             df = df.withColumn(LABEL_COL, F.col(f"`{target}`").cast("double"))
 
-    u = F.col(SPLIT_COL)
-    parts = {
-        n: df.where((u >= lo) & (u < hi) if lo > 0.0 else u < hi).drop(SPLIT_COL)
-        for n, (lo, hi) in bounds.items()
-    }
+    conditions = split_conditions(F.col(SPLIT_COL), [w for w in weights if w > 0])
+    parts = {n: df.where(c).drop(SPLIT_COL) for n, c in zip(names, conditions, strict=True)}
     train = parts["train"]
     validation = parts.get("validation")
     test = parts.get("test")
@@ -414,6 +410,13 @@ def _expected_train_rows(cfg: PipelineConfig, data: PreparedData) -> int | None:
     return int(rows * (1.0 - cfg.data.validation_split - cfg.data.test_split)) if rows else None
 
 
+def _drops_rows(model: PipelineModel) -> bool:
+    """Whether ``model``'s predictions can have fewer rows than its input (ALS with
+    ``coldStartStrategy: drop`` leaves out pairs of unseen users or items)."""
+    last = model.stages[-1] if model.stages else None
+    return last is not None and last.hasParam("coldStartStrategy") and last.getColdStartStrategy() == "drop"
+
+
 def _count_split_rows(data: PreparedData, counted: dict[str, int]) -> None:
     """Record rows per split: validation and test as scored, train as the labelled rest (before the
     rows a ``missing_values: drop`` removed from it, which are counted separately)."""
@@ -439,7 +442,7 @@ def _bounded_profile(train: DataFrame, rows: int | None, seed: int) -> dict[str,
     :data:`PROFILE_MAX_ROWS` training rows; ``None`` (profile every row) for smaller data.
 
     Its sketches (distinct counts, quantiles) cost far more per row than a pass over the data, and a
-    few hundred thousand rows decide roles and describe distributions as well as all of them.
+    hundred thousand rows decide roles and describe distributions as well as all of them.
     """
     if not rows or rows <= PROFILE_MAX_ROWS:
         return None
@@ -615,7 +618,8 @@ def run_pipeline(
                     scored, model, cfg, data.task, info["num_classes"], data.user_col, data.item_col
                 )
                 metrics.update({f"{split_name}_{name}": v for name, v in values.items()})
-                counted[split_name] = scored.count()  # read from the persisted predictions
+                # rows of the split: read from the persisted predictions unless the model drops some
+                counted[split_name] = (split_df if _drops_rows(model) else scored).count()
                 if split_name == report_split and cfg.evaluation.report:
                     report_predictions = scored
                 else:

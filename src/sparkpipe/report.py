@@ -774,12 +774,13 @@ MAX_PLOT_ROWS = 200_000
 """Rows of a split the run report plots at most (a seeded sample of the evaluated predictions)."""
 
 
-def _bounded(pred: DataFrame, seed: int) -> DataFrame | None:
+def _bounded(pred: DataFrame, seed: int, rows: int | None = None) -> DataFrame | None:
     """A persisted seeded sample of about :data:`MAX_PLOT_ROWS` rows of ``pred`` when it has more,
-    so the report's cost does not grow with the data; ``None`` when ``pred`` is small enough."""
+    so the report's cost does not grow with the data; ``None`` when ``pred`` is small enough.
+    ``rows`` is ``pred``'s row count when the caller already knows it (else it is counted)."""
     from pyspark import StorageLevel
 
-    rows = pred.count()
+    rows = pred.count() if rows is None else rows
     if rows <= MAX_PLOT_ROWS:
         return None
     sample = pred.sample(fraction=MAX_PLOT_ROWS / rows, seed=seed).persist(StorageLevel.MEMORY_AND_DISK)
@@ -828,8 +829,11 @@ def run_report(
     problems: list[str] = []
     if split_df is not None:
         plan = info.get("feature_plan")
-        pred = model.transform(split_df) if predictions is None else predictions
-        sampled = _bounded(pred, cfg.data.seed)
+        if predictions is None:
+            pred, rows = model.transform(split_df), None
+        else:  # the evaluation counted the split it scored
+            pred, rows = predictions, data.lineage.get(f"{split_name}_rows")
+        sampled = _bounded(pred, cfg.data.seed, rows)
         pred = sampled if sampled is not None else pred
         plots = _guarded(
             "evaluation",

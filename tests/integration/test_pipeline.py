@@ -127,6 +127,7 @@ def test_als_beats_mean_rating_baseline(spark, store, tmp_path, monkeypatch):
     from pyspark.sql import functions as F
 
     from sparkpipe.data.datasets import load_builtin
+    from sparkpipe.data.split import hash_split
 
     monkeypatch.chdir(tmp_path)
     run = _run(
@@ -139,13 +140,16 @@ def test_als_beats_mean_rating_baseline(spark, store, tmp_path, monkeypatch):
         },
         "movielens_als",
     )
-    # the baseline: predict the training mean rating for every test pair (same split as the run)
+    # the baseline: predict the training mean rating for every test pair (the run's row-hash split)
     df = load_builtin(spark, "movielens")
-    train, test = df.randomSplit([0.8, 0.2], seed=42)
+    train, test = hash_split(df, [0.8, 0.2], seed=42)
     mean = train.agg(F.avg("rating")).first()[0]
     baseline = test.select(F.sqrt(F.avg((F.col("rating") - F.lit(mean)) ** 2))).first()[0]
     assert run["metrics"]["test_rmse"] < baseline, (run["metrics"]["test_rmse"], baseline)
     assert "test_ndcg_at_k" in run["metrics"] and "test_precision_at_k" in run["metrics"]
+    # rows per split are the split's rows, also where ALS drops cold-start pairs from its predictions
+    assert run["lineage"]["test_rows"] == test.count()
+    assert run["lineage"]["train_rows"] == train.count()
 
 
 def test_breast_cancer_logistic_regression_matches_sklearn(spark, store, tmp_path, monkeypatch):

@@ -200,9 +200,19 @@ def input_fingerprint(spark: SparkSession | None, path: str) -> str | None:
     str or None
         Hex digest, or ``None`` when the files cannot be listed.
     """
+    return _fingerprint(_input_files(spark, path))
+
+
+def _input_files(spark: SparkSession | None, path: str) -> list[tuple[str, int, int]] | None:
+    """``(relative path, size, mtime)`` of the input files: local listing, else Hadoop's FileSystem."""
     files = _list_local_files(_local_path(path)) if _is_local(path) else None
     if files is None and spark is not None:
         files = _list_hadoop_files(spark, path)
+    return files
+
+
+def _fingerprint(files: list[tuple[str, int, int]] | None) -> str | None:
+    """SHA-256 over a file listing from :func:`_input_files` (``None`` when there is none)."""
     if files is None:
         return None
     digest = hashlib.sha256()
@@ -845,9 +855,10 @@ def read_dataset(spark: SparkSession, data_cfg: DataConfig) -> LoadResult:
     lineage.update(out.lineage)
     if fmt == "delta":
         lineage.setdefault("delta_version", None)
-    else:
-        lineage["fingerprint"] = input_fingerprint(spark, path)
-    if _is_local(path) and (files := _list_local_files(_local_path(path))) is not None:
+    files = _input_files(spark, path)  # listed once: the fingerprint and the size come from it
+    if fmt != "delta":
+        lineage["fingerprint"] = _fingerprint(files)
+    if files is not None:
         lineage["input_bytes"] = sum(size for _, size, _ in files)
     log.info("read %s (%s): %d rows, %d quarantined", path, fmt, lineage["row_count"], out.quarantined)
     return LoadResult(

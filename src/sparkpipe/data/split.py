@@ -50,10 +50,9 @@ def split_bounds(weights: Sequence[float]) -> list[tuple[float, float]]:
     return bounds
 
 
-def split_conditions(df: DataFrame, weights: Sequence[float], seed: int) -> list[Column]:
-    """One boolean column per weight: whether a row belongs to that part (parts are disjoint and
-    cover every row)."""
-    u = split_value(df, seed)
+def split_conditions(u: Column, weights: Sequence[float]) -> list[Column]:
+    """One boolean column per weight: whether a row whose :func:`split_value` is ``u`` belongs to that
+    part (parts are disjoint and cover every row)."""
     return [(u >= lo) & (u < hi) if lo > 0.0 else u < hi for lo, hi in split_bounds(weights)]
 
 
@@ -63,4 +62,4 @@ def hash_split(df: DataFrame, weights: Sequence[float], seed: int) -> list[DataF
     A drop-in for ``df.randomSplit(weights, seed)`` that is repeatable without sorting or caching
     (see the module docstring).
     """
-    return [df.where(cond) for cond in split_conditions(df, weights, seed)]
+    return [df.where(cond) for cond in split_conditions(split_value(df, seed), weights)]

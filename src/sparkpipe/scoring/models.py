@@ -519,6 +519,22 @@ class _Forest:
         return node.reshape(n, t)
 
 
+def _children_and_depth(
+    roots: np.ndarray, is_leaf: np.ndarray, left: np.ndarray, right: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """The interleaved ``children`` array of flattened trees (``[2*i]`` left, ``[2*i+1]`` right) and
+    their greatest depth, walked level by level from ``roots``."""
+    children = np.empty(2 * left.size, dtype=np.int64)
+    children[0::2], children[1::2] = left, right
+    depth, frontier = 0, roots
+    while True:
+        internal = frontier[~is_leaf[frontier]]
+        if internal.size == 0:
+            return children, depth
+        frontier = np.concatenate([left[internal], right[internal]])
+        depth += 1
+
+
 def _list_column(col: Any) -> tuple[np.ndarray, np.ndarray]:
     """A pyarrow list column as (flat values, offsets)."""
     import pyarrow as pa
@@ -621,15 +637,7 @@ def _compile_forest(stage: StageFiles, num_features: int) -> tuple[_Forest, np.n
     for j in cont:
         threshold[j] = cat_lists[j][0]
 
-    children = np.empty(2 * n, dtype=np.int64)
-    children[0::2], children[1::2] = left, right
-    depth, frontier = 0, roots
-    while True:
-        internal = frontier[~is_leaf[frontier]]
-        if internal.size == 0:
-            break
-        frontier = np.concatenate([left[internal], right[internal]])
-        depth += 1
+    children, depth = _children_and_depth(roots, is_leaf, left, right)
 
     weights = np.ones(trees.size)
     meta_dir = stage.path / "treesMetadata"
@@ -1521,16 +1529,8 @@ class _XGBTrees:
             raise ScoringError(f"{where}: a split reads a feature outside 0..{num_feature - 1}")
         feat = np.where(is_leaf, 0, np.searchsorted(used, feat))
         thr = np.concatenate(threshold)
-        children = np.empty(2 * lft.size, dtype=np.int64)
-        children[0::2], children[1::2] = lft, rgt
         roots_a = np.asarray(roots, dtype=np.int64)
-        depth, frontier = 0, roots_a
-        while True:
-            internal = frontier[~is_leaf[frontier]]
-            if internal.size == 0:
-                break
-            frontier = np.concatenate([lft[internal], rgt[internal]])
-            depth += 1
+        children, depth = _children_and_depth(roots_a, is_leaf, lft, rgt)
         return cls(
             roots=roots_a,
             feature=feat,
