@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sparkpipe.errors import SparkpipeError, UnknownNameError
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 log = logging.getLogger(__name__)
 
@@ -367,10 +367,15 @@ def _classification(
     from pyspark.sql import functions as F
 
     _require(df, label_col, prediction_col)
+    # log loss rides on the confusion pass (one scan of the predictions, not two)
+    with_loss = "log_loss" in names and probability_col in df.columns
+    aggs = [F.count(F.lit(1)).alias("count")]
+    if with_loss:
+        aggs.append(F.sum(_log_loss_term(label_col, probability_col)).alias("loss"))
     rows = (
         df.where(F.col(label_col).isNotNull() & F.col(prediction_col).isNotNull())
         .groupBy(F.col(label_col).cast("double").alias("y"), F.col(prediction_col).cast("double").alias("p"))
-        .count()
+        .agg(*aggs)
         .collect()
     )
     confusion = {(float(r["y"]), float(r["p"])): int(r["count"]) for r in rows}
@@ -409,16 +414,8 @@ def _classification(
         if name in table:
             out[name] = float(table[name])
     if "log_loss" in names:
-        if probability_col in df.columns:
-            from pyspark.ml.evaluation import MulticlassClassificationEvaluator
-
-            ev = MulticlassClassificationEvaluator(
-                metricName="logLoss",
-                labelCol=label_col,
-                predictionCol=prediction_col,
-                probabilityCol=probability_col,
-            )
-            out["log_loss"] = float(ev.evaluate(df.where(F.col(label_col).isNotNull())))
+        if with_loss:
+            out["log_loss"] = sum(float(r["loss"]) for r in rows) / total
         else:
             out["log_loss"] = _nan("log_loss", f"no probability column {probability_col!r}")
     auc_names = [n for n in ("auc_roc", "auc_pr") if n in names]
@@ -432,6 +429,23 @@ def _classification(
         else:
             out.update(_ovr_auc(df, auc_names, label_col, score_col, classes, support, total))
     return {n: out[n] for n in names}
+
+
+LOG_LOSS_EPS = 1e-15
+"""Probabilities are clipped into [eps, 1 - eps] for log loss, as Spark's ``MulticlassMetrics.logLoss``."""
+
+
+def _log_loss_term(label_col: str, probability_col: str) -> Column:
+    """Per-row log loss, ``-log(p[label])`` with ``p`` clipped like Spark's evaluator."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    p = vector_to_array(F.col(probability_col))[F.col(label_col).cast("int")]
+    return (
+        F.when(p < LOG_LOSS_EPS, -math.log(LOG_LOSS_EPS))
+        .when(p > 1 - LOG_LOSS_EPS, -math.log1p(-LOG_LOSS_EPS))
+        .otherwise(-F.log(p))
+    )
 
 
 def _binary_auc(df: DataFrame, names: list[str], label_col: str, score_col: str) -> dict[str, float]:
