@@ -36,6 +36,7 @@ test: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff format src tests benchmarks
