@@ -428,16 +428,27 @@ def _default_model_name(cfg: PipelineConfig) -> str:
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand_env(value: Any, path: str = "", source: str | None = None) -> Any:
+def _expand_env(
+    value: Any, path: str = "", source: str | None = None, expanded: dict[str, str] | None = None
+) -> Any:
+    """Expand ``${NAME}`` / ``${NAME:-default}`` in every string of ``value``.
+
+    ``expanded`` (when given) collects ``{key path: variable names}`` of every value that took text
+    from the environment, so errors about those keys can leave the value out.
+    """
     if isinstance(value, dict):
-        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), source) for k, v in value.items()}
+        return {
+            k: _expand_env(v, f"{path}.{k}" if path else str(k), source, expanded) for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_expand_env(v, f"{path}[{i}]", source) for i, v in enumerate(value)]
+        return [_expand_env(v, f"{path}[{i}]", source, expanded) for i, v in enumerate(value)]
     if isinstance(value, str):
 
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
             if name in os.environ:
+                if expanded is not None:
+                    expanded[path] = ", ".join(filter(None, [expanded.get(path), name]))
                 return os.environ[name]
             if default is not None:
                 return default
@@ -448,6 +459,16 @@ def _expand_env(value: Any, path: str = "", source: str | None = None) -> Any:
 
         return _ENV_RE.sub(sub, value)
     return value
+
+
+def expand_env(raw: dict[str, Any], source: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """``raw`` with ``${VAR}`` expanded, and ``{key path: variable names}`` of the expanded values.
+
+    Only for trusted text (the operator's YAML file): values that come from an API request are never
+    expanded (see :func:`build_config`'s ``expand``).
+    """
+    expanded: dict[str, str] = {}
+    return _expand_env(raw, source=source, expanded=expanded), expanded
 
 
 def parse_override(expr: str) -> tuple[list[str], Any]:
@@ -467,11 +488,32 @@ def parse_override(expr: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Return a copy of ``raw`` with ``--set key.path=value`` overrides applied."""
+Overrides = dict[str, Any] | list[str] | None
+"""``--set`` expressions (``["a.b=1"]``) or a mapping of dotted keys to values (``{"a.b": 1}``)."""
+
+
+def override_items(overrides: Overrides) -> list[tuple[list[str], Any]]:
+    """``(key parts, value)`` of each override, from ``KEY=VALUE`` strings or a ``{key: value}`` map."""
+    items: list[tuple[list[str], Any]] = []
+    if isinstance(overrides, dict):
+        for key, value in overrides.items():
+            parts = str(key).strip().split(".")
+            if any(not p for p in parts):
+                raise ConfigError([(str(key), "empty key part; write e.g. model.hyperparameters.maxDepth")])
+            items.append((parts, value))
+    else:
+        items = [parse_override(expr) for expr in overrides or []]
+    return items
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
+    """Return a copy of ``raw`` with the overrides applied (each value replaces what is at its key).
+
+    Values are used as given: ``${VAR}`` in an override is expanded only by a later
+    :func:`build_config` with ``expand=True`` (the command line); the API never expands them.
+    """
     out = copy.deepcopy(raw)
-    for expr in overrides or []:
-        keys, value = parse_override(expr)
+    for keys, value in override_items(overrides):
         node = out
         for k in keys[:-1]:
             nxt = node.get(k)
@@ -482,8 +524,27 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
                     [(".".join(keys), f"cannot set a key inside {k!r}, which is not a mapping")]
                 )
             node = nxt
-        node[keys[-1]] = value
+        node[keys[-1]] = copy.deepcopy(value)
     return out
+
+
+def leaf_paths(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{dotted path: value}`` of every leaf of nested mappings (an empty mapping is a leaf)."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(leaf_paths(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def changed_paths(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Dotted paths whose value differs between two (nested) mappings, added and removed keys too."""
+    a, b = leaf_paths(before), leaf_paths(after)
+    return sorted(p for p in a.keys() | b.keys() if a.get(p, _MISSING) != b.get(p, _MISSING))
+
+
+_MISSING = object()
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
@@ -531,7 +592,14 @@ def _first_model(annotation: Any) -> Any:
     return None
 
 
-def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+def _related(a: str, b: str) -> bool:
+    """True when one key path is the other or lies inside it."""
+    return a == b or a.startswith((b + ".", b + "[")) or b.startswith((a + ".", a + "["))
+
+
+def _problems(exc: ValidationError, from_env: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """``(key path, message)`` per error; a value that came from the environment is never shown."""
+    from_env = from_env or {}
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
     for err in exc.errors():
@@ -543,7 +611,10 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
             msg = f"unknown key{hint}"
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            if "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
+            env = next((v for p, v in from_env.items() if _related(p, path)), None)
+            if env is not None:
+                msg += f" (the value comes from ${{{env}}} and is not shown)"
+            elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
                 msg += f" (got {err['input']!r})"
         key = f"{path}|{msg}"
         if key not in seen:  # unions repeat the same complaint per branch
@@ -553,7 +624,12 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
 
 
 def build_config(
-    raw: dict[str, Any] | None, source: str | None = None, *, semantic: bool = True
+    raw: dict[str, Any] | None,
+    source: str | None = None,
+    *,
+    semantic: bool = True,
+    expand: bool = True,
+    env_paths: dict[str, str] | None = None,
 ) -> PipelineConfig:
     """Validate a raw mapping (already YAML-parsed) into a :class:`PipelineConfig`.
 
@@ -561,22 +637,58 @@ def build_config(
     Spark estimators, metrics per task), which import ``pyspark.ml`` (~0.8 s): for processes that only
     read the ``deployment`` and ``mlflow`` sections, such as the prediction service. Types, ranges and
     unknown keys are still checked.
+
+    ``expand=False`` leaves ``${VAR}`` untouched: for mappings holding values from an API request (the
+    trusted file's own values are expanded first with :func:`expand_env`, whose key paths are passed as
+    ``env_paths``). Errors never show a value that came from the environment.
     """
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(
             [("<root>", f"the config must be a mapping of sections, got {type(raw).__name__}")], source
         )
-    raw = _expand_env(raw, source=source)
+    from_env: dict[str, str] = dict(env_paths or {})
+    if expand:
+        raw, expanded = expand_env(raw, source)
+        from_env.update(expanded)
     try:
         cfg = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc), source) from None
+        raise ConfigError(_problems(exc, from_env), source) from None
     if semantic:
         from sparkpipe.config_checks import validate_semantics  # registry-aware checks
 
-        validate_semantics(cfg, source)
+        try:
+            validate_semantics(cfg, source)
+        except ConfigError as exc:
+            if not from_env:
+                raise
+            raise ConfigError(
+                [(p, _redact_env(m, raw, from_env)) for p, m in exc.problems], exc.source
+            ) from None
     return cfg
+
+
+def _redact_env(message: str, raw: dict[str, Any], from_env: dict[str, str]) -> str:
+    """``message`` with every value taken from the environment replaced by ``${NAME}``."""
+    leaves: dict[str, Any] = {}
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{path}[{i}]")
+        else:
+            leaves[path] = value
+
+    walk(raw, "")
+    for path, names in from_env.items():
+        value = leaves.get(path)
+        if isinstance(value, str) and value.strip():
+            message = message.replace(value, f"${{{names}}}")
+    return message
 
 
 def load_config(

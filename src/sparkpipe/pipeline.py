@@ -793,8 +793,13 @@ def batch_predict(
     output_format: str = "parquet",
     mlflow_cfg: Any = None,
     spark: SparkSession | None = None,
+    write_mode: str = "overwrite",
 ) -> dict[str, Any]:
-    """Score ``input_path`` with Spark and write predictions atomically to ``output_path``."""
+    """Score ``input_path`` with Spark and write predictions atomically to ``output_path``.
+
+    ``write_mode``: ``overwrite`` or ``error`` (refuse an existing output), see
+    :func:`sparkpipe.data.io.write_dataset`.
+    """
     from pyspark.ml.functions import vector_to_array
 
     from sparkpipe.data.io import read_dataset, write_dataset
@@ -812,7 +817,7 @@ def batch_predict(
     for f in extra:
         cols.append(vector_to_array(scored[f.name]).alias(f.name) if _is_vector(f) else scored[f.name])
     out_df = scored.select(*cols)
-    write_dataset(out_df, output_path, output_format)
+    write_dataset(out_df, output_path, output_format, mode=write_mode)
     rows = spark.read.format(output_format).load(output_path).count() if output_format != "delta" else None
     return {
         "model": model_uri,

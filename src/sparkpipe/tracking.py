@@ -313,17 +313,53 @@ def model_cache_dir(tracking_uri: str, base: str | Path | None = None) -> Path:
     return (root / hashlib.sha256(tracking_uri.encode()).hexdigest()[:12]).resolve()
 
 
-def publish_model_dir(root: Path, ref: ModelRef, fetch: Callable[[Path], Path]) -> Path:
-    """``<root>/<name>/<version>`` (absolute), filled once by ``fetch`` and published atomically.
+CACHE_MARKER = ".sparkpipe-complete.json"
+"""Written last into a cached model version: the size and SHA-256 of every file in it."""
 
-    A complete entry (one with an ``MLmodel`` file) is returned as is: versions are immutable. Otherwise
-    ``fetch(tmp)`` writes the model somewhere under a fresh temporary directory next to the entry and
-    returns that directory (or one above the ``MLmodel`` file); it is moved into place with one
-    ``os.replace``, so readers never see a partial copy. The temporary directory is always removed.
+
+def _tree_digest(path: Path) -> dict[str, list[Any]]:
+    import hashlib
+
+    out: dict[str, list[Any]] = {}
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
+        rel = f.relative_to(path).as_posix()
+        if rel == CACHE_MARKER:
+            continue
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        out[rel] = [f.stat().st_size, h.hexdigest()]
+    return out
+
+
+def cache_entry_ok(path: Path) -> bool:
+    """True when a cached model directory is complete and unchanged since it was published (its
+    :data:`CACHE_MARKER` lists exactly the files present, with their sizes and checksums)."""
+    import json
+
+    try:
+        recorded = json.loads((path / CACHE_MARKER).read_text())
+        return (path / "MLmodel").is_file() and recorded.get("files") == _tree_digest(path)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def publish_model_dir(root: Path, ref: ModelRef, fetch: Callable[[Path], Path]) -> Path:
+    """``<root>/<name>/<version>`` (absolute), filled by ``fetch`` and published atomically.
+
+    An entry that passes :func:`cache_entry_ok` is returned as is (versions are immutable). Anything
+    else -- missing, half-copied, truncated or edited since -- is fetched again: ``fetch(tmp)`` writes
+    the model somewhere under a fresh temporary directory next to the entry and returns that directory
+    (or one above the ``MLmodel`` file); the checksum marker is written into it last and it is moved
+    into place with one ``os.replace``, so readers never see a partial copy. The temporary directory is
+    always removed.
     """
     dst = (root / ref.name / ref.version).resolve()  # absolute: the JVM resolves paths from its own cwd
-    if (dst / "MLmodel").is_file():
+    if cache_entry_ok(dst):
         return dst
+    if dst.exists():
+        log.warning("cached %s is incomplete or damaged; fetching it again", ref.uri)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{ref.version}-", dir=dst.parent))
     try:
@@ -333,12 +369,18 @@ def publish_model_dir(root: Path, ref: ModelRef, fetch: Callable[[Path], Path]) 
             if found is None:
                 raise ModelError(f"{ref.uri} has no MLmodel file; is it a model logged by sparkpipe?")
             src = found.parent
+        (src / CACHE_MARKER).write_text(json.dumps({"uri": ref.uri, "files": _tree_digest(src)}))
         if dst.exists():
             shutil.rmtree(dst)
         os.replace(src, dst)  # atomic publish of a complete copy
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dst
+
+
+def discard_cache_entry(path: Path) -> None:
+    """Remove a cached model version so the next fetch copies it again."""
+    shutil.rmtree(path, ignore_errors=True)
 
 
 _REF_RE = re.compile(r"^(?:models:/)?(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+|latest))?$")

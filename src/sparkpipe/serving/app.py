@@ -208,7 +208,11 @@ def create_app(
         ):
             service.refresh(names=[name])
 
-    jobs = jobs or JobManager(settings.jobs_dir, settings.max_concurrent_jobs)
+    jobs = jobs or JobManager(
+        settings.jobs_dir, settings.max_concurrent_jobs, allowed_roots=settings.allowed_data_roots
+    )
+    if jobs.allowed_roots is None:
+        jobs.allowed_roots = list(settings.allowed_data_roots)
     jobs.on_finished = jobs.on_finished or _job_finished
     jobs.on_metrics = jobs.on_metrics or (lambda kind, status: metrics.jobs.labels(kind, status).inc())
     app = ServingApp(

@@ -15,7 +15,17 @@ Restarts
     * ``running`` but its process is gone without a final state: marked ``failed`` with reason
       ``server restarted``.
 
-Job functions are named by import path (``module:function``) so tests can run quick fake jobs.
+Job functions are named by import path (``module:function``) so tests can run quick fake jobs. The
+server passes the function on the job process's command line (from its own ``targets``): nothing
+executable is ever read from a state file.
+
+State files are validated against :class:`~sparkpipe.serving.schemas.JobRecord`: a file that does not
+match (hand-edited, truncated, written by something else) is skipped, logged and listed under
+``skipped`` by ``GET /jobs``; it never fails a request or the start-up.
+
+Paths in a job's payload were confined when the request came in; the job process confines them again
+when it uses them (:func:`~sparkpipe.serving.security.recheck_path`) against the allowed data roots the
+server gives it in ``SPARKPIPE_JOB_ROOTS``, so a directory swapped for a symlink in between is refused.
 """
 
 from __future__ import annotations
@@ -47,6 +57,8 @@ TARGETS: dict[str, str] = {
 """Job kind -> ``module:function`` run in the child process (``function(payload) -> dict``)."""
 
 FINAL = ("succeeded", "failed")
+ROOTS_ENV = "SPARKPIPE_JOB_ROOTS"
+"""Environment variable through which the server hands its allowed data roots to a job process."""
 
 
 def now() -> str:
@@ -67,12 +79,28 @@ def write_state(path: Path, state: dict[str, Any]) -> None:
         raise
 
 
-def read_state(path: Path) -> dict[str, Any] | None:
+def load_state(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``(state, None)`` for a valid job file, ``(None, problem)`` otherwise."""
+    from pydantic import ValidationError
+
+    from sparkpipe.serving.schemas import JobRecord, validation_errors
+
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    except (OSError, ValueError) as exc:
+        return None, f"not readable JSON ({type(exc).__name__})"
+    try:
+        record = JobRecord.model_validate(data)
+    except ValidationError as exc:
+        return None, "; ".join(f"{f}: {m}" for f, m in validation_errors(exc)[:3])
+    if record.id != path.stem:
+        return None, f"id {record.id!r} does not match the file name"
+    return record.model_dump(), None
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """The validated state in a job file, ``None`` when missing or invalid."""
+    return load_state(path)[0]
 
 
 def pid_start_time(pid: int) -> str | None:
@@ -111,6 +139,9 @@ class JobManager:
         Called with the final state of each job this server watched (e.g. to reload a model).
     on_metrics
         Called with ``(kind, status)`` when a job ends.
+    allowed_roots
+        The data roots job processes confine their paths to again when they use them
+        (``create_app`` sets the service's when ``None``).
     """
 
     def __init__(
@@ -120,7 +151,11 @@ class JobManager:
         targets: dict[str, str] | None = None,
         on_finished: Callable[[dict[str, Any]], None] | None = None,
         on_metrics: Callable[[str, str], None] | None = None,
+        allowed_roots: list[str] | None = None,
     ):
+        self.allowed_roots = list(allowed_roots) if allowed_roots is not None else None
+        self.skipped: dict[str, str] = {}
+        """State files that did not validate: file name -> problem (reported by ``GET /jobs``)."""
         self.dir = Path(jobs_dir).resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.max_concurrent = max_concurrent
@@ -161,11 +196,10 @@ class JobManager:
             "finished_at": None,
             "params": params,
             "payload": payload,
-            "target": self.targets[kind],
             "result": None,
             "error": None,
             "pid": None,
-            "log_path": str(self.dir / f"{job_id}.log"),
+            "log_path": f"{job_id}.log",
         }
         write_state(self.path(job_id), state)
         with self._lock:
@@ -180,25 +214,41 @@ class JobManager:
         state = read_state(self.path(job_id))
         return public(state) if state else None
 
+    def problem(self, job_id: str) -> str | None:
+        """Why the state file of ``job_id`` is skipped (``None``: valid or absent)."""
+        path = self.path(job_id)
+        if "/" in job_id or job_id.startswith(".") or not path.exists():
+            return None
+        return load_state(path)[1]
+
     def list(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Jobs, newest first, optionally filtered by status."""
-        out = []
-        for f in self.dir.glob("*.json"):
+        """Valid jobs, newest first, optionally filtered by status (invalid files go to ``skipped``)."""
+        out = [public(s) for s in self._valid_states() if status is None or s["status"] == status]
+        out.sort(key=lambda s: s["created_at"], reverse=True)
+        return out[:limit]
+
+    def _valid_states(self) -> list[dict[str, Any]]:
+        """Every valid state file; the invalid ones are logged once and recorded in ``skipped``."""
+        states, skipped = [], {}
+        for f in sorted(self.dir.glob("*.json")):
             if f.name.startswith("."):
                 continue
-            state = read_state(f)
-            if state and (status is None or state.get("status") == status):
-                out.append(public(state))
-        out.sort(key=lambda s: s.get("created_at") or "", reverse=True)
-        return out[:limit]
+            state, problem = load_state(f)
+            if state is not None:
+                states.append(state)
+            elif problem is not None and f.exists():
+                skipped[f.name] = problem
+                if self.skipped.get(f.name) != problem:
+                    log.warning("skipping job file %s: %s", f.name, problem)
+        self.skipped = skipped
+        return states
 
     def recover(self) -> dict[str, int]:
         """Resume queued jobs, watch live ones, fail those a restart interrupted (see module doc)."""
         counts = {"resumed": 0, "watching": 0, "failed": 0}
-        states = [s for f in self.dir.glob("*.json") if not f.name.startswith(".") and (s := read_state(f))]
-        for state in sorted(states, key=lambda s: s.get("created_at") or ""):
-            job_id, status = state.get("id"), state.get("status")
-            if not isinstance(job_id, str) or status in FINAL:
+        for state in sorted(self._valid_states(), key=lambda s: s["created_at"]):
+            job_id, status = state["id"], state["status"]
+            if status in FINAL:
                 continue
             if status == "queued":
                 with self._lock:
@@ -209,12 +259,12 @@ class JobManager:
                 with self._lock:
                     if job_id in self._running:
                         continue
-                if process_alive(state.get("pid"), state.get("pid_start")):
+                if process_alive(state["pid"], state["pid_start"]):
                     with self._lock:
                         self._running.add(job_id)
                     threading.Thread(
                         target=self._watch_foreign,
-                        args=(job_id, state["pid"], state.get("pid_start")),
+                        args=(job_id, state["pid"], state["pid_start"]),
                         name=f"job-watch-{job_id}",
                         daemon=True,
                     ).start()
@@ -222,8 +272,8 @@ class JobManager:
                 else:
                     self._finalize_orphan(job_id, "server restarted")
                     counts["failed"] += 1
-        if any(counts.values()):
-            log.info("jobs after restart: %s", counts)
+        if any(counts.values()) or self.skipped:
+            log.info("jobs after restart: %s (%d invalid state files skipped)", counts, len(self.skipped))
         self._dispatch()
         return counts
 
@@ -247,10 +297,13 @@ class JobManager:
             while not self._closed and self._queue and len(self._running) < self.max_concurrent:
                 job_id = self._queue.popleft()
                 state = read_state(self.path(job_id))
-                if not state or state.get("status") != "queued":
+                if not state or state["status"] != "queued":
                     continue
                 try:
-                    proc = self._spawn(job_id)
+                    target = self.targets.get(state["kind"])
+                    if target is None:
+                        raise OSError(f"unknown job kind {state['kind']!r}")
+                    proc = self._spawn(job_id, target)
                 except OSError as exc:
                     state.update(
                         status="failed", finished_at=now(), error=f"could not start the job process: {exc}"
@@ -263,15 +316,16 @@ class JobManager:
                     target=self._watch_child, args=(job_id, proc), name=f"job-{job_id}", daemon=True
                 ).start()
 
-    def _spawn(self, job_id: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, job_id: str, target: str) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
+        env[ROOTS_ENV] = json.dumps(self.allowed_roots if self.allowed_roots is not None else ["."])
         env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(
             os.pathsep
         )
         log_path = self.dir / f"{job_id}.log"
         with open(log_path, "ab") as logf:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "sparkpipe.serving.jobs", "run", str(self.dir), job_id],
+                [sys.executable, "-m", "sparkpipe.serving.jobs", "run", str(self.dir), job_id, target],
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
@@ -320,208 +374,342 @@ class JobManager:
 
 
 def public(state: dict[str, Any]) -> dict[str, Any]:
-    """The state without internals (the job's payload may hold resolved paths and config)."""
-    return {k: v for k, v in state.items() if k not in ("payload", "target", "pid_start")}
+    """A validated state as :class:`~sparkpipe.serving.schemas.JobInfo` (no payload, pid or server
+    paths; the routes also rewrite paths inside ``params``/``result``/``error`` relative to the data
+    root)."""
+    from sparkpipe.serving.schemas import JobInfo
+
+    log_path = state.get("log_path")
+    fields = {k: v for k, v in state.items() if k in JobInfo.model_fields}
+    fields["log_file"] = Path(log_path).name if log_path else None
+    return JobInfo.model_validate(fields).model_dump()
 
 
 # ======================================================================= preparing job requests
-_FORBIDDEN_OVERRIDES = (
-    "deployment",
-    "mlflow.tracking_uri",
-    "mlflow.registry_uri",
-    "mlflow.artifact_location",
-    "logging.file",
-    "spark.master",
-    "data.input_path",
-    "data.output_path",
+READER_OPTIONS = (
+    "header", "sep", "delimiter", "quote", "escape", "comment", "encoding", "lineSep", "multiLine",
+    "inferSchema", "samplingRatio", "enforceSchema", "nullValue", "nanValue", "emptyValue",
+    "dateFormat", "timestampFormat", "ignoreLeadingWhiteSpace", "ignoreTrailingWhiteSpace", "mode",
+    "columnNameOfCorruptRecord", "primitivesAsString", "allowComments", "mergeSchema", "pathGlobFilter",
+)  # fmt: skip
+"""Spark reader options a request may set (``data.options.<name>``): none of them names a path."""
+
+API_OVERRIDABLE: tuple[str, ...] = (
+    "model.hyperparameters",
+    "model.task_type",
+    "features",
+    "tuning",
+    "compare",
+    "evaluation",
+    "optimization",
+    "data.format",
+    "data.schema",
+    "data.version",
+    "data.rows",
+    "data.sample_fraction",
+    "data.validation_split",
+    "data.test_split",
+    "data.seed",
+    "data.quarantine",
+    "spark.shuffle_partitions",
+    "spark.log_level",
+    "mlflow.experiment_name",
+    "mlflow.register",
+    "mlflow.alias",
+    "mlflow.log_input_example",
+    "logging.level",
+    *(f"data.options.{name}" for name in READER_OPTIONS),
 )
-"""Override keys a client may not set through the API (paths are confined; stores are the server's)."""
+"""What a ``POST /train`` request may change in the server's training config (an allow-list, checked
+on the merged config). Everything else (paths, stores, Spark master and conf, logging file, deployment)
+stays the server's."""
 
 
-def _override_items(overrides: dict[str, Any] | list[str] | None) -> list[tuple[str, Any]]:
-    from sparkpipe.config import parse_override
-
-    items: list[tuple[str, Any]] = []
-    if isinstance(overrides, dict):
-        items = [(str(k), v) for k, v in overrides.items()]
-    elif isinstance(overrides, list):
-        for expr in overrides:
-            keys, value = parse_override(expr)
-            items.append((".".join(keys), value))
-    return items
+def overridable(path: str) -> bool:
+    """True when a request may change the config value at dotted ``path``."""
+    return any(path == a or path.startswith((a + ".", a + "[")) for a in API_OVERRIDABLE)
 
 
 def prepare_train(req: Any, settings: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Validate a ``POST /train`` request into ``(params, payload)`` for :meth:`JobManager.submit`.
 
-    Paths are confined to the allowed data roots, the config is validated here (so a bad request is a
-    422 now, not a failed job later), and the server's MLflow stores are imposed.
+    The overrides are merged into the base config (the server's ``train_config_path`` or the request's
+    ``config_path``) with :func:`sparkpipe.config.apply_overrides`, never ``${VAR}``-expanded, and every
+    value they changed must be :func:`overridable`. Paths are confined to the allowed data roots, the
+    server's MLflow stores are imposed, and the config is validated here (a bad request is a 4xx now,
+    not a failed job later).
 
     Raises
     ------
     ApiError
-        400/403 for paths, 422 for overrides or config problems (naming the key).
+        400/403 for paths, 403 for overrides of keys a request may not set, 422 for invalid overrides
+        or config problems (naming the key; values taken from the environment are never shown).
     """
-    import yaml
-    from pydantic import ValidationError
-
-    from sparkpipe.config import PipelineConfig, build_config
+    from sparkpipe.config import apply_overrides, build_config, changed_paths
     from sparkpipe.errors import ConfigError
-    from sparkpipe.serving.schemas import ApiError, validation_errors
-    from sparkpipe.serving.security import confine_path
+    from sparkpipe.serving.schemas import ApiError
+    from sparkpipe.serving.security import PathScrubber, confine_path
 
+    scrub = PathScrubber(settings)
     data_path = confine_path(req.data_path, "data_path", settings, allow_builtin=True)
-    raw: dict[str, Any] = {}
-    raw_yaml = None
-    source = None
-    base_config = getattr(settings, "train_config_path", None)
-    if req.config_path or base_config:
-        # a request's config must lie in the allowed roots; the server's own config is trusted
-        cfg_path = Path(
-            confine_path(req.config_path, "config_path", settings) if req.config_path else base_config
-        )
-        if not cfg_path.is_file():
-            raise ApiError(
-                400, f"config_path: {req.config_path!r} is not a file", [("config_path", "no such file")]
-            )
-        try:
-            raw_yaml = cfg_path.read_text()
-            raw = yaml.safe_load(raw_yaml) or {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ApiError(
-                422,
-                f"config_path: not a readable YAML file: {str(exc).splitlines()[0][:200]}",
-                [("config_path", "invalid YAML")],
-            ) from None
-        if not isinstance(raw, dict):
-            raise ApiError(
-                422, "config_path: the YAML must be a mapping of sections", [("config_path", "not a mapping")]
-            )
-        source = str(cfg_path)
+    raw, raw_yaml, source, from_env = _base_config(req, settings)
     try:
-        items = _override_items(req.overrides)
+        merged = apply_overrides(raw, req.overrides)
     except ConfigError as exc:
-        raise ApiError(422, str(exc), [("overrides", m) for _, m in exc.problems]) from None
-    for key, value in items:
-        if not key or any(not part for part in key.split(".")):
-            raise ApiError(
-                422, f"overrides: {key!r} is not a dotted key", [(f"overrides.{key}", "empty key part")]
-            )
-        if any(key == f or key.startswith(f + ".") for f in _FORBIDDEN_OVERRIDES):
-            raise ApiError(
-                403,
-                f"overrides: {key!r} cannot be set through the API",
-                [(f"overrides.{key}", "not allowed through the API")],
-            )
-        node = raw
-        parts = key.split(".")
-        for part in parts[:-1]:
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-            if not isinstance(nxt, dict):
-                raise ApiError(
-                    422,
-                    f"overrides: cannot set {key!r}: {part!r} is not a mapping",
-                    [(f"overrides.{key}", "parent is not a mapping")],
-                )
-            node = nxt
-        node[parts[-1]] = value
-    raw.setdefault("model", {})
-    raw.setdefault("data", {})
-    raw.setdefault("mlflow", {})
-    if not all(isinstance(raw[k], dict) for k in ("model", "data", "mlflow")):
-        raise ApiError(
-            422,
-            "the config's model, data and mlflow sections must be mappings",
-            [("config_path", "bad sections")],
+        raise _config_error(exc, scrub, "overrides") from None
+    base = _structural(raw, source, from_env, scrub, "config_path")
+    after = _structural(merged, source, from_env, scrub, "overrides")
+    refused = [
+        p
+        for p in changed_paths(
+            base.model_dump(mode="json", by_alias=True), after.model_dump(mode="json", by_alias=True)
         )
-    raw["model"]["algorithm"] = req.algorithm
-    raw["data"]["input_path"] = data_path
-    out = raw["data"].get("output_path")
-    raw["data"]["output_path"] = confine_path(str(out) if out else "output", "data.output_path", settings)
-    if req.model_name:
-        raw["mlflow"]["registered_model_name"] = req.model_name
-    raw["mlflow"]["tracking_uri"] = settings.tracking_uri
-    if settings.registry_uri:
-        raw["mlflow"]["registry_uri"] = settings.registry_uri
-    else:
-        raw["mlflow"].pop("registry_uri", None)
-    try:
-        cfg = build_config(raw, source)
-    except ConfigError as exc:
+        if not overridable(p)
+    ]
+    if refused:
         raise ApiError(
-            422, str(exc).replace("\n", " "), [(p or "config", m) for p, m in exc.problems]
-        ) from None
-    except ImportError:  # registry-aware checks unavailable: the schema check still applies
-        try:
-            cfg = PipelineConfig.model_validate(raw)
-        except ValidationError as exc:
-            raise ApiError(422, "invalid training config", validation_errors(exc)) from None
+            403,
+            f"overrides: {', '.join(refused[:5])} cannot be set through the API (paths, stores, Spark "
+            "master/conf, logging file and deployment stay the server's); see the README's security "
+            "section for what a request may override",
+            [(f"overrides.{p}", "not allowed through the API") for p in refused[:20]],
+        )
+    final = _impose(merged, req, data_path, settings)
+    try:
+        cfg = build_config(final, source, expand=False, env_paths=from_env)
+    except ConfigError as exc:
+        raise _config_error(exc, scrub, "config") from None
+    except ImportError:  # registry-aware checks unavailable: the schema check above still applies
+        cfg = after
     params = {
         "algorithm": req.algorithm,
         "data_path": data_path,
-        "config_path": source,
+        "config_path": req.config_path,
         "overrides": req.overrides,
         "model_name": cfg.registered_model_name(),
     }
-    return params, {"config": raw, "raw_yaml": raw_yaml, "source": source}
+    return params, {"config": final, "raw_yaml": raw_yaml, "source": source}
+
+
+def _base_config(req: Any, settings: Any) -> tuple[dict[str, Any], str | None, str | None, dict[str, str]]:
+    """``(raw, yaml text, source, env paths)`` of the config a training request starts from.
+
+    The server's own file (``serve --config``) is trusted: its ``${VAR}`` are expanded. A file named by
+    the request is request data: taken literally.
+    """
+    import yaml
+
+    from sparkpipe.config import expand_env
+    from sparkpipe.errors import ConfigError
+    from sparkpipe.serving.schemas import ApiError
+    from sparkpipe.serving.security import confine_path
+
+    server_file = getattr(settings, "train_config_path", None)
+    if req.config_path:
+        cfg_path, trusted = Path(confine_path(req.config_path, "config_path", settings)), False
+    elif server_file:
+        cfg_path, trusted = Path(server_file), True
+    else:
+        return {}, None, None, {}
+    try:
+        raw_yaml = cfg_path.read_text() if cfg_path.is_file() else None
+        raw = yaml.safe_load(raw_yaml) if raw_yaml is not None else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ApiError(
+            422,
+            f"config_path: not a readable YAML file ({type(exc).__name__})",
+            [("config_path", "invalid YAML")],
+        ) from None
+    if raw_yaml is None:
+        raise ApiError(
+            400, f"config_path: {req.config_path!r} is not a file", [("config_path", "no such file")]
+        )
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ApiError(
+            422, "config_path: the YAML must be a mapping of sections", [("config_path", "not a mapping")]
+        )
+    from_env: dict[str, str] = {}
+    if trusted:
+        try:
+            raw, from_env = expand_env(raw, str(cfg_path))
+        except ConfigError as exc:
+            raise ApiError(
+                500,
+                "the server's training config cannot be expanded; see the server log",
+                [("config", "server")],
+            ) from exc
+    return raw, raw_yaml, str(cfg_path), from_env
+
+
+def _structural(
+    raw: dict[str, Any], source: str | None, from_env: dict[str, str], scrub: Any, field: str
+) -> Any:
+    """Schema-validate ``raw`` (no registry checks); a problem is a 422 naming the key."""
+    from sparkpipe.config import build_config
+    from sparkpipe.errors import ConfigError
+
+    try:
+        return build_config(raw, source, semantic=False, expand=False, env_paths=from_env)
+    except ConfigError as exc:
+        raise _config_error(exc, scrub, field) from None
+
+
+def _config_error(exc: Any, scrub: Any, field: str) -> Any:
+    """A :class:`~sparkpipe.errors.ConfigError` as a 422 (no server paths in it)."""
+    from sparkpipe.serving.schemas import ApiError
+
+    problems = [(p if p and p != "--set" else field, scrub.text(m)) for p, m in exc.problems]
+    prefix = "overrides: " if field == "overrides" else "invalid training config: "
+    return ApiError(422, prefix + "; ".join(f"{p}: {m}" for p, m in problems[:5]), problems[:20])
+
+
+def _impose(merged: dict[str, Any], req: Any, data_path: str, settings: Any) -> dict[str, Any]:
+    """The merged config with what the request fields and the server decide put in."""
+    import copy
+
+    from sparkpipe.serving.security import confine_path
+
+    final = copy.deepcopy(merged)
+    for section in ("model", "data", "mlflow"):
+        final.setdefault(section, {})
+    final["model"]["algorithm"] = req.algorithm
+    final["data"]["input_path"] = data_path
+    out = final["data"].get("output_path")
+    final["data"]["output_path"] = confine_path(str(out) if out else "output", "data.output_path", settings)
+    if req.model_name:
+        final["mlflow"]["registered_model_name"] = req.model_name
+    final["mlflow"]["tracking_uri"] = settings.tracking_uri
+    if settings.registry_uri:
+        final["mlflow"]["registry_uri"] = settings.registry_uri
+    else:
+        final["mlflow"].pop("registry_uri", None)
+    return final
+
+
+OUTPUT_MARKER = ".sparkpipe-batch-output.json"
+"""Written into every batch output directory last: only such a directory may be overwritten."""
+
+
+def output_refusal(path: str, mode: str) -> str | None:
+    """Why a batch job may not write ``path`` (``None``: it may).
+
+    A new path or an empty directory is fine; an existing output is replaced only with
+    ``mode="overwrite"`` and only when it carries :data:`OUTPUT_MARKER` (this service wrote it).
+    """
+    p = Path(path)
+    if p.is_symlink():
+        return "is a symbolic link; give the real directory"
+    if not p.exists():
+        return None
+    if not p.is_dir():
+        return "exists and is not a directory; choose a new output_path"
+    if not any(p.iterdir()):
+        return None
+    if not (p / OUTPUT_MARKER).is_file():
+        return "exists, is not empty and was not written by this service; choose a new output_path"
+    if mode != "overwrite":
+        return 'exists (an earlier batch output); send "mode": "overwrite" to replace it or choose a new output_path'
+    return None
 
 
 def prepare_batch(req: Any, settings: Any, service: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Validate a ``POST /predict/batch`` request into ``(params, payload)``.
 
+    Both paths are confined to the data roots and may not be a root itself; the output must not
+    overlap the input and must be new (or this service's own earlier output with ``mode: overwrite``).
     The model is the version this server serves for ``model_id`` when it is loaded (so batch and online
     answers agree), else whatever the registry resolves it to.
     """
     from sparkpipe.serving.schemas import ApiError
-    from sparkpipe.serving.security import confine_path
+    from sparkpipe.serving.security import confine_path, is_data_root
 
     input_path = confine_path(req.input_path, "input_path", settings)
     output_path = confine_path(req.output_path, "output_path", settings)
-    if not Path(input_path).exists():
+    for field, value, resolved in (
+        ("input_path", req.input_path, input_path),
+        ("output_path", req.output_path, output_path),
+    ):
+        if Path(resolved).is_absolute() and is_data_root(resolved, settings):
+            raise ApiError(
+                400,
+                f"{field}: {value!r} is a data root itself; name a file or directory inside it",
+                [(field, "is a data root")],
+            )
+    try:
+        exists = Path(input_path).exists()
+        refusal = output_refusal(output_path, req.mode) if Path(output_path).is_absolute() else None
+    except OSError as exc:
+        raise ApiError(
+            400, f"a path cannot be used: {exc.strerror}", [("input_path", str(exc.strerror))]
+        ) from None
+    if not exists:
         raise ApiError(
             400,
             f"input_path: {req.input_path!r} does not exist",
             [("input_path", "no such file or directory")],
         )
-    if Path(output_path) == Path(input_path) or Path(input_path).is_relative_to(output_path):
+    a, b = Path(input_path), Path(output_path)
+    if a == b or a.is_relative_to(b) or b.is_relative_to(a):
         raise ApiError(
             400,
-            "output_path must not contain or equal input_path",
-            [("output_path", "would overwrite the input")],
+            "output_path must not contain, equal or lie inside input_path",
+            [("output_path", "overlaps the input")],
         )
-    try:
-        model = service.get(req.model_id)
-        model_uri = f"models:/{model.name}/{model.version}"
-    except ApiError:
-        if req.model_id is None:
-            raise
-        from sparkpipe.errors import ModelError
-
-        try:
-            ref = service.registry.resolve(req.model_id, default_alias=settings.default_alias)
-        except ModelError as exc:
-            raise ApiError(404, str(exc), [("model_id", "unknown model")]) from None
-        model_uri = f"models:/{ref.name}/{ref.version}"
+    if refusal:
+        raise ApiError(409, f"output_path: {req.output_path!r} {refusal}", [("output_path", refusal)])
+    model_uri = _batch_model_uri(req, settings, service)
     params = {
         "model_id": req.model_id,
         "model_uri": model_uri,
         "input_path": input_path,
         "output_path": output_path,
         "format": req.format,
+        "mode": req.mode,
     }
     payload = {**params, "tracking_uri": settings.tracking_uri, "registry_uri": settings.registry_uri}
     return params, payload
 
 
+def _batch_model_uri(req: Any, settings: Any, service: Any) -> str:
+    from sparkpipe.errors import ModelError
+    from sparkpipe.serving.schemas import ApiError
+
+    try:
+        model = service.get(req.model_id)
+        return f"models:/{model.name}/{model.version}"
+    except ApiError:
+        if req.model_id is None:
+            raise
+    try:
+        ref = service.registry.resolve(req.model_id, default_alias=settings.default_alias)
+    except ModelError:
+        raise ApiError(404, f"unknown model {req.model_id!r}", [("model_id", "unknown model")]) from None
+    return f"models:/{ref.name}/{ref.version}"
+
+
 # ================================================================================ job functions
+def job_roots() -> list[str]:
+    """The allowed data roots the server handed this job process."""
+    raw = os.environ.get(ROOTS_ENV)
+    if not raw:
+        raise RuntimeError(f"{ROOTS_ENV} is not set: job processes are started by the server")
+    return [str(r) for r in json.loads(raw)]
+
+
 def train_job(payload: dict[str, Any]) -> dict[str, Any]:
     """Run the training pipeline for a config prepared by the server (in the child process)."""
+    import copy
+
     from sparkpipe.config import build_config
     from sparkpipe.pipeline import run_pipeline
+    from sparkpipe.serving.security import recheck_path
 
-    cfg = build_config(payload["config"], payload.get("source"))
+    raw = copy.deepcopy(payload["config"])
+    roots = job_roots()
+    for key in ("input_path", "output_path"):
+        raw["data"][key] = recheck_path(raw["data"][key], f"data.{key}", roots)
+    cfg = build_config(raw, payload.get("source"), expand=False)
     result = run_pipeline(cfg, payload.get("raw_yaml"))
     return {
         "run_id": result.run_id,
@@ -534,21 +722,38 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def batch_predict_job(payload: dict[str, Any]) -> dict[str, Any]:
-    """Score a data set with Spark (in the child process)."""
-    import inspect
-
+    """Score a data set with Spark (in the child process); the paths are confined again here."""
     from sparkpipe.config import MlflowConfig
     from sparkpipe.pipeline import batch_predict
+    from sparkpipe.serving.security import recheck_path
 
-    kwargs: dict[str, Any] = {}
-    params = inspect.signature(batch_predict).parameters
-    if payload.get("format") and "output_format" in params:
-        kwargs["output_format"] = payload["format"]
-    if "mlflow_cfg" in params:
-        kwargs["mlflow_cfg"] = MlflowConfig(
+    roots = job_roots()
+    input_path = recheck_path(payload["input_path"], "input_path", roots)
+    output_path = recheck_path(payload["output_path"], "output_path", roots)
+    local = Path(output_path).is_absolute()
+    write_mode = "error"
+    if local:
+        refusal = output_refusal(output_path, payload.get("mode", "error"))
+        if refusal:
+            raise FileExistsError(f"output_path: {refusal}")
+        out = Path(output_path)
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        write_mode = "overwrite" if out.exists() else "error"
+    result = batch_predict(
+        payload["model_uri"],
+        input_path,
+        output_path,
+        output_format=payload.get("format") or "parquet",
+        mlflow_cfg=MlflowConfig(
             tracking_uri=payload["tracking_uri"], registry_uri=payload.get("registry_uri")
-        )
-    return dict(batch_predict(payload["model_uri"], payload["input_path"], payload["output_path"], **kwargs))
+        ),
+        write_mode=write_mode,
+    )
+    if local:
+        marker = {"written_by": "sparkpipe batch", "model_uri": payload["model_uri"], "written_at": now()}
+        (Path(output_path) / OUTPUT_MARKER).write_text(json.dumps(marker))
+    return dict(result)
 
 
 def _import_target(target: str) -> Callable[[dict[str, Any]], Any]:
@@ -556,22 +761,22 @@ def _import_target(target: str) -> Callable[[dict[str, Any]], Any]:
     return getattr(importlib.import_module(module), func)
 
 
-def child_main(jobs_dir: str, job_id: str) -> int:
-    """Entry point of a job process: run the job named in its state file and record the outcome."""
+def child_main(jobs_dir: str, job_id: str, target: str) -> int:
+    """Entry point of a job process: run ``target`` (given by the server) on the job's payload."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stdout
     )
     path = Path(jobs_dir) / f"{job_id}.json"
-    state = read_state(path)
+    state, problem = load_state(path)
     if state is None:
-        print(f"job state {path} is missing or unreadable", file=sys.stderr)
+        print(f"job state {path.name} is missing or invalid: {problem}", file=sys.stderr)
         return 2
     pid = os.getpid()
     state.update(status="running", started_at=now(), pid=pid, pid_start=pid_start_time(pid))
     write_state(path, state)
     t0 = time.perf_counter()
     try:
-        result = _import_target(state["target"])(state.get("payload") or {})
+        result = _import_target(target)(state["payload"])
         state.update(status="succeeded", result=json.loads(json.dumps(result, default=str)))
         code = 0
     except BaseException as exc:
@@ -585,8 +790,8 @@ def child_main(jobs_dir: str, job_id: str) -> int:
     return code
 
 
-if __name__ == "__main__":  # python -m sparkpipe.serving.jobs run <jobs_dir> <job_id>
-    if len(sys.argv) != 4 or sys.argv[1] != "run":
-        print("usage: python -m sparkpipe.serving.jobs run JOBS_DIR JOB_ID", file=sys.stderr)
+if __name__ == "__main__":  # python -m sparkpipe.serving.jobs run <jobs_dir> <job_id> <module:function>
+    if len(sys.argv) != 5 or sys.argv[1] != "run":
+        print("usage: python -m sparkpipe.serving.jobs run JOBS_DIR JOB_ID MODULE:FUNCTION", file=sys.stderr)
         sys.exit(2)
-    sys.exit(child_main(sys.argv[2], sys.argv[3]))
+    sys.exit(child_main(sys.argv[2], sys.argv[3], sys.argv[4]))

@@ -249,6 +249,13 @@ class BatchPredictRequest(BaseModel):
     input_path: str = Field(min_length=1, max_length=4096)
     output_path: str = Field(min_length=1, max_length=4096)
     format: Literal["parquet", "csv", "json", "orc", "delta"] | None = None
+    mode: Literal["error", "overwrite"] = Field(
+        default="error",
+        description=(
+            "error: output_path must not exist (or be an empty directory); overwrite: replace an "
+            "output this service wrote before (never anything else)"
+        ),
+    )
 
 
 class AliasRequest(BaseModel):
@@ -271,9 +278,10 @@ JobStatus = Literal["queued", "running", "succeeded", "failed"]
 
 
 class JobInfo(BaseModel):
-    """The state of one training or batch-scoring job, as stored in ``<jobs_dir>/<id>.json``."""
+    """The state of one training or batch-scoring job as clients see it (paths relative to the data
+    root; no process ids or server paths)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     id: str
     kind: str
@@ -281,11 +289,47 @@ class JobInfo(BaseModel):
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
+    duration_seconds: float | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     result: dict[str, Any] | None = None
     error: str | None = None
-    pid: int | None = None
+    log_file: str | None = Field(default=None, description="the job's log, a file name in the jobs directory")
+
+
+class JobRecord(BaseModel):
+    """What ``<jobs_dir>/<id>.json`` must hold; a file that does not match is skipped and reported.
+
+    No code target is read from it: the server decides what a job kind runs.
+    """
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9\-]{1,100}$")
+    kind: str = Field(min_length=1, max_length=50)
+    status: JobStatus
+    created_at: str = Field(min_length=1, max_length=64)
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_seconds: float | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    pid: int | None = Field(default=None, ge=1)
+    pid_start: str | None = None
     log_path: str | None = None
+
+
+class SkippedJobFile(BaseModel):
+    file: str = Field(description="the state file's name in the jobs directory")
+    problem: str
+
+
+class JobList(BaseModel):
+    """Answer of ``GET /jobs``: valid jobs, newest first, and state files that were skipped."""
+
+    jobs: list[JobInfo]
+    skipped: list[SkippedJobFile] = Field(default_factory=list)
 
 
 class JobAccepted(BaseModel):

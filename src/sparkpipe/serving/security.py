@@ -4,6 +4,10 @@
   ``X-API-Key`` or ``Authorization: Bearer <key>``, compared in constant time; otherwise 401.
 * :func:`confine_path` -- a data path given to the API is resolved (symlinks included) and must lie
   inside one of ``allowed_data_roots``: 400 for a malformed path, 403 for one outside the roots.
+* :func:`recheck_path` -- the same confinement again at the moment a job process uses a path (the
+  path may have been swapped for a symlink since the request was checked).
+* :class:`PathScrubber` -- absolute server paths in texts sent to clients become paths relative to the
+  allowed data root (or ``.../name`` outside it).
 * :class:`BodyLimitMiddleware` -- a pure ASGI middleware answering 413 for bodies above
   ``max_body_bytes`` from ``Content-Length`` alone, or as soon as a streamed body crosses the limit,
   so an unbounded body is never read into memory.
@@ -72,6 +76,12 @@ def allowed_roots(settings: ServingSettings) -> list[Path]:
     return [Path(os.path.realpath(os.path.expanduser(r))) for r in settings.allowed_data_roots]
 
 
+def _local_roots(settings: ServingSettings) -> list[Path]:
+    """The resolved roots that are directories (not URI prefixes), in configured order."""
+    pairs = zip(allowed_roots(settings), settings.allowed_data_roots, strict=True)
+    return list(dict.fromkeys(r for r, raw in pairs if not _SCHEME_RE.match(raw)))
+
+
 def confine_path(value: str, field: str, settings: ServingSettings, *, allow_builtin: bool = False) -> str:
     """Resolve a path given to the API and make sure it stays inside ``allowed_data_roots``.
 
@@ -127,23 +137,123 @@ def confine_path(value: str, field: str, settings: ServingSettings, *, allow_bui
                 [(field, f"outside the allowed data roots ({', '.join(roots_raw)})")],
             )
         value = uri
-    roots = allowed_roots(settings)
-    local_roots = [r for r, raw in zip(roots, roots_raw, strict=False) if not _SCHEME_RE.match(raw)]
+    _check_components(value, field)
+    local_roots = _local_roots(settings)
     if not local_roots:
         raise ApiError(403, f"{field}: no local data roots are configured", [(field, "no local data roots")])
-    p = Path(os.path.expanduser(value))
+    p = Path(value)  # taken literally: no ~ or $VAR expansion of request values
     if not p.is_absolute():
         p = local_roots[0] / p
     resolved = Path(os.path.realpath(p))
-    for root in local_roots:
-        if resolved == root or resolved.is_relative_to(root):
-            return str(resolved)
+    if _inside(resolved, local_roots):
+        return str(resolved)
     log.warning("refused %s=%r: resolves to %s outside %s", field, value, resolved, local_roots)
     raise ApiError(
         403,
-        f"{field}: {value!r} resolves outside the allowed data roots",
-        [(field, f"outside the allowed data roots ({', '.join(map(str, local_roots))})")],
+        f"{field}: {value!r} resolves outside the allowed data roots; give a path relative to the data "
+        "root (no '..', no symlinks leading out)",
+        [(field, "outside the allowed data roots")],
     )
+
+
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
+def _check_components(value: str, field: str) -> None:
+    """400 when a path component or the whole path is longer than the file system allows."""
+    if len(value.encode("utf-8", "surrogatepass")) > PATH_MAX:
+        raise ApiError(400, f"{field}: the path is longer than {PATH_MAX} bytes", [(field, "path too long")])
+    for part in value.split("/"):
+        if len(part.encode("utf-8", "surrogatepass")) > NAME_MAX:
+            raise ApiError(
+                400,
+                f"{field}: a path component is longer than {NAME_MAX} bytes ({_clip(part)})",
+                [(field, f"path component longer than {NAME_MAX} bytes")],
+            )
+
+
+def _clip(text: str, n: int = 24) -> str:
+    return repr(text if len(text) <= n else text[:n] + "...")
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def is_data_root(path: str | Path, settings: ServingSettings) -> bool:
+    """True when ``path`` (resolved) is one of the allowed data roots or a directory above one."""
+    p = Path(os.path.realpath(path))
+    return any(p == r or r.is_relative_to(p) for r in allowed_roots(settings))
+
+
+def recheck_path(path: str, field: str, roots: list[str]) -> str:
+    """Confine ``path`` again where it is used (a job process): resolved, every symlink followed.
+
+    Parameters
+    ----------
+    path
+        The absolute path the server accepted (URIs are returned unchanged: they were checked against
+        a URI root and have no symlinks).
+    field
+        Named in the error.
+    roots
+        The allowed data roots of the server that started the job.
+
+    Raises
+    ------
+    PermissionError
+        When the path now resolves outside every root (e.g. a directory was replaced by a symlink
+        after the request was checked).
+    """
+    if _SCHEME_RE.match(path) or path.startswith(BUILTIN_PREFIX):
+        return path
+    local = [Path(os.path.realpath(os.path.expanduser(r))) for r in roots if not _SCHEME_RE.match(r)]
+    resolved = Path(os.path.realpath(path))
+    if not local or not _inside(resolved, local):
+        raise PermissionError(
+            f"{field}: {path} now resolves to {resolved}, outside the allowed data roots; refusing to use it"
+        )
+    return str(resolved)
+
+
+# ================================================================================= path scrubbing
+_ABS_RE = re.compile(r"(?<![\w.~\-])/+[^\s'\"`,;()\[\]{}<>|]*/[^\s'\"`,;()\[\]{}<>|]*")
+
+
+class PathScrubber:
+    """Rewrite absolute server paths in texts meant for clients.
+
+    Paths inside an allowed data root become relative to it (``data/x.csv``); the model cache, the jobs
+    directory and anything else become ``.../<last component>``. Strings are rewritten inside nested
+    lists and mappings too (:meth:`obj`).
+    """
+
+    def __init__(self, settings: ServingSettings):
+        self.roots = sorted({str(r) for r in _local_roots(settings)}, key=len, reverse=True)
+
+    def path(self, value: str) -> str:
+        """One absolute path as shown to clients."""
+        stripped = "/" + value.lstrip("/")
+        for root in self.roots:
+            if stripped == root:
+                return "."
+            if stripped.startswith(root.rstrip("/") + "/"):
+                return stripped[len(root.rstrip("/")) + 1 :]
+        name = stripped.rstrip("/").rsplit("/", 1)[-1]
+        return f".../{name}" if name else "..."
+
+    def text(self, value: str) -> str:
+        return _ABS_RE.sub(lambda m: self.path(m.group(0)), value) if "/" in value else value
+
+    def obj(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: self.obj(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.obj(v) for v in value]
+        return value
 
 
 # ================================================================================== body size limit

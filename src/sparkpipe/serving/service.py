@@ -390,6 +390,10 @@ class ModelService:
         from sparkpipe.tracking import LocalRegistryReader, model_cache_dir
 
         self.cache_dir = model_cache_dir(settings.tracking_uri, settings.model_cache_dir)
+        from sparkpipe.serving.security import PathScrubber
+
+        self.scrub = PathScrubber(settings)
+        """Rewrites server paths in errors shown to clients (``/ready``, 503 answers)."""
         self._reader = LocalRegistryReader(settings.mlflow_config()) if registry is None else None
 
     # ------------------------------------------------------------------ registry
@@ -439,6 +443,8 @@ class ModelService:
         if model_id is None:
             model = self._default
             if model is None:
+                if self.specs:
+                    raise self._unavailable(self.specs[0])
                 raise ApiError(
                     404,
                     "no default model is configured or loaded; send model_id "
@@ -452,6 +458,9 @@ class ModelService:
         if model is None:
             model = self._table.get(model_id.strip().removeprefix("models:/"))
             if model is None:
+                spec = model_id.strip().removeprefix("models:/")
+                if spec in self.specs:
+                    raise self._unavailable(spec)
                 known = self.known()
                 raise ApiError(
                     404,
@@ -459,6 +468,19 @@ class ModelService:
                     [("model_id", f"unknown model; known: {', '.join(known) or 'none'}")],
                 )
         return model
+
+    def _unavailable(self, spec: str) -> ApiError:
+        """503 for a configured model that is not loaded (failed to load, or still loading)."""
+        error = self.errors.get(spec)
+        reason = f"failed to load: {self.scrub.text(error)}" if error else "is not loaded yet"
+        name = parse_ref(spec)[0] if _REF_RE.match(spec) else spec
+        return ApiError(
+            503,
+            f"model {_short(spec)} {reason}; it is retried by the alias poller and by "
+            f"POST /models/{name}/reload",
+            [("model_id", "model unavailable")],
+            headers={"Retry-After": "5"},
+        )
 
     def known(self) -> list[str]:
         """The references that resolve (sorted)."""
@@ -588,7 +610,8 @@ class ModelService:
                 err = self.errors.pop(name)
                 self.specs.remove(name)
                 self._bindings.pop(name, None)
-            raise ApiError(404, err, [("name", "cannot be loaded")])
+            raise ApiError(404, self.scrub.text(err), [("name", "cannot be loaded")])
+        result["errors"] = {k: self.scrub.text(v) for k, v in result["errors"].items()}
         return {**result, "loaded": [m.describe() for m in self.loaded() if m.name == name]}
 
     async def score(
@@ -774,6 +797,18 @@ class ModelService:
         return model
 
     def _load_ref(self, ref: Any) -> LoadedModel:
+        """Fetch (or reuse the verified cached copy of) a version and load it. A copy that does not
+        load is discarded and fetched once more: the registry's artifact may have been fixed since."""
+        from sparkpipe.tracking import discard_cache_entry
+
+        path = self._fetch(ref)
+        try:
+            return self.load_model_dir(path, ref.name, ref.version, aliases=ref.aliases, run_id=ref.run_id)
+        except Exception as exc:
+            log.warning(
+                "%s/%s did not load from the cache (%s); fetching it again", ref.name, ref.version, exc
+            )
+            discard_cache_entry(path)
         path = self._fetch(ref)
         return self.load_model_dir(path, ref.name, ref.version, aliases=ref.aliases, run_id=ref.run_id)
 
@@ -786,6 +821,8 @@ class ModelService:
             True when some reference was served from the cache and should be re-validated against the
             registry soon (the caller schedules :meth:`refresh`).
         """
+        from sparkpipe.tracking import cache_entry_ok
+
         from_cache = False
         with self._lock:
             cached = self._read_bindings()
@@ -797,7 +834,7 @@ class ModelService:
                     hit
                     and path is not None
                     and hit.get("tracking_uri") == self.settings.tracking_uri
-                    and (path / "MLmodel").is_file()
+                    and cache_entry_ok(path)
                 ):
                     key = (hit["name"], hit["version"])
                     try:
@@ -950,6 +987,7 @@ class ModelService:
             ) from None
         self.registry.set_alias(name, alias, version)
         result = self.refresh(names=[name])
+        result["errors"] = {k: self.scrub.text(v) for k, v in result["errors"].items()}
         return {"name": name, "alias": alias, "version": version, **result}
 
     def list_models(self) -> list[dict[str, Any]]:
@@ -969,7 +1007,7 @@ class ModelService:
             entry["loaded"] = [m.describe() for m in self.loaded() if m.name == name]
             entry["serving"] = bool(entry["loaded"])
             if registry_error:
-                entry["registry_error"] = registry_error
+                entry["registry_error"] = self.scrub.text(registry_error)
             out.append(entry)
         return out
 
@@ -993,7 +1031,7 @@ class ModelService:
             "loaded": [
                 {"name": m.name, "version": m.version, "serving_path": m.serving_path} for m in self.loaded()
             ],
-            "errors": dict(self.errors),
+            "errors": {k: self.scrub.text(v) for k, v in self.errors.items()},
             "last_refresh": self.last_refresh,
         }
 

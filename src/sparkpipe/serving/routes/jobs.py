@@ -15,19 +15,20 @@ from sparkpipe.serving.schemas import (
     ErrorResponse,
     JobAccepted,
     JobInfo,
+    JobList,
     TrainRequest,
     dumps,
     json_body_doc,
     parse_json,
     validate_model,
 )
-from sparkpipe.serving.security import ApiKeyDep
+from sparkpipe.serving.security import ApiKeyDep, PathScrubber
 from sparkpipe.serving.service import ServiceDep
 from sparkpipe.serving.settings import SettingsDep
 
 router = APIRouter(tags=["jobs"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    c: {"model": ErrorResponse} for c in (400, 401, 403, 404, 415, 422)
+    c: {"model": ErrorResponse} for c in (400, 401, 403, 404, 409, 413, 415, 422)
 }
 
 
@@ -81,24 +82,41 @@ async def predict_batch(
     return _accepted(await run_in_threadpool(jobs.submit, "batch_predict", params, payload))
 
 
-@router.get("/jobs", summary="Jobs, newest first", responses={200: {"model": list[JobInfo]}})
+@router.get(
+    "/jobs",
+    summary="Jobs, newest first, and state files that were skipped as invalid",
+    responses={200: {"model": JobList}, 422: {"model": ErrorResponse}},
+)
 def list_jobs(
     jobs: JobsDep,
+    settings: SettingsDep,
     status: Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed)$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
-    return Response(dumps({"jobs": jobs.list(status, limit)}), media_type="application/json")
+    listed = jobs.list(status, limit)
+    skipped = [{"file": f, "problem": p} for f, p in sorted(jobs.skipped.items())]
+    body = PathScrubber(settings).obj({"jobs": listed, "skipped": skipped})
+    return Response(dumps(body), media_type="application/json")
 
 
 @router.get(
     "/jobs/{job_id}",
     summary="One job's state",
-    responses={200: {"model": JobInfo}, 404: {"model": ErrorResponse}},
+    responses={200: {"model": JobInfo}, 404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
 )
 def get_job(
-    job_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9\-]+$", max_length=100)], jobs: JobsDep
+    job_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9\-]+$", max_length=100)],
+    jobs: JobsDep,
+    settings: SettingsDep,
 ) -> Response:
     state = jobs.get(job_id)
     if state is None:
+        problem = jobs.problem(job_id)
+        if problem:
+            raise ApiError(
+                404,
+                f"job {job_id!r} has an invalid state file ({problem}); it is skipped",
+                [("job_id", "invalid")],
+            )
         raise ApiError(404, f"unknown job {job_id!r}", [("job_id", "no such job")])
-    return Response(dumps(state), media_type="application/json")
+    return Response(dumps(PathScrubber(settings).obj(state)), media_type="application/json")
