@@ -529,8 +529,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]
 
 
 def leaf_paths(value: Any, prefix: str = "") -> dict[str, Any]:
-    """``{dotted path: value}`` of every leaf of nested mappings (an empty mapping is a leaf)."""
-    if isinstance(value, dict) and value:
+    """``{dotted path: value}`` of every leaf of nested mappings (an empty mapping has none)."""
+    if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
             out.update(leaf_paths(v, f"{prefix}.{k}" if prefix else str(k)))

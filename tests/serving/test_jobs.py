@@ -58,7 +58,7 @@ def test_train_and_batch_jobs_succeed_and_persist(registered: dict[str, Any], tm
         assert state["status"] == "succeeded", state
         assert state["result"]["metrics"] == {"accuracy": 0.91}
         assert state["result"]["registered_name"] == "fake_model"
-        assert state["params"]["data_path"] == str(tmp_path / "data" / "train.csv")
+        assert state["params"]["data_path"] == "train.csv"  # relative to the data root, never absolute
         assert state["created_at"] and state["started_at"] and state["finished_at"]
         batch = _wait(c, batch_id)
         assert batch["status"] == "succeeded"
@@ -140,3 +140,59 @@ def test_bad_job_requests(client: Any) -> None:
     assert r.status_code == 400 and r.json()["errors"][0]["field"] == "input_path"
     r = client.post("/predict/batch", json={"input_path": "x", "output_path": "o", "format": "xls"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "format"
+
+
+# ------------------------------------------------------------------- invalid state files (items 5, 9)
+def evil_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Must never run: named only by a tampered state file."""
+    Path(payload["flag"]).write_text("pwned")
+    return {}
+
+
+def test_invalid_state_files_are_skipped_and_never_run_code(
+    registered: dict[str, Any], tmp_path: Path
+) -> None:
+    settings = make_settings(registered, tmp_path)
+    jobs_dir = Path(settings.jobs_dir)
+    jobs_dir.mkdir(parents=True)
+    flag = tmp_path / "pwned.txt"
+    good = {"kind": "train", "status": "succeeded", "created_at": "2024-01-01T00:00:00", "params": {}}
+    write_state(jobs_dir / "good.json", {**good, "id": "good"})
+    write_state(jobs_dir / "numeric-date.json", {**good, "id": "numeric-date", "created_at": 5})
+    write_state(jobs_dir / "junk-id.json", {**good, "id": 5})
+    write_state(jobs_dir / "exploded.json", {**good, "id": "exploded", "status": "exploded"})
+    write_state(jobs_dir / "renamed.json", {**good, "id": "good"})
+    (jobs_dir / "torn.json").write_text('{"id": "torn", "kind": ')
+    # a queued job whose file names its own code target: the server's target for "train" runs instead
+    write_state(
+        jobs_dir / "tampered.json",
+        {
+            **good,
+            "id": "tampered",
+            "status": "queued",
+            "created_at": "2024-01-02T00:00:00",
+            "target": f"{__name__}:evil_job",
+            "payload": {"flag": str(flag)},
+        },
+    )
+    with TestClient(_app(settings, FAKE)) as c:  # start-up (recover) survives the bad files
+        r = c.get("/jobs")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert {j["id"] for j in body["jobs"]} == {"good", "tampered"}
+        assert all(isinstance(j["id"], str) and j["status"] != "exploded" for j in body["jobs"])
+        skipped = {s["file"]: s["problem"] for s in body["skipped"]}
+        assert set(skipped) == {
+            "numeric-date.json",
+            "junk-id.json",
+            "exploded.json",
+            "renamed.json",
+            "torn.json",
+        }
+        assert "created_at" in skipped["numeric-date.json"] and "status" in skipped["exploded.json"]
+        assert c.get("/jobs?status=succeeded").status_code == 200
+        r = c.get("/jobs/numeric-date")
+        assert r.status_code == 404 and "invalid state file" in r.json()["detail"]
+        done = _wait(c, "tampered")
+        assert done["status"] == "succeeded" and done["result"]["run_id"] == "fake"  # quick_job, not evil_job
+    assert not flag.exists()

@@ -244,7 +244,13 @@ class PathScrubber:
         return f".../{name}" if name else "..."
 
     def text(self, value: str) -> str:
-        return _ABS_RE.sub(lambda m: self.path(m.group(0)), value) if "/" in value else value
+        return _ABS_RE.sub(self._sub, value) if "/" in value else value
+
+    def _sub(self, m: re.Match[str]) -> str:
+        found = m.group(0)
+        if m.start() and m.string[m.start() - 1] == ":" and not found.startswith("///"):
+            return found  # a URI such as models:/name/1, runs:/id/model or http://host/x
+        return self.path(found)
 
     def obj(self, value: Any) -> Any:
         if isinstance(value, str):
