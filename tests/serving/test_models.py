@@ -103,3 +103,74 @@ def test_hot_swap_under_concurrent_requests(registered: dict[str, Any], tmp_path
     assert results and all(code == 200 for code, _ in results), {c for c, _ in results}
     assert {v for _, v in results} == {"1", "2"}
     assert results[-1][1] == "2"
+
+
+# ------------------------------------------------------------------------ model cache self-repair (7)
+def _lr_parquet(model_dir: Any) -> Any:
+    return next(p for p in sorted(model_dir.rglob("*.parquet")) if "LogisticRegression" in str(p))
+
+
+def _predict(c: Any, model_id: str | None = None) -> Any:
+    body: dict[str, Any] = {"features": ROW}
+    if model_id:
+        body["model_id"] = model_id
+    return c.post("/predict", json=body)
+
+
+def test_damaged_cache_copies_are_fetched_again(registered: dict[str, Any], tmp_path: Any) -> None:
+    from sparkpipe.tracking import cache_entry_ok
+
+    settings = make_settings(registered, tmp_path, model_cache_dir=str(tmp_path / "cache"))
+    with TestClient(create_app(settings)) as c:
+        assert _predict(c).status_code == 200
+        cached = c.app.state.service.cache_dir / MODEL / "1"
+    assert cache_entry_ok(cached)
+    damages = [
+        lambda: _lr_parquet(cached).write_bytes(_lr_parquet(cached).read_bytes()[:40]),  # truncated stage
+        lambda: (cached / "MLmodel").write_text("garbage: [\n"),
+        lambda: (cached / "sparkml" / "metadata").rename(cached / "moved-away"),  # a file missing
+    ]
+    for damage in damages:
+        damage()
+        assert not cache_entry_ok(cached)
+        with TestClient(create_app(settings)) as c:  # a restart served from the damaged cache
+            assert c.get("/ready").status_code == 200, c.get("/ready").text
+            assert _predict(c).status_code == 200
+            # and the same while running: a forced reload verifies the copy again
+            damage()
+            assert c.post(f"/models/{MODEL}/reload?force=true").status_code == 200
+            assert _predict(c).status_code == 200
+        assert cache_entry_ok(cached)
+
+
+def test_model_that_failed_to_load_is_503_and_recovers_when_the_registry_is_fixed(
+    registered: dict[str, Any], tmp_path: Any
+) -> None:
+    from sparkpipe.tracking import LocalRegistryReader
+
+    reader = LocalRegistryReader(registered["cfg"].mlflow)
+    source = reader.download(reader.resolve(f"{MODEL}/1"), cache_dir=tmp_path / "probe")
+    # the registry's own copy of the artifact (the one the cache copies from)
+    with reader._snapshot() as conn:
+        row = reader._by_version(conn, MODEL, 1)
+    from sparkpipe.tracking import _local_dir
+
+    artifact = _local_dir(row[3] or row[2])
+    assert (artifact / "MLmodel").is_file() and source.is_dir()
+    stage = _lr_parquet(artifact)
+    good = stage.read_bytes()
+    settings = make_settings(registered, tmp_path, model_cache_dir=str(tmp_path / "cache"))
+    try:
+        stage.write_bytes(good[:40])  # the registry artifact itself is broken
+        with TestClient(create_app(settings)) as c:
+            assert c.get("/ready").status_code == 503
+            for model_id in (None, MODEL):
+                r = _predict(c, model_id)
+                assert r.status_code == 503, r.text
+                assert "failed to load" in r.json()["detail"] and str(tmp_path) not in r.text
+            stage.write_bytes(good)  # fixed in the registry
+            assert c.post(f"/models/{MODEL}/reload?force=true").status_code == 200
+            assert c.get("/ready").status_code == 200
+            assert _predict(c).status_code == 200
+    finally:
+        stage.write_bytes(good)
