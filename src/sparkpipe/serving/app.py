@@ -228,11 +228,54 @@ def create_app(
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.openapi = lambda: truthful_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(ErrorShieldMiddleware, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.lane = ScoringLane(service, metrics, settings.max_body_bytes)
     return app
+
+
+_BODY_ERRORS = {
+    "400": "the body is not valid JSON, or a path is malformed",
+    "413": "the body is larger than max_body_bytes",
+    "415": "the body is not application/json",
+    "422": "a field is invalid (named in errors)",
+}
+
+
+def truthful_openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, corrected to what the service answers.
+
+    Every error is an :class:`~sparkpipe.serving.schemas.ErrorResponse` (FastAPI's default
+    ``HTTPValidationError`` is never sent), and operations with a JSON body document the 400/413/415/422
+    the body parser answers.
+    """
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    from sparkpipe.serving.schemas import ErrorResponse
+
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    schemas.setdefault(
+        "ErrorResponse", ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    )
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    for ops in doc.get("paths", {}).values():
+        for op in ops.values():
+            responses = op.setdefault("responses", {})
+            for code, response in responses.items():
+                if code[0] in "45":
+                    response["content"] = error
+            extra = dict(_BODY_ERRORS) if "requestBody" in op else {}
+            for code, description in extra.items():
+                responses.setdefault(code, {"description": description, "content": error})
+    app.openapi_schema = doc
+    return doc
 
 
 def _version() -> str:

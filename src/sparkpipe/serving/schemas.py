@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -205,6 +205,10 @@ class ErrorResponse(BaseModel):
 
 
 # ============================================================================================ jobs
+PATH_PATTERN = r"^[^\x00-\x1f]*\S[^\x00-\x1f]*$"
+"""A data path: not blank, no control characters (confinement to the data roots is checked after)."""
+
+
 class TrainRequest(BaseModel):
     """Body of ``POST /train``."""
 
@@ -223,8 +227,8 @@ class TrainRequest(BaseModel):
     )
 
     algorithm: str = Field(min_length=1, max_length=100)
-    data_path: str = Field(min_length=1, max_length=4096)
-    config_path: str | None = Field(default=None, max_length=4096)
+    data_path: str = Field(min_length=1, max_length=4096, pattern=PATH_PATTERN)
+    config_path: str | None = Field(default=None, min_length=1, max_length=4096, pattern=PATH_PATTERN)
     model_name: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
     overrides: dict[str, Any] | list[str] | None = None
 
@@ -246,8 +250,8 @@ class BatchPredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_id: str | None = Field(default=None, max_length=300)
-    input_path: str = Field(min_length=1, max_length=4096)
-    output_path: str = Field(min_length=1, max_length=4096)
+    input_path: str = Field(min_length=1, max_length=4096, pattern=PATH_PATTERN)
+    output_path: str = Field(min_length=1, max_length=4096, pattern=PATH_PATTERN)
     format: Literal["parquet", "csv", "json", "orc", "delta"] | None = None
     mode: Literal["error", "overwrite"] = Field(
         default="error",
@@ -263,7 +267,9 @@ class AliasRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: str | int = Field(description="the version the alias should point at")
+    version: Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=r"^\s*[0-9]+\s*$")] = Field(
+        description="the version the alias should point at"
+    )
 
     @field_validator("version")
     @classmethod

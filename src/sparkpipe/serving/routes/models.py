@@ -66,7 +66,7 @@ def reload_model(
 )
 async def set_alias(
     name: NameParam,
-    alias: Annotated[str, Path(pattern=_NAME, max_length=100)],
+    alias: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]*[A-Za-z_.\-][A-Za-z0-9_.\-]*$", max_length=100)],
     request: Request,
     service: ServiceDep,
 ) -> Response:

@@ -32,7 +32,7 @@ from sparkpipe.serving.schemas import (
 from sparkpipe.serving.service import LoadedModel, ModelService, ServiceDep
 
 router = APIRouter(tags=["predict"])
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503)}
 MODEL_ID_MAX = 300
 
 
