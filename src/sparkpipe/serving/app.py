@@ -288,6 +288,10 @@ def app_from_env() -> FastAPI:
     """Factory for multi-worker uvicorn: settings travel as JSON in an environment variable."""
     raw = os.environ.get(SETTINGS_ENV)
     settings = ServingSettings.model_validate(json.loads(raw)) if raw else ServingSettings()
+    with contextlib.suppress(ImportError):
+        from sparkpipe.serving.shutdown import DrainingHttpToolsProtocol
+
+        DrainingHttpToolsProtocol.drain_seconds = settings.shutdown_drain_seconds
     return create_app(settings)
 
 
@@ -313,7 +317,13 @@ def run(settings: ServingSettings | None = None) -> None:
     with contextlib.suppress(ImportError):
         import httptools  # noqa: F401
 
-        kwargs["http"] = "httptools"
+        from sparkpipe.serving.shutdown import DrainingHttpToolsProtocol
+
+        # on SIGTERM idle keep-alive connections stay open for a drain window: a request already sent
+        # on one is answered (Connection: close) instead of dropped; see sparkpipe.serving.shutdown
+        DrainingHttpToolsProtocol.drain_seconds = settings.shutdown_drain_seconds
+        kwargs["http"] = DrainingHttpToolsProtocol
+    kwargs["timeout_graceful_shutdown"] = settings.shutdown_timeout_seconds
     if settings.workers > 1:
         data = settings.model_dump(mode="json")
         data["api_key"] = settings.api_key_value()

@@ -77,6 +77,10 @@ class ServingSettings(BaseSettings):
     fallback_batch_wait_ms: float = Field(default=2.0, ge=0)
     config_path: str | None = None
     log_level: str = "INFO"
+    shutdown_drain_seconds: float = Field(default=1.0, ge=0, le=60)
+    """On SIGTERM, how long idle keep-alive connections stay open to answer requests already sent."""
+    shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
+    """On SIGTERM, how long requests in progress may take before they are cancelled."""
 
     @classmethod
     def settings_customise_sources(
