@@ -505,3 +505,35 @@ def test_structural_load_skips_registry_checks_but_not_schema(tmp_path: Path) ->
     with pytest.raises(ConfigError) as err:
         load_config(bad_type, semantic=False)
     assert "deployment.port" in str(err.value) and "modle" in str(err.value)
+
+
+# ------------------------------------------------------------- overrides as a mapping; env never shown
+def test_mapping_overrides_and_changed_paths() -> None:
+    from sparkpipe.config import changed_paths
+
+    raw = apply_overrides(ORIGINAL, {"model.hyperparameters.maxDepth": 3, "features": {"scaling": "minmax"}})
+    assert raw["model"]["hyperparameters"] == {"numTrees": 100, "maxDepth": 3}
+    assert raw["features"] == {"scaling": "minmax"}
+    before = build_config(ORIGINAL).model_dump(mode="json", by_alias=True)
+    after = build_config(apply_overrides(ORIGINAL, {"logging": {"file": "x.log"}})).model_dump(
+        mode="json", by_alias=True
+    )
+    assert changed_paths(before, after) == ["logging.file"]
+    with pytest.raises(ConfigError, match="empty key part"):
+        apply_overrides({}, {"model..algorithm": "gbt"})
+
+
+def test_values_from_the_environment_are_never_shown_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SP_SECRET", "AKIA-SECRET-1")
+    for raw in (
+        {"features": {"scaling": "${SP_SECRET}"}},  # schema error
+        {"evaluation": {"classification": ["${SP_SECRET}"]}},  # registry-aware error
+        {"model": {"hyperparameters": {"maxIter": "${SP_SECRET}"}}},
+    ):
+        with pytest.raises(ConfigError) as exc:
+            build_config(raw)
+        assert "AKIA-SECRET-1" not in str(exc.value), str(exc.value)
+        assert "SP_SECRET" in str(exc.value)
+    # expand=False keeps request text literal: nothing is looked up
+    cfg = build_config({"features": {"target": "${SP_SECRET}"}}, expand=False)
+    assert cfg.features.target == "${SP_SECRET}"
