@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import schemathesis
 from fastapi.testclient import TestClient
 
 from sparkpipe.serving.app import create_app
@@ -23,8 +24,6 @@ from sparkpipe.serving.jobs import JobManager
 
 from . import conftest
 from .conftest import make_settings
-
-schemathesis = pytest.importorskip("schemathesis")
 
 EXAMPLES_PER_MODE = 40
 """Examples per operation and generation mode (positive, negative): keeps the run to a few minutes."""
