@@ -353,13 +353,14 @@ def test_no_server_paths_or_pids_in_answers(registered: dict[str, Any], tmp_path
         answers = [
             c.post("/train", json={"algorithm": "gbt", "data_path": "/etc/passwd"}),
             c.post("/predict/batch", json={"input_path": "../../etc", "output_path": "o"}),
+            c.post("/predict/batch", json={"input_path": "s3a://bucket/x", "output_path": "o"}),
             c.post(
                 "/train", json={"algorithm": "gbt", "data_path": "x.csv", "overrides": {"data.seed": "x"}}
             ),
             c.post("/train", json={"algorithm": "no_such_algo", "data_path": "x.csv"}),
             c.get("/ready"),
         ]
-        assert [a.status_code for a in answers] == [403, 403, 422, 422, 503]
+        assert [a.status_code for a in answers] == [403, 403, 403, 422, 422, 503]
         r = c.post("/predict/batch", json={"model_id": MODEL, "input_path": "in.csv", "output_path": "o"})
         job_id = r.json()["id"]
         deadline = time.monotonic() + 30

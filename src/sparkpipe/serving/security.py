@@ -134,7 +134,7 @@ def confine_path(value: str, field: str, settings: ServingSettings, *, allow_bui
             raise ApiError(
                 403,
                 f"{field}: {value!r} is outside the allowed data roots",
-                [(field, f"outside the allowed data roots ({', '.join(roots_raw)})")],
+                [(field, "outside the allowed data roots")],
             )
         value = uri
     _check_components(value, field)
