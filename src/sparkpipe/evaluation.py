@@ -195,13 +195,6 @@ def canonical_metric(name: str) -> str:
     return METRIC_ALIASES.get(key, key)
 
 
-def metric_names(task: str) -> list[str]:
-    """Sorted metric names of a task."""
-    if task not in METRICS:
-        raise _unknown("task", task, METRICS)
-    return sorted(METRICS[task])
-
-
 def get_metric(task: str, name: str) -> MetricSpec:
     """The :class:`MetricSpec` of ``name`` for ``task``.
 

@@ -183,12 +183,3 @@ def get_spark(spark_cfg: SparkConfig | None = None, opt: OptimizationConfig | No
         f"; Spark UI: {url}" if url else "",
     )
     return spark
-
-
-def stop_spark() -> None:
-    """Stop the active SparkSession, if any."""
-    from pyspark.sql import SparkSession
-
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        active.stop()

@@ -855,16 +855,6 @@ def _param_converter(spec: AlgorithmSpec, name: str, param: Any) -> tuple[str, A
     return _converter_name(param), param.typeConverter
 
 
-def expected_type(spec: AlgorithmSpec, name: str) -> str:
-    """Human words for the value type a hyperparameter takes (e.g. ``"an integer"``)."""
-    if name in spec.extra_params:
-        return spec.extra_params[name]
-    param = _spark_params(spec.estimator).get(name)
-    if param is None:
-        return "unknown"
-    return _CONVERTER_WORDS.get(_param_converter(spec, name, param)[0], "any value")
-
-
 def _check_hidden_layers(value: Any) -> str | None:
     ok = (
         isinstance(value, list | tuple)
@@ -1362,23 +1352,3 @@ def build_estimator(
         raise ModelError(f"cannot build {spec.name} with {params!r}: {exc}") from exc
     log.debug("built %s with %s", cls.__name__, params)
     return estimator
-
-
-def list_algorithms() -> list[dict[str, Any]]:
-    """One row per registry entry, for CLI listings and docs."""
-    rows: list[dict[str, Any]] = []
-    for spec in _ALL_SPECS:
-        rows.append(
-            {
-                "name": spec.name,
-                "task": spec.task,
-                "estimator": spec.estimator,
-                "defaults": dict(spec.defaults),
-                "probability": spec.supports_probability,
-                "binary_only": spec.binary_only,
-                "nonnegative_features": spec.needs_nonnegative_features,
-                "sparse": spec.supports_sparse,
-                "description": spec.description,
-            }
-        )
-    return rows

@@ -12,7 +12,6 @@ injected into routes through :func:`get_settings`; there is no module-level glob
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -145,23 +144,6 @@ class ServingSettings(BaseSettings):
             values["api_key"] = key
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
-
-    @classmethod
-    def from_config_file(cls, path: str | Path | None, **overrides: Any) -> ServingSettings:
-        """Load the YAML file (``None``: built-in defaults) and build settings from it.
-
-        This is what ``sparkpipe serve --config FILE --host H --port P --model NAME`` calls
-        (``model`` is accepted as an alias of ``model_name``).
-        """
-        from sparkpipe.config import load_config
-
-        if "model" in overrides:
-            overrides["model_name"] = overrides.pop("model")
-        cfg = load_config(path) if path is not None else PipelineConfig()
-        settings = cls.from_config(cfg, **overrides)
-        if path is not None and settings.config_path is None:
-            settings = settings.model_copy(update={"config_path": str(Path(path).resolve())})
-        return settings
 
     # ------------------------------------------------------------------ derived values
     def model_refs(self) -> list[str]:
