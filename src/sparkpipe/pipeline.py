@@ -368,9 +368,7 @@ def fit_model(
         if cfg.tuning.enabled:
             from sparkpipe.tuning import tune
 
-            model, tuning_info = tune(
-                spark, cfg, spec, estimator, train_features, data, progress, tracker=tracker
-            )
+            model, tuning_info = tune(spark, cfg, spec, estimator, train_features, data, tracker=tracker)
         else:
             model = estimator.fit(train_features)
     if cfg.optimization.cache_data:

@@ -743,7 +743,6 @@ def tune(
     estimator: Estimator,
     train: DataFrame,
     data: Any,
-    progress: Any = None,
     tracker: Tracker | None = None,
 ) -> tuple[Model, dict[str, Any]]:
     """Search hyperparameters of ``estimator`` on ``train``; refit the best on all of ``train``.
@@ -762,8 +761,6 @@ def tune(
         The feature-transformed training frame (feature stages are fitted once, before tuning).
     data
         The :class:`~sparkpipe.pipeline.PreparedData` (task, label names).
-    progress
-        Unused; progress is logged per trial.
     tracker
         When given with an active run, each trial is logged as a nested child run.
 
