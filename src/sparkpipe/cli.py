@@ -243,8 +243,8 @@ def serve(
     from sparkpipe.serving.app import run as run_server
     from sparkpipe.serving.settings import ServingSettings
 
-    # the service reads only deployment and mlflow: skip the training checks that import pyspark.ml
-    # (a /train job checks the whole config in its own process)
+    # the service reads only deployment and mlflow: training-only problems do not stop it from serving
+    # (a /train job checks the whole config, registries included, before it is queued)
     cfg, _ = _load(config, set_, semantic=False)
     settings = ServingSettings.from_config(
         cfg, host=host, port=port, models=model, train_config_path=str(config.resolve()) if config else None

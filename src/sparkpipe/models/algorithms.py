@@ -6,10 +6,9 @@ regression; the task (``model.task_type`` or one inferred from the target column
 ``xgboost`` is xgboost's own Spark estimator (``xgboost.spark``): its hyperparameters keep xgboost's
 snake_case names, and sparkpipe checks their types and ranges itself (its Params convert nothing).
 
-Everything here except :func:`build_estimator` works **without a JVM**: hyperparameter names are read
-from the estimator class's :class:`pyspark.ml.param.Param` class attributes and values are checked with
-each Param's pure-Python ``typeConverter``, so the config can be validated before any SparkSession
-starts.
+Everything here except :func:`build_estimator` works **without pyspark**: hyperparameter names and
+their Spark type converters come from the generated table in :mod:`sparkpipe.models.params`, whose
+pure-Python converters check values, so a config is validated without importing ``pyspark.ml``.
 
 Search spaces use one neutral format that tuning turns into grids or Optuna distributions::
 
@@ -801,18 +800,11 @@ def infer_task(target_type: str | None, n_distinct: int | None, algorithm: str) 
 
 # ----------------------------------------------------------------------------------- hyperparameters
 @cache
-def _spark_params(estimator_path: str) -> dict[str, Any]:
-    """Param name → Param object of an estimator class, read from class attributes (no JVM)."""
-    from pyspark.ml.param import Param
+def _spark_params(estimator_path: str) -> dict[str, str]:
+    """Param name → Spark converter name of an estimator class (from the generated table, no import)."""
+    from sparkpipe.models.params import param_names
 
-    module, _, cls_name = estimator_path.rpartition(".")
-    cls = getattr(importlib.import_module(module), cls_name)
-    out: dict[str, Any] = {}
-    for attr in dir(cls):
-        value = getattr(cls, attr, None)
-        if isinstance(value, Param):
-            out[value.name] = value
-    return out
+    return param_names(estimator_path)
 
 
 def is_column_param(name: str) -> bool:
@@ -840,19 +832,14 @@ def valid_params(spec: AlgorithmSpec) -> list[str]:
     return sorted(names)
 
 
-def _converter_name(param: Any) -> str:
-    return getattr(param.typeConverter, "__name__", "identity")
+def _param_converter(spec: AlgorithmSpec, name: str, converter: str) -> tuple[str, Any]:
+    """The converter name and function that check a value of Param ``name`` (whose Spark converter is
+    ``converter``): the Param's own, or the one ``spec.param_types`` names for Params whose converter
+    accepts anything (xgboost)."""
+    from sparkpipe.models.params import converter_of
 
-
-def _param_converter(spec: AlgorithmSpec, name: str, param: Any) -> tuple[str, Any]:
-    """The converter name and function that check a value of ``param``: the Param's own, or the one
-    ``spec.param_types`` names for Params whose converter accepts anything (xgboost)."""
-    if name in spec.param_types:
-        from pyspark.ml.param import TypeConverters
-
-        conv = spec.param_types[name]
-        return conv, getattr(TypeConverters, conv)
-    return _converter_name(param), param.typeConverter
+    conv = spec.param_types.get(name, converter)
+    return conv, converter_of(conv)
 
 
 def _check_hidden_layers(value: Any) -> str | None:

@@ -479,8 +479,6 @@ def prepare_train(req: Any, settings: Any) -> tuple[dict[str, Any], dict[str, An
         cfg = build_config(final, source, expand=False, env_paths=from_env)
     except ConfigError as exc:
         raise _config_error(exc, scrub, "config") from None
-    except ImportError:  # registry-aware checks unavailable: the schema check above still applies
-        cfg = after
     params = {
         "algorithm": req.algorithm,
         "data_path": data_path,
