@@ -30,8 +30,9 @@ java:
 run: install
 	$(BIN)/sparkpipe run --config $(CONFIG)
 
+# two processes, whole files per process (module fixtures stay shared); each has its own local[2] Spark
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
