@@ -101,6 +101,8 @@ def _print_run(result: Any, as_json: bool) -> None:
     total = result.timings.get("total")
     if total:
         console.print(f"finished in {total:.1f}s · outputs in {result.output_path}")
+    for warning in getattr(result, "warnings", None) or []:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
 @app.command()
@@ -224,9 +226,29 @@ def validate(
     config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML to check.")],
     set_: SetOpt = None,
 ) -> None:
-    """Validate a config file without starting Spark."""
-    cfg, _ = _load(config, set_)
+    """Validate a config file without starting Spark: every problem at once.
+
+    Besides the schema and the algorithm registry, it checks what can be checked in seconds: the
+    spark:// master answers, object-store paths have their connector, a local input path exists and has
+    the target column, and the task fits the target.
+
+    Example: sparkpipe validate --config config/pipeline_config.yaml --set features.target=churned
+    """
+    from sparkpipe.config import check_config, load_raw
+    from sparkpipe.preflight import preflight_problems
+    from sparkpipe.session import master_problem
+
+    raw, source = load_raw(config, set_)
+    cfg, problems = check_config(raw, source)
+    if cfg is not None:
+        reported = {path for path, _ in problems}
+        problems += [p for p in preflight_problems(cfg, probe_master=False) if p[0] not in reported]
+    if problems or cfg is None:
+        raise ConfigError(problems, source)
     console.print(f"[green]valid[/green]: {config} · {cfg.model.algorithm} on {cfg.data.input_path}")
+    unreachable = master_problem(cfg.spark.master)
+    if unreachable:  # the file is fine; the cluster may simply not be up yet
+        err_console.print(f"[yellow]note:[/yellow] {unreachable}")
 
 
 @app.command()

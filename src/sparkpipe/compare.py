@@ -252,6 +252,10 @@ def compare(
 
     setup_logging(cfg)
     t_start = time.perf_counter()
+    if spark is None:
+        from sparkpipe.preflight import check_preflight
+
+        check_preflight(cfg)  # master reachable, connectors, input and target: before any JVM
     spark = spark or get_spark(cfg.spark, cfg.optimization)
     progress = Progress(spark=spark)
     data = prepare_data(spark, cfg, progress)

@@ -17,6 +17,7 @@ secrets and URIs out of the file.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 from pathlib import Path
@@ -26,6 +27,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sparkpipe.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 TaskType = Literal["classification", "regression", "clustering", "recommendation"]
 TASK_TYPES: tuple[str, ...] = ("classification", "regression", "clustering", "recommendation")
@@ -104,6 +107,7 @@ class DataConfig(_Strict):
 
 # ------------------------------------------------------------------------------------------ features
 class MissingValuesConfig(_Strict):
+    enabled: bool = Field(default=True, description="false: no imputation (strategy none)")
     strategy: Literal["mean", "median", "mode", "constant", "drop", "none"] = "median"
     fill_value: float | str | None = None
     categorical_strategy: Literal["mode", "constant", "category"] = "category"
@@ -117,10 +121,20 @@ class MissingValuesConfig(_Strict):
 
 
 class OutliersConfig(_Strict):
+    enabled: bool = Field(default=True, description="false: no outlier handling (method none)")
     method: Literal["none", "zscore", "iqr"] = "none"
     threshold: float = Field(default=3.0, gt=0)
     action: Literal["clip", "flag"] = "clip"
     columns: list[str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _enabled_means_a_method(cls, v: Any) -> Any:
+        # the original format writes {enabled: true, threshold: 3.0}: on, with the default method (as
+        # `outliers: true`)
+        if isinstance(v, dict) and v.get("enabled") is True and "method" not in v:
+            return {**v, "method": "iqr"}
+        return v
 
 
 class ElapsedConfig(_Strict):
@@ -149,6 +163,7 @@ AggFunction = Literal["count", "mean", "sum", "min", "max", "std"]
 class AggregationConfig(_Strict):
     """Per-entity aggregates learned from the training data (a lookup table inside the model)."""
 
+    enabled: bool = True
     group_cols: list[str] = Field(min_length=1)
     agg_cols: list[str] = Field(default_factory=list)
     functions: list[AggFunction] = ["mean"]
@@ -163,6 +178,7 @@ class AggregationConfig(_Strict):
 class RatiosConfig(_Strict):
     """Every numerator / every denominator (safe division), optional pairwise products."""
 
+    enabled: bool = True
     numerator_cols: list[str] = Field(default_factory=list)
     denominator_cols: list[str] = Field(default_factory=list)
     pairwise_products: bool = False
@@ -172,14 +188,26 @@ class RatiosConfig(_Strict):
 
 
 class CategoricalConfig(_Strict):
+    enabled: bool = True
     max_onehot_cardinality: int = Field(default=32, ge=2)
     high_cardinality: Literal["hashing", "target", "index"] = "hashing"
     hash_buckets: int = Field(default=1024, ge=2)
     rare_threshold: int = Field(default=0, ge=0, description="categories seen fewer times become '__rare__'")
     target_smoothing: float = Field(default=10.0, ge=0, description="TargetEncoder smoothing")
 
+    @field_validator("enabled")
+    @classmethod
+    def _always_on(cls, v: bool) -> bool:
+        if not v:
+            raise ValueError(
+                "categorical columns always need an encoding; to leave them out, list them in "
+                "features.exclude (or remove enabled: false)"
+            )
+        return v
+
 
 class TextConfig(_Strict):
+    enabled: bool = True
     columns: list[str] = Field(default_factory=list)
     num_features: int = Field(default=1 << 12, ge=2)
     stop_words: bool = True
@@ -198,6 +226,7 @@ class UnivariateSelectionConfig(_Strict):
 
 
 class SelectionConfig(_Strict):
+    enabled: bool = True
     variance_threshold: float | None = Field(default=None, ge=0)
     univariate: UnivariateSelectionConfig | None = None
     top_k_importance: int | None = Field(default=None, ge=1)
@@ -242,8 +271,25 @@ class FeaturesConfig(_Strict):
     @classmethod
     def _aggs(cls, v: Any) -> Any:
         if isinstance(v, dict):  # a single aggregation block
-            return [v]
-        return v or []
+            v = [v]
+        # a block switched off needs none of its other keys (group_cols is required when on)
+        return [a for a in v or [] if not (isinstance(a, dict) and a.get("enabled") is False)]
+
+    @model_validator(mode="after")
+    def _switched_off(self) -> FeaturesConfig:
+        """``enabled: false`` turns a section off: the consumers see the section's "off" value."""
+        off: dict[str, Any] = {}
+        if isinstance(self.outliers, OutliersConfig) and not self.outliers.enabled:
+            off["outliers"] = self.outliers.model_copy(update={"method": "none"})
+        if not self.missing_values.enabled:
+            off["missing_values"] = self.missing_values.model_copy(update={"strategy": "none"})
+        for name in ("ratios", "text", "selection"):
+            section = getattr(self, name)
+            if section is not None and getattr(section, "enabled", True) is False:
+                off[name] = None
+        for name, value in off.items():  # not setattr: validate_assignment would re-run this validator
+            self.__dict__[name] = value
+        return self
 
     @field_validator("time_features", mode="before")
     @classmethod
@@ -597,14 +643,25 @@ def _related(a: str, b: str) -> bool:
     return a == b or a.startswith((b + ".", b + "[")) or b.startswith((a + ".", a + "["))
 
 
+def _other_branch(err: Any, path: str, paths: list[str]) -> bool:
+    """A mapping rejected by the scalar branch of a union (``outliers: OutliersConfig | bool``) while
+    the mapping branch reports the real problem below the same key: noise for the reader."""
+    if not (err["type"].endswith("_type") and isinstance(err.get("input"), dict)):
+        return False
+    return any(other.startswith(path + ".") or other.startswith(path + "[") for other in paths)
+
+
 def _problems(exc: ValidationError, from_env: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """``(key path, message)`` per error; a value that came from the environment is never shown."""
     from_env = from_env or {}
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for err in exc.errors():
+    errors = exc.errors()
+    paths = [_format_loc(tuple(e.get("loc", ()))) for e in errors]
+    for err, path in zip(errors, paths, strict=True):
         loc = tuple(err.get("loc", ()))
-        path = _format_loc(loc)
+        if _other_branch(err, path, paths):
+            continue
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(PipelineConfig, loc)
             hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
@@ -641,32 +698,51 @@ def build_config(
     ``expand=False`` leaves ``${VAR}`` untouched: for mappings holding values from an API request (the
     trusted file's own values are expanded first with :func:`expand_env`, whose key paths are passed as
     ``env_paths``). Errors never show a value that came from the environment.
+
+    Raises
+    ------
+    ConfigError
+        Every problem at once (schema and registry checks), see :func:`check_config`.
+    """
+    cfg, problems = check_config(raw, source, semantic=semantic, expand=expand, env_paths=env_paths)
+    if problems or cfg is None:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def check_config(
+    raw: dict[str, Any] | None,
+    source: str | None = None,
+    *,
+    semantic: bool = True,
+    expand: bool = True,
+    env_paths: dict[str, str] | None = None,
+) -> tuple[PipelineConfig | None, list[tuple[str, str]]]:
+    """``(config, problems)``: every schema and registry problem of ``raw``, not only the first layer.
+
+    Keys the schema rejects are set aside (their defaults apply) so the registry checks still run on
+    the rest; the returned config is that salvaged one (``None`` when nothing validates). Hyperparameters
+    of other algorithms are dropped from it with a warning (:func:`~sparkpipe.config_checks.
+    drop_foreign_hyperparameters`). ``expand``, ``env_paths``: see :func:`build_config`.
     """
     raw = raw or {}
     if not isinstance(raw, dict):
-        raise ConfigError(
-            [("<root>", f"the config must be a mapping of sections, got {type(raw).__name__}")], source
-        )
+        return None, [("<root>", f"the config must be a mapping of sections, got {type(raw).__name__}")]
     from_env: dict[str, str] = dict(env_paths or {})
     if expand:
         raw, expanded = expand_env(raw, source)
         from_env.update(expanded)
-    try:
-        cfg = PipelineConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_problems(exc, from_env), source) from None
-    if semantic:
-        from sparkpipe.config_checks import validate_semantics  # registry-aware checks
+    cfg, problems = _validate_pruning(raw, from_env)
+    if semantic and cfg is not None:
+        from sparkpipe.config_checks import drop_foreign_hyperparameters, semantic_problems
 
-        try:
-            validate_semantics(cfg, source)
-        except ConfigError as exc:
-            if not from_env:
-                raise
-            raise ConfigError(
-                [(p, _redact_env(m, raw, from_env)) for p, m in exc.problems], exc.source
-            ) from None
-    return cfg
+        drop_foreign_hyperparameters(cfg)
+        reported = {path for path, _ in problems}
+        found = [p for p in semantic_problems(cfg) if p[0] not in reported]
+        if from_env:
+            found = [(p, _redact_env(m, raw, from_env)) for p, m in found]
+        problems += found
+    return cfg, problems
 
 
 def _redact_env(message: str, raw: dict[str, Any], from_env: dict[str, str]) -> str:
@@ -691,13 +767,108 @@ def _redact_env(message: str, raw: dict[str, Any], from_env: dict[str, str]) -> 
     return message
 
 
-def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, *, semantic: bool = True
-) -> PipelineConfig:
-    """Load, override and validate a YAML config file. ``None`` gives the built-in defaults.
+_PRUNE_ROUNDS = 8
 
-    ``semantic``: see :func:`build_config`.
+
+def _validate_pruning(
+    raw: dict[str, Any], from_env: dict[str, str] | None = None
+) -> tuple[PipelineConfig | None, list[tuple[str, str]]]:
+    """Validate ``raw``; on schema errors, record them, remove the offending keys and validate again.
+
+    The config that finally validates (bad keys back at their defaults) lets the registry checks run
+    on everything else, so every problem of the file is reported in one go. Returns ``(None,
+    problems)`` when nothing can be salvaged.
     """
+    problems: list[tuple[str, str]] = []
+    work = copy.deepcopy(raw)
+    for _ in range(_PRUNE_ROUNDS):
+        try:
+            cfg = PipelineConfig.model_validate(work)
+        except ValidationError as exc:
+            found = _problems(exc, from_env)
+            problems += [p for p in found if p not in problems]
+            if not any([_prune(work, _prune_loc(err)) for err in exc.errors()]):
+                return None, problems
+            continue
+        return cfg, problems
+    return None, problems
+
+
+def _prune_loc(err: Any) -> tuple[Any, ...]:
+    loc = tuple(err.get("loc", ()))
+    return loc[:-1] if err.get("type") == "missing" else loc  # a missing key: drop its parent
+
+
+_PRUNED = object()
+
+
+def _prune(raw: dict[str, Any], loc: tuple[Any, ...]) -> bool:
+    """Remove the value at the schema location ``loc`` from ``raw`` (union branch names are skipped)."""
+    node: Any = raw
+    parent: Any = None
+    key: Any = None
+    for item in loc:
+        in_dict = isinstance(node, dict) and item in node
+        in_list = isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node)
+        if in_dict or in_list:
+            parent, key, node = node, item, node[item]
+    if parent is None:
+        return False
+    if isinstance(parent, list):
+        parent[key] = _PRUNED
+        parent[:] = [v for v in parent if v is not _PRUNED]
+    else:
+        del parent[key]
+    return True
+
+
+def duplicate_keys(text: str) -> list[str]:
+    """One message per key written twice in the same mapping of a YAML text (YAML keeps the last).
+
+    PyYAML accepts duplicates silently; the original project's config writes ``maxIter`` twice under
+    ``model.hyperparameters``, so the user is told which line's value is used.
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return []  # the caller's safe_load reports the syntax error
+    found: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                where = f"{path}.{key}" if path else str(key)
+                line = key_node.start_mark.line + 1
+                if key is not None and key in seen:
+                    value = value_node.value if isinstance(value_node, yaml.ScalarNode) else "..."
+                    found.append(
+                        f"{where} is written twice (lines {seen[key]} and {line}); the last one is used: "
+                        f"{key}: {value}"
+                    )
+                if key is not None:
+                    seen[key] = line
+                walk(value_node, where)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{path}[{i}]")
+
+    walk(root, "")
+    return found
+
+
+def load_yaml(text: str, source: str | None = None) -> Any:
+    """``yaml.safe_load`` that warns (one line each) about keys written twice in one mapping."""
+    for message in duplicate_keys(text):
+        log.warning("%s%s", f"{source}: " if source else "", message)
+    return yaml.safe_load(text)
+
+
+def load_raw(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> tuple[dict[str, Any], str | None]:
+    """``(raw mapping with overrides applied, source)`` of a YAML config file (``None``: empty)."""
     raw: dict[str, Any] = {}
     source = None
     if path is not None:
@@ -713,12 +884,22 @@ def load_config(
                 ]
             )
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = load_yaml(p.read_text(), source) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             raise ConfigError(
                 [("<yaml>", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}")], source
             ) from None
-    raw = apply_overrides(raw, overrides)
+    return apply_overrides(raw, overrides), source
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, *, semantic: bool = True
+) -> PipelineConfig:
+    """Load, override and validate a YAML config file. ``None`` gives the built-in defaults.
+
+    ``semantic``: see :func:`build_config`.
+    """
+    raw, source = load_raw(path, overrides)
     return build_config(raw, source, semantic=semantic)

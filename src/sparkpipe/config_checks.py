@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sparkpipe.errors import ConfigError, UnknownNameError
 from sparkpipe.evaluation import METRICS, canonical_metric
 from sparkpipe.models.algorithms import (
+    ALGORITHMS,
     TASKS,
     AlgorithmSpec,
     algorithm_names,
@@ -35,6 +36,7 @@ from sparkpipe.models.algorithms import (
     search_space_problems,
     task_mismatch_message,
     tasks_for,
+    valid_params,
 )
 
 if TYPE_CHECKING:
@@ -60,9 +62,68 @@ def validate_semantics(cfg: PipelineConfig, source: str | None = None) -> None:
     ConfigError
         With one ``(key_path, message)`` entry per problem.
     """
+    drop_foreign_hyperparameters(cfg)
     problems = semantic_problems(cfg)
     if problems:
         raise ConfigError(problems, source)
+
+
+def drop_foreign_hyperparameters(cfg: PipelineConfig) -> dict[str, list[str]]:
+    """Remove ``model.hyperparameters`` that belong to *other* registered algorithms; warn once.
+
+    The original project's config mixes the parameters of several algorithms in one block (``numTrees``
+    next to ``regParam`` and ``k``), and changing ``model.algorithm`` from the default config (``--set
+    model.algorithm=gbt``, ``POST /train``) carries the previous algorithm's parameters over. A name that
+    is a parameter of some other algorithm is dropped with one warning line naming it and its owners; a
+    name no algorithm knows stays in place, so :func:`semantic_problems` reports it with a did-you-mean.
+
+    Returns
+    -------
+    dict
+        Dropped name → the algorithms it belongs to (empty when nothing was dropped).
+    """
+    params = cfg.model.hyperparameters
+    specs, _ = _resolve_model(cfg, [])
+    if not params or not specs:
+        return {}
+    # the same algorithm's other task (thresholds on a regression forest) is a mistake, not a carry-over
+    own = {name for spec in get_variants(specs[0].name) for name in valid_params(spec)}
+    # maxDepth for xgboost (max_depth) is this algorithm's parameter misspelt: an error, not ignored
+    spelt = {_squash(name) for name in own}
+    unknown = [name for name in params if name not in own and _squash(name) not in spelt]
+    if not unknown:
+        return {}
+    owners: dict[str, list[str]] = {}
+    in_use = {spec.name for spec in specs}
+    for spec in ALGORITHMS.values():
+        if spec.name in in_use:
+            continue
+        try:
+            names = set(valid_params(spec))
+        except ImportError:  # an optional estimator (xgboost) that is not installed
+            continue
+        for name in unknown:
+            if name in names and spec.name not in owners.setdefault(name, []):
+                owners[name].append(spec.name)
+    owners = {n: sorted(a) for n, a in owners.items() if a}
+    if owners:
+        cfg.model.hyperparameters = {k: v for k, v in params.items() if k not in owners}
+        listed = "; ".join(f"{n} ({_few(a)})" for n, a in owners.items())
+        log.warning(
+            "model.hyperparameters: ignored %d parameter(s) of other algorithms, not parameters of %s: %s",
+            len(owners),
+            specs[0].name,
+            listed,
+        )
+    return owners
+
+
+def _squash(name: str) -> str:
+    return str(name).lower().replace("_", "")
+
+
+def _few(names: list[str], limit: int = 3) -> str:
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
 
 
 def semantic_problems(cfg: PipelineConfig) -> Problems:

@@ -10,12 +10,14 @@ label was a string). The label indexer is *not* part of it, so serving never nee
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,6 +70,8 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     tuning: dict[str, Any] | None = None
     report_path: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    """Analysis steps (explain, report) that failed; the model itself is complete and published."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -591,6 +595,10 @@ def run_pipeline(
     setup_logging(cfg)
     t_start = time.perf_counter()
     report_predictions: DataFrame | None = None
+    if spark is None:
+        from sparkpipe.preflight import check_preflight
+
+        check_preflight(cfg)  # master reachable, connectors, input and target: before any JVM
     spark = spark or get_spark(cfg.spark, cfg.optimization)
     progress = Progress(spark=spark)
     data = prepare_data(spark, cfg, progress)
@@ -672,6 +680,14 @@ def run_pipeline(
             signature = model_signature(
                 plan.input_schema, data.task, probability=data.task == "classification"
             )
+        # explain before the model is published: a failure there is reported, never half-published
+        if getattr(plan, "feature_names", None):
+            from sparkpipe.features.explain import explain_run
+
+            with progress.step("explain"), _analysis_step("explain", result):
+                explain_run(
+                    model, plan, Path(cfg.data.output_path) / "explain", tracker if run is not None else None
+                )
         if run is not None:
             with progress.step("register model"):
                 result.model_uri = tracker.log_spark_model(
@@ -686,20 +702,15 @@ def run_pipeline(
                     )
                     result.registered_name = name
             result.run_id, result.tracking_uri = run.run_id, run.tracking_uri
-        if getattr(plan, "feature_names", None):
-            from sparkpipe.features.explain import explain_run
-
-            with progress.step("explain"):
-                explain_run(
-                    model, plan, Path(cfg.data.output_path) / "explain", tracker if run is not None else None
-                )
         if cfg.evaluation.report:
             from sparkpipe.report import run_report
 
-            with progress.step("report"):
+            with progress.step("report"), _analysis_step("report", result):
                 result.report_path = run_report(
                     cfg, result, model, data, info, tracker, predictions=report_predictions
                 )
+        if result.warnings and run is not None:
+            tracker.set_tags({"sparkpipe.warnings": " | ".join(result.warnings)[:5000]})
         result.timings = dict(progress.timings)
         result.timings["total"] = time.perf_counter() - t_start
         out = write_run_outputs(cfg, result, model if run is None else None)
@@ -709,6 +720,29 @@ def run_pipeline(
         report_predictions.unpersist()
     data.release()
     return result
+
+
+@contextlib.contextmanager
+def _analysis_step(step: str, result: RunResult) -> Iterator[None]:
+    """Run an analysis step (explain, report) whose failure must not fail a finished model.
+
+    The model is trained, evaluated and (for the report) already registered; the failure is logged
+    with its cause, recorded in ``result.warnings`` (``run.json``, the MLflow tag ``sparkpipe.warnings``)
+    and printed by the CLI, and the run carries on.
+    """
+    try:
+        yield
+    except Exception as exc:
+        cause = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        where = (
+            f"model {result.registered_name} version {result.registered_version} is registered"
+            if result.registered_version
+            else "the model is complete"
+        )
+        message = f"the {step} step failed ({type(exc).__name__}: {cause}); {where}, without the {step}"
+        log.error(message)
+        log.debug("%s step failure", step, exc_info=exc)
+        result.warnings.append(message)
 
 
 def _model_params(model: PipelineModel) -> dict[str, Any]:

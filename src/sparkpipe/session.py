@@ -60,6 +60,49 @@ def is_local(master: str) -> bool:
     return master.startswith("local")
 
 
+MASTER_PROBE_TIMEOUT = 3.0
+"""Seconds a ``spark://`` master gets to accept a TCP connection before the run gives up."""
+
+
+def master_endpoints(master: str) -> list[tuple[str, int]]:
+    """``(host, port)`` of each master in a ``spark://`` URL (``spark://h1:7077,h2:7077`` for HA)."""
+    if not master.startswith("spark://"):
+        return []
+    out = []
+    for part in master[len("spark://") :].strip("/").split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host:
+            host, port = port, "7077"
+        out.append((host.strip("[]"), int(port) if port.isdigit() else 7077))
+    return out
+
+
+def master_problem(master: str, timeout: float = MASTER_PROBE_TIMEOUT) -> str | None:
+    """Why the ``spark://`` master cannot be reached, or ``None`` (other masters are not probed).
+
+    A TCP connect with a short timeout, before any JVM starts: without it Spark retries for over a
+    minute and prints pages of Java before saying the master is gone.
+    """
+    import socket
+
+    endpoints = master_endpoints(master)
+    if not endpoints:
+        return None
+    reasons = []
+    for host, port in endpoints:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return None
+        except OSError as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+            reasons.append(f"{host}:{port} {reason.lower()}")
+    return (
+        f"spark.master: no Spark master answers at {master} ({'; '.join(reasons)}). Start one with "
+        "'sparkpipe cluster start' (stop it with 'sparkpipe cluster stop'), point spark.master at a "
+        "running master, or run locally with --set spark.master=local[*]"
+    )
+
+
 DEFAULT_DRIVER_MEMORY_MB = 2048
 """Driver heap of a local session when ``spark.driver_memory`` is not set (less on a small machine)."""
 
@@ -163,6 +206,9 @@ def get_spark(spark_cfg: SparkConfig | None = None, opt: OptimizationConfig | No
                 active.conf.set(key, conf[key])
         return active
 
+    unreachable = master_problem(spark_cfg.master)
+    if unreachable:  # fail in seconds, before a JVM retries for a minute
+        raise EnvironmentError_(unreachable)
     builder = SparkSession.builder.appName(spark_cfg.app_name).master(spark_cfg.master)
     for key, value in conf.items():
         builder = builder.config(key, value)

@@ -247,6 +247,116 @@ def _missing_path_error(path: str) -> DataError:
     )
 
 
+# -------------------------------------------------------------------------------- object stores
+@dataclass(frozen=True)
+class _Connector:
+    """The Hadoop connector behind an object-store URI scheme."""
+
+    store: str
+    artifact: str  # Maven artifact name, also the jar's file-name prefix
+    package: str  # spark.jars.packages coordinate ({hadoop} = the Hadoop version Spark ships)
+    impl: str | None = None  # fs.<scheme>.impl Spark needs set (None: the connector registers it)
+
+
+_S3 = "s3a"
+_CONNECTORS: dict[str, _Connector] = {
+    **dict.fromkeys(
+        ("s3", "s3a", "s3n"),
+        _Connector("Amazon S3", "hadoop-aws", "org.apache.hadoop:hadoop-aws:{hadoop}"),
+    ),
+    "gs": _Connector(
+        "Google Cloud Storage",
+        "gcs-connector",
+        "com.google.cloud.bigdataoss:gcs-connector:hadoop3-2.2.22",
+        "com.google.cloud.hadoop.fs.gcs.GoogleHadoopFileSystem",
+    ),
+    **dict.fromkeys(
+        ("abfs", "abfss", "wasb", "wasbs"),
+        _Connector("Azure storage", "hadoop-azure", "org.apache.hadoop:hadoop-azure:{hadoop}"),
+    ),
+}
+
+
+def uri_scheme(path: str) -> str | None:
+    """The lower-case URI scheme of ``path`` (``s3a``, ``hdfs``, ...), or ``None`` for a local path."""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", path.strip())
+    return m.group(1).lower() if m else None
+
+
+def _spark_jars_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get("SPARK_HOME"):
+        dirs.append(Path(os.environ["SPARK_HOME"]) / "jars")
+    with contextlib.suppress(ImportError):
+        import pyspark
+
+        dirs.append(Path(pyspark.__file__).parent / "jars")
+    return [d for d in dirs if d.is_dir()]
+
+
+def spark_hadoop_version() -> str | None:
+    """The Hadoop version of the Spark jars on this machine (``hadoop-client-api-<v>.jar``), if found."""
+    for d in _spark_jars_dirs():
+        for jar in d.glob("hadoop-client-api-*.jar"):
+            return jar.name.removeprefix("hadoop-client-api-").removesuffix(".jar")
+    return None
+
+
+def object_store_problem(
+    path: str, key: str, conf: dict[str, Any], master: str, data_format: str = "auto", options: Any = None
+) -> str | None:
+    """Why Spark cannot open the object-store URI ``path`` with this config, or ``None`` (no JVM).
+
+    Spark reads ``s3a://``, ``gs://``, ``abfss://`` ... through Hadoop connectors that pyspark does not
+    ship. Without one, a run fails deep inside Spark with ``No FileSystem for scheme "s3"``. This
+    checks, before Spark starts, that the connector is there: its jar in the Spark jars directory, or
+    its package in ``spark.conf`` (``spark.jars.packages`` / ``spark.jars``); ``s3://`` (and ``gs://``)
+    also need ``spark.hadoop.fs.<scheme>.impl``. On ``yarn`` and ``k8s://`` masters the cluster's Spark
+    distribution decides, so nothing is checked. A Delta table read with ``deltaReader: arrow`` goes
+    through delta-rs, which needs no connector.
+
+    Parameters
+    ----------
+    path
+        The configured URI.
+    key
+        Config key it came from (``data.input_path``), named in the message.
+    conf, master
+        ``spark.conf`` entries and ``spark.master``.
+    data_format, options
+        ``data.format`` and ``data.options``.
+    """
+    scheme = uri_scheme(path)
+    connector = _CONNECTORS.get(scheme or "")
+    if connector is None or master == "yarn" or master.startswith("k8s://"):
+        return None
+    if data_format == "delta" and str((options or {}).get(DELTA_READER_OPTION, "")).lower() == "arrow":
+        return None
+    conf = {str(k): str(v) for k, v in (conf or {}).items()}
+    listed = " ".join(conf.get(k, "") for k in ("spark.jars.packages", "spark.jars"))
+    has_jar = connector.artifact in listed or any(
+        any(d.glob(f"{connector.artifact}-*.jar")) for d in _spark_jars_dirs()
+    )
+    impl_key = f"spark.hadoop.fs.{scheme}.impl"
+    hadoop = spark_hadoop_version() or "<the Hadoop version of your Spark>"
+    package = connector.package.format(hadoop=hadoop)
+    if not has_jar:
+        impl = connector.impl or ("org.apache.hadoop.fs.s3a.S3AFileSystem" if scheme == "s3" else None)
+        also = f" and {impl_key}: {impl}" if impl else ""
+        return (
+            f"{key}: {path!r} is on {connector.store} ({scheme}://), and Spark here has no {connector.artifact} "
+            f"connector. Add it under spark.conf: spark.jars.packages: {package}{also} (downloaded from Maven "
+            f"at start), or put the jar in {(_spark_jars_dirs() or [Path('$SPARK_HOME/jars')])[0]}, or run on "
+            "a cluster whose Spark has it (yarn / k8s masters are not checked); see the README, 'Data on S3'"
+        )
+    needs_impl = scheme == "s3" or (connector.impl is not None and scheme == "gs")
+    if needs_impl and impl_key not in conf:
+        impl = connector.impl or "org.apache.hadoop.fs.s3a.S3AFileSystem"
+        fix = f"write {_S3}://{path.split('://', 1)[1]} instead, or set " if scheme == "s3" else "set "
+        return f"{key}: Spark has no FileSystem for {scheme}://; {fix}spark.conf {impl_key}: {impl}"
+    return None
+
+
 # ------------------------------------------------------------------------------------ format detection
 _EXTENSIONS: dict[str, str] = {
     ".parquet": "parquet",

@@ -81,14 +81,15 @@ class Explanation:
         return sorted(self.slots, key=lambda t: -abs(t[2]))[:n]
 
 
+_EXPLAINABLE = ("featureImportances", "coefficients", "coefficientMatrix", "get_feature_importances")
+
+
 def _model_stage(model: PipelineModel) -> Any | None:
+    # Asked of the class, not the instance: the properties call into the JVM, and a multinomial
+    # LogisticRegressionModel's ``coefficients`` raises a Py4JJavaError (not an AttributeError, which
+    # is all hasattr() swallows) because its coefficients are a matrix.
     for stage in reversed(model.stages):
-        if (
-            hasattr(stage, "featureImportances")
-            or hasattr(stage, "coefficients")
-            or hasattr(stage, "coefficientMatrix")
-            or hasattr(stage, "get_feature_importances")  # xgboost.spark models
-        ):
+        if any(hasattr(type(stage), name) for name in _EXPLAINABLE):
             return stage
     return None
 
@@ -118,14 +119,14 @@ def _slot_values(stage: Any, n_slots: int) -> tuple[str, np.ndarray, np.ndarray]
         imp = np.asarray(stage.featureImportances.toArray(), dtype=np.float64)
         return "feature_importances", imp, imp
     matrix = None
-    if hasattr(stage, "coefficientMatrix"):
-        try:
-            matrix = stage.coefficientMatrix.toArray()
-        except Exception:  # binomial LR models expose a 1-row matrix; others may not have one
-            matrix = None
-    if matrix is not None and matrix.shape[0] > 1:
+    if hasattr(type(stage), "coefficientMatrix"):
+        # one row per class for a multinomial model (a binomial one has a single row)
+        matrix = np.asarray(stage.coefficientMatrix.toArray(), dtype=np.float64)
+    if matrix is not None and matrix.ndim == 2 and matrix.shape[0] > 1:
         return "coefficients", np.abs(matrix).mean(axis=0), matrix.mean(axis=0)
-    if hasattr(stage, "coefficients"):
+    if matrix is not None and matrix.ndim == 2 and matrix.shape[0] == 1:
+        return "coefficients", np.abs(matrix[0]), matrix[0]
+    if hasattr(type(stage), "coefficients"):
         coef = np.asarray(stage.coefficients.toArray(), dtype=np.float64)
         return "coefficients", np.abs(coef), coef
     return None
