@@ -40,10 +40,25 @@ err_console = Console(stderr=True, highlight=False)
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="Pipeline YAML (default: built-in defaults).")
 ]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Override a key: --set model.algorithm=gbt (repeatable)."),
-]
+
+
+def _set_option(example: str) -> Any:
+    """The repeatable ``--set KEY=VALUE`` option, its help showing a key that fits the command."""
+    return Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", "-s", help=f"Override a config key (repeatable; YAML values), e.g. --set {example}"
+        ),
+    ]
+
+
+RunSetOpt = _set_option("model.algorithm=gbt")
+TrainSetOpt = _set_option("model.hyperparameters.maxDepth=5")
+CompareSetOpt = _set_option("compare.metric=auc_pr")
+RegistrySetOpt = _set_option("mlflow.tracking_uri=sqlite:///mlflow.db")
+SparkSetOpt = _set_option("spark.driver_memory=4g")
+ValidateSetOpt = _set_option("features.target=churned")
+ServeSetOpt = _set_option("deployment.port=8080")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")]
 
 
@@ -82,7 +97,13 @@ def _fmt(v: float | None) -> str:
 def _print_run(result: Any, as_json: bool) -> None:
     if as_json:
         console.print_json(json.dumps(result.to_dict(), default=str))
-        return
+    else:
+        _print_run_tables(result)
+    for warning in getattr(result, "warnings", None) or []:  # stderr, so --json output stays clean
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def _print_run_tables(result: Any) -> None:
     console.print(_metrics_table(result.metrics, f"{result.algorithm} · {result.task}"))
     lineage = result.lineage
     console.print(
@@ -101,13 +122,14 @@ def _print_run(result: Any, as_json: bool) -> None:
     total = result.timings.get("total")
     if total:
         console.print(f"finished in {total:.1f}s · outputs in {result.output_path}")
-    for warning in getattr(result, "warnings", None) or []:
-        err_console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
 @app.command()
-def run(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
-    """Run the whole pipeline: data → features → train (tune) → evaluate → MLflow → registry."""
+def run(config: ConfigOpt = None, set_: RunSetOpt = None, as_json: JsonOpt = False) -> None:
+    """Run the whole pipeline: data → features → train (tune) → evaluate → MLflow → registry.
+
+    Example: sparkpipe run --config config/pipeline_config.yaml --set model.algorithm=gbt
+    """
     from sparkpipe.pipeline import run_pipeline
 
     cfg, raw = _load(config, set_)
@@ -117,12 +139,15 @@ def run(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False)
 @app.command()
 def train(
     config: ConfigOpt = None,
-    set_: SetOpt = None,
+    set_: TrainSetOpt = None,
     algorithm: Annotated[str | None, typer.Option(help="Algorithm name, e.g. random_forest.")] = None,
     data: Annotated[str | None, typer.Option(help="Input path or builtin:<name>.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train one algorithm (a shortcut for ``run`` with --algorithm/--data overrides)."""
+    """Train one algorithm (a shortcut for ``run`` with --algorithm/--data overrides).
+
+    Example: sparkpipe train --algorithm random_forest --data builtin:churn --set model.hyperparameters.numTrees=50
+    """
     from sparkpipe.pipeline import run_pipeline
 
     overrides = list(set_ or [])
@@ -137,7 +162,7 @@ def train(
 @app.command()
 def compare(
     config: ConfigOpt = None,
-    set_: SetOpt = None,
+    set_: CompareSetOpt = None,
     algorithms: Annotated[
         str | None,
         typer.Option(
@@ -151,7 +176,10 @@ def compare(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train several algorithms on the same split, print the leaderboard, register the winner."""
+    """Train several algorithms on the same split, print the leaderboard, register the winner.
+
+    Example: sparkpipe compare --config config/pipeline_config.yaml --algorithms logistic_regression,random_forest,gbt
+    """
     from sparkpipe.compare import compare as run_compare
     from sparkpipe.compare import leaderboard_table
 
@@ -190,10 +218,13 @@ def evaluate(
     data: Annotated[str, typer.Option(help="Labelled data path or builtin:<name>.")],
     target: Annotated[str | None, typer.Option(help="Target column (default: the model's).")] = None,
     config: ConfigOpt = None,
-    set_: SetOpt = None,
+    set_: RegistrySetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate a saved or registered model on a labelled data set."""
+    """Evaluate a saved or registered model on a labelled data set.
+
+    Example: sparkpipe evaluate --model models:/churn_model@champion --data builtin:churn
+    """
     from sparkpipe.pipeline import evaluate_saved
 
     cfg, _ = _load(config, set_)
@@ -211,9 +242,12 @@ def predict(
     output: Annotated[str, typer.Option(help="Where to write predictions.")],
     format: Annotated[str, typer.Option(help="Output format: parquet, csv, json, delta.")] = "parquet",
     config: ConfigOpt = None,
-    set_: SetOpt = None,
+    set_: SparkSetOpt = None,
 ) -> None:
-    """Batch scoring with Spark: read INPUT, score with the model, write OUTPUT atomically."""
+    """Batch scoring with Spark: read INPUT, score with the model, write OUTPUT atomically.
+
+    Example: sparkpipe predict --model models:/churn_model@champion --input data/new.csv --output output/scored --format parquet
+    """
     from sparkpipe.pipeline import batch_predict
 
     cfg, _ = _load(config, set_)
@@ -224,7 +258,7 @@ def predict(
 @app.command()
 def validate(
     config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML to check.")],
-    set_: SetOpt = None,
+    set_: ValidateSetOpt = None,
 ) -> None:
     """Validate a config file without starting Spark: every problem at once.
 
@@ -254,14 +288,17 @@ def validate(
 @app.command()
 def serve(
     config: ConfigOpt = None,
-    set_: SetOpt = None,
+    set_: ServeSetOpt = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default from deployment.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from deployment.port).")] = None,
     model: Annotated[
         list[str] | None, typer.Option(help="Model(s) to load at start (name, name@alias).")
     ] = None,
 ) -> None:
-    """Start the FastAPI prediction service (JVM-free NumPy scoring)."""
+    """Start the FastAPI prediction service (JVM-free NumPy scoring).
+
+    Example: sparkpipe serve --config config/pipeline_config.yaml --port 8000
+    """
     from sparkpipe.serving.app import run as run_server
     from sparkpipe.serving.settings import ServingSettings
 
@@ -284,9 +321,12 @@ def data_generate(
     seed: Annotated[int, typer.Option(help="Seed; same seed and rows → same data.")] = 42,
     partitions: Annotated[int | None, typer.Option(help="Spark partitions (default: by size).")] = None,
     config: ConfigOpt = None,
-    set_: SetOpt = None,
+    set_: SparkSetOpt = None,
 ) -> None:
-    """Generate a synthetic data set in parallel with Spark (deterministic from the seed)."""
+    """Generate a synthetic data set in parallel with Spark (deterministic from the seed).
+
+    Example: sparkpipe data generate churn --rows 1000000 --out data/churn --format parquet
+    """
     import time
 
     from sparkpipe.data.datasets import generate
@@ -307,7 +347,10 @@ def data_generate(
 
 @data_app.command("list")
 def data_list() -> None:
-    """List the built-in data sets."""
+    """List the built-in data sets.
+
+    Example: sparkpipe data list
+    """
     from sparkpipe.data.datasets import BUILTIN_DATASETS
 
     table = Table(title="built-in data sets (use data.input_path: builtin:<name>)")
@@ -320,8 +363,11 @@ def data_list() -> None:
 
 # ---------------------------------------------------------------------------------------- models
 @models_app.command("list")
-def models_list(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
-    """List registered models, versions, aliases and their run metrics."""
+def models_list(config: ConfigOpt = None, set_: RegistrySetOpt = None, as_json: JsonOpt = False) -> None:
+    """List registered models, versions, aliases and their run metrics.
+
+    Example: sparkpipe models list --config config/pipeline_config.yaml
+    """
     from sparkpipe.tracking import Registry
 
     cfg, _ = _load(config, set_)
@@ -351,9 +397,12 @@ def models_promote(
     version: str,
     alias: Annotated[str, typer.Option(help="Alias to point at the version.")] = "champion",
     config: ConfigOpt = None,
-    set_: SetOpt = None,
+    set_: RegistrySetOpt = None,
 ) -> None:
-    """Point an alias (default ``champion``) at a model version."""
+    """Point an alias (default ``champion``) at a model version.
+
+    Example: sparkpipe models promote churn_model 3 --alias champion
+    """
     from sparkpipe.tracking import Registry
 
     cfg, _ = _load(config, set_)
@@ -379,7 +428,10 @@ def cluster_start(
     ] = None,
     state: StateOpt = Path(".sparkpipe/cluster.json"),
 ) -> None:
-    """Start a master and workers in the background; record them in the state file."""
+    """Start a master and workers in the background; record them in the state file.
+
+    Example: sparkpipe cluster start --workers 2 --cores 1 --memory 2g
+    """
     from sparkpipe.cluster import start_cluster
 
     c = start_cluster(workers, cores, memory, port, ui_port, log_dir, state)
@@ -390,7 +442,10 @@ def cluster_start(
 
 @cluster_app.command("stop")
 def cluster_stop(state: StateOpt = Path(".sparkpipe/cluster.json")) -> None:
-    """Stop every process of the cluster recorded in the state file."""
+    """Stop every process of the cluster recorded in the state file.
+
+    Example: sparkpipe cluster stop
+    """
     from sparkpipe.cluster import stop_cluster
 
     c = stop_cluster(state)
@@ -399,7 +454,10 @@ def cluster_stop(state: StateOpt = Path(".sparkpipe/cluster.json")) -> None:
 
 @cluster_app.command("status")
 def cluster_status(state: StateOpt = Path(".sparkpipe/cluster.json"), as_json: JsonOpt = False) -> None:
-    """Show the recorded processes and what the master reports (workers, applications)."""
+    """Show the recorded processes and what the master reports (workers, applications).
+
+    Example: sparkpipe cluster status --json
+    """
     from sparkpipe.cluster import cluster_status as get_status
 
     st = get_status(state)

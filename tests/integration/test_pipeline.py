@@ -120,6 +120,7 @@ def test_algorithm_reaches_sanity_threshold(
     value = run["metrics"][metric]
     assert value >= threshold if direction == "min" else value <= threshold, f"{metric}={value}"
     assert run["run_id"] and run["registered_version"]
+    assert run["warnings"] == []  # explain and every step after registering succeeded
     assert run["lineage"]["row_count"] > 0
 
 

@@ -196,3 +196,23 @@ def test_invalid_state_files_are_skipped_and_never_run_code(
         done = _wait(c, "tampered")
         assert done["status"] == "succeeded" and done["result"]["run_id"] == "fake"  # quick_job, not evil_job
     assert not flag.exists()
+
+
+def test_train_another_algorithm_from_the_default_config(registered: dict[str, Any], tmp_path: Path) -> None:
+    """README: POST /train {"algorithm": "random_forest"} with the default config, whose hyperparameters
+    are logistic regression's (maxIter, regParam, elasticNetParam): they are not carried over (this was a
+    422 "unknown hyperparameter 'maxIter' for random_forest")."""
+    from sparkpipe.config import build_config
+
+    default = Path(__file__).resolve().parents[2] / "config" / "pipeline_config.yaml"
+    settings = make_settings(registered, tmp_path, train_config_path=str(default))
+    with TestClient(_app(settings, FAKE)) as c:
+        r = c.post("/train", json={"algorithm": "random_forest", "data_path": "train.csv"})
+        assert r.status_code == 202, r.text
+        state = _wait(c, r.json()["id"])
+    assert state["status"] == "succeeded", state
+    # the job process builds its config from this payload (train_job): random forest, no LR parameters
+    saved = json.loads((tmp_path / "jobs" / f"{state['id']}.json").read_text())
+    cfg = build_config(saved["payload"]["config"], saved["payload"].get("source"))
+    assert cfg.model.algorithm == "random_forest"
+    assert cfg.model.hyperparameters == {}

@@ -125,3 +125,51 @@ def test_cli_prints_the_memory_error_without_a_traceback(monkeypatch, capsys):
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert "ran out of memory" in err and "spark.driver_memory" in err and "Traceback" not in err
+
+
+def _leaf_commands():
+    import typer
+
+    from sparkpipe.cli import app
+
+    def walk(cmd, path):
+        if getattr(cmd, "commands", None):  # a group
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, [*path, name])
+        else:
+            yield path, cmd
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+# the --set example of each command names a section the command reads
+SET_SECTIONS = {
+    "run": "model.",
+    "train": "model.",
+    "compare": "compare.",
+    "evaluate": "mlflow.",
+    "predict": "spark.",
+    "validate": "features.",
+    "serve": "deployment.",
+    "data generate": "spark.",
+    "models list": "mlflow.",
+    "models promote": "mlflow.",
+}
+
+
+def test_every_command_help_shows_an_example_and_a_fitting_set_key(capsys):
+    commands = _leaf_commands()
+    names = {" ".join(path) for path, _ in commands}
+    assert {"run", "validate", "serve", "data generate", "models list", "cluster start"} <= names
+    for path, cmd in commands:
+        try:
+            main([*path, "--help"])
+        except SystemExit as exc:
+            assert exc.code == 0
+        text = " ".join(capsys.readouterr().out.split())  # unwrap rich's line breaks
+        name = " ".join(path)
+        assert f"Example: sparkpipe {name}" in text, f"{name} --help has no example:\n{text}"
+        set_help = [p.help for p in cmd.params if p.name == "set_"]
+        if set_help:  # (the rendered panel wraps lines inside its box: read the option's own help)
+            assert f"e.g. --set {SET_SECTIONS[name]}" in set_help[0], f"{name}: {set_help[0]}"
+            assert "--set" in text

@@ -6,6 +6,7 @@ fail, and one test proves in a fresh interpreter that validation leaves no JVM b
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -537,3 +538,108 @@ def test_values_from_the_environment_are_never_shown_in_errors(monkeypatch: pyte
     # expand=False keeps request text literal: nothing is looked up
     cfg = build_config({"features": {"target": "${SP_SECRET}"}}, expand=False)
     assert cfg.features.target == "${SP_SECRET}"
+
+
+# ------------------------------------------------------- the original project's habits (issue 12)
+def test_enabled_keys_are_accepted_and_false_switches_the_section_off() -> None:
+    on = build_config(
+        {
+            "features": {
+                "outliers": {"enabled": True, "threshold": 3.0},
+                "time_features": {"enabled": True},
+                "aggregations": {"enabled": True, "group_cols": ["region"], "agg_cols": ["x"]},
+                "ratios": {"enabled": True, "numerator_cols": ["a"], "denominator_cols": ["b"]},
+                "missing_values": {"enabled": True, "strategy": "mean"},
+                "text": {"enabled": True, "columns": ["notes"]},
+                "selection": {"enabled": True, "variance_threshold": 0.0},
+                "categorical_encoding": {"enabled": True},
+            }
+        }
+    ).features
+    assert on.outliers.method == "iqr" and on.outliers.threshold == 3.0  # enabled without a method
+    assert len(on.aggregations) == 1 and on.ratios is not None and on.text is not None
+    assert on.selection is not None and on.missing_values.strategy == "mean"
+    off = build_config(
+        {
+            "features": {
+                "outliers": {"enabled": False, "method": "zscore"},
+                "time_features": {"enabled": False},
+                "aggregations": [{"enabled": False}, {"group_cols": ["region"], "functions": ["count"]}],
+                "ratios": {"enabled": False, "numerator_cols": ["a"], "denominator_cols": ["b"]},
+                "missing_values": {"enabled": False, "strategy": "mean"},
+                "text": {"enabled": False, "columns": ["notes"]},
+                "selection": {"enabled": False, "top_k_importance": 5},
+            }
+        }
+    ).features
+    assert off.outliers.method == "none" and off.time_features.enabled is False
+    assert [a.group_cols for a in off.aggregations] == [["region"]]
+    assert off.ratios is None and off.text is None and off.selection is None
+    assert off.missing_values.strategy == "none"
+    problems = _problems({"features": {"categorical_encoding": {"enabled": False}}})
+    assert "features.exclude" in problems["features.categorical_encoding.enabled"]
+    problems = _problems({"features": {"ratios": {"enabled": "sometimes"}}})
+    assert "features.ratios.enabled" in problems
+
+
+def test_hyperparameters_of_other_algorithms_are_ignored_with_one_warning(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="sparkpipe.config_checks")
+    cfg = build_config(
+        {
+            "model": {
+                "algorithm": "random_forest",
+                "hyperparameters": {"numTrees": 100, "maxBins": 32, "regParam": 0.01, "k": 5, "maxIter": 20},
+            }
+        }
+    )
+    assert cfg.model.hyperparameters == {"numTrees": 100, "maxBins": 32}
+    lines = [r.getMessage() for r in caplog.records if r.name == "sparkpipe.config_checks"]
+    assert len(lines) == 1
+    for name in ("regParam (", "k (", "maxIter (", "random_forest", "kmeans"):
+        assert name in lines[0], lines[0]
+
+
+def test_a_name_of_no_algorithm_is_still_an_error_with_a_hint() -> None:
+    problems = _problems(
+        {"model": {"algorithm": "random_forest", "hyperparameters": {"numTres": 10, "k": 3}}}
+    )
+    assert "did you mean 'numTrees'" in problems["model.hyperparameters.numTres"]
+    assert "model.hyperparameters.k" not in problems  # another algorithm's: ignored, not an error
+    # this algorithm's own parameter misspelt in another algorithm's style stays an error
+    problems = _problems({"model": {"algorithm": "xgboost", "hyperparameters": {"maxDepth": 3}}})
+    assert "max_depth" in problems["model.hyperparameters.maxDepth"]
+
+
+def test_changing_the_algorithm_of_the_default_config_works(capsys, monkeypatch) -> None:
+    """README: `sparkpipe run --set model.algorithm=gbt` on the default config (LR hyperparameters)."""
+    import sparkpipe.pipeline
+    from sparkpipe.cli import main
+
+    seen = {}
+
+    def fake_run(cfg, raw=None, spark=None):  # the config the run would train with
+        seen["cfg"] = cfg
+        raise SystemExit(0)
+
+    monkeypatch.setattr(sparkpipe.pipeline, "run_pipeline", fake_run)
+    default = Path(__file__).resolve().parents[2] / "config" / "pipeline_config.yaml"
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--config", str(default), "--set", "model.algorithm=gbt"])
+    assert exc.value.code == 0, capsys.readouterr().err
+    cfg = seen["cfg"]
+    assert cfg.model.algorithm == "gbt"
+    assert cfg.model.hyperparameters == {"maxIter": 100}  # gbt has maxIter; regParam, elasticNetParam dropped
+
+
+def test_duplicate_yaml_keys_are_reported_with_the_value_used(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="sparkpipe.config")
+    path = _write(
+        tmp_path,
+        "model:\n  algorithm: random_forest\n  hyperparameters:\n    maxIter: 100\n    numTrees: 10\n"
+        "    maxIter: 20\n",
+    )
+    cfg = load_config(path)
+    assert cfg.model.hyperparameters == {"numTrees": 10}  # maxIter is not random forest's
+    [line] = [r.getMessage() for r in caplog.records if r.name == "sparkpipe.config"]
+    assert "model.hyperparameters.maxIter is written twice (lines 4 and 6)" in line
+    assert "maxIter: 20" in line and str(path) in line
