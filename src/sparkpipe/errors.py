@@ -26,6 +26,10 @@ class ConfigError(SparkpipeError):
         self.problems = problems
         self.source = source
         where = f" in {source}" if source else ""
+        if len(problems) == 1:  # one problem, one line
+            path, msg = problems[0]
+            super().__init__(f"invalid configuration{where}: " + (f"{path}: {msg}" if path else msg))
+            return
         lines = [f"invalid configuration{where}:"]
         for path, msg in problems:
             lines.append(f"  - {path}: {msg}" if path else f"  - {msg}")
