@@ -94,7 +94,8 @@ def _input_problems(cfg: PipelineConfig) -> Problems:
     task = _resolved_task(cfg, None)
     if task not in _SUPERVISED:
         return []
-    columns = _columns_of(matches[0], cfg)
+    types = _columns_of(matches[0], cfg)
+    columns = list(types) if types is not None else None
     target = cfg.features.target
     listed = f": {', '.join(columns[:30])}" if columns else ""
     if not target:
@@ -103,6 +104,16 @@ def _input_problems(cfg: PipelineConfig) -> Problems:
         close = difflib.get_close_matches(target, columns, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return [("features.target", f"column {target!r} is not in {path!r}{hint}; its columns{listed}")]
+    kind = (types or {}).get(target)
+    if task == "regression" and kind in ("string", "bool"):
+        key = "model.task_type" if cfg.model.task_type else "model.algorithm"
+        return [
+            (
+                key,
+                f"regression needs a numeric target, and {target!r} is a {kind} column; use a "
+                "classification algorithm (or model.task_type: classification) or another target",
+            )
+        ]
     return []
 
 
@@ -149,9 +160,10 @@ def _first_file(path: str, suffixes: tuple[str, ...]) -> str | None:
     return None
 
 
-def _columns_of(path: str, cfg: PipelineConfig) -> list[str] | None:
-    """Column names from a local CSV header or parquet footer; ``None`` when not cheaply known
-    (other formats, no header, a schema in the config, hive-partitioned directories)."""
+def _columns_of(path: str, cfg: PipelineConfig) -> dict[str, str | None] | None:
+    """Column name → kind (``numeric``, ``string``, ``bool``, ``other``; ``None`` for CSV, untyped)
+    from a local CSV header or parquet footer; ``None`` when not cheaply known (other formats, no
+    header, a schema in the config, hive-partitioned directories)."""
     if os.path.isdir(path) and any("=" in d for d in os.listdir(path)):
         return None  # partition columns live in directory names
     fmt = cfg.data.format
@@ -168,14 +180,22 @@ def _columns_of(path: str, cfg: PipelineConfig) -> list[str] | None:
                 return None
             with open(file, newline="", encoding="utf-8", errors="replace") as fh:
                 header = next(csv.reader(fh, delimiter=str(sep)), None)
-            return [h.strip() for h in header] if header else None
+            return dict.fromkeys(h.strip() for h in header) if header else None
         if fmt == "parquet" or (fmt == "auto" and (lower.endswith(".parquet") or os.path.isdir(path))):
             file = _first_file(path, (".parquet",))
             if file is None or os.path.isdir(os.path.join(path, "_delta_log")):
                 return None
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            return list(pq.read_schema(file).names)
+            def kind(t: pa.DataType) -> str:
+                if pa.types.is_string(t) or pa.types.is_large_string(t):
+                    return "string"
+                if pa.types.is_boolean(t):
+                    return "bool"
+                return "numeric" if pa.types.is_integer(t) or pa.types.is_floating(t) else "other"
+
+            return {f.name: kind(f.type) for f in pq.read_schema(file)}
     except Exception as exc:  # unreadable here: Spark will say why
         log.debug("preflight: cannot read the columns of %s: %s", path, exc)
     return None

@@ -106,6 +106,20 @@ def test_input_and_target_checks(tmp_path):
     assert "does not exist" in missing["data.input_path"]
 
 
+def test_regression_on_a_string_target_is_caught_from_the_parquet_schema(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": [1.0, 2.0], "plan": ["a", "b"]}), tmp_path / "d.parquet")
+    raw = {"data": {"input_path": str(tmp_path / "d.parquet")}, "features": {"target": "plan"}}
+    found = dict(preflight_problems(build_config({**raw, "model": {"algorithm": "linear_regression"}})))
+    assert (
+        "numeric target" in found["model.algorithm"]
+        and "'plan' is a string column" in found["model.algorithm"]
+    )
+    assert preflight_problems(build_config({**raw, "model": {"algorithm": "naive_bayes"}})) == []
+
+
 def test_builtin_task_must_fit_the_algorithm():
     found = dict(
         preflight_problems(
