@@ -941,8 +941,11 @@ def read_dataset(spark: SparkSession, data_cfg: DataConfig) -> LoadResult:
         log.info("data.format auto: %s is %s", path, fmt)
     reader = get_reader(fmt)
     options = _string_options(data_cfg.options)
+    # a relative local path means the working directory of this process; the JVM's may differ (a
+    # session reused after os.chdir in a notebook or in-process tests)
+    spark_path = os.path.abspath(_local_path(path)) if _is_local(path) else path
     with _spark_errors(path, fmt):
-        out = reader(spark, path, data_cfg, options)
+        out = reader(spark, spark_path, data_cfg, options)
         df = out.df
         row_count = out.row_count if out.row_count is not None else df.count()
     if row_count == 0:
