@@ -49,7 +49,7 @@ MATRIX = sorted(
     if info.task == task
 )
 # (algorithm, data set) pairs test_pipeline.py runs through `sparkpipe run`
-RUN_ELSEWHERE = {(case[0], case[1]) for case in PIPELINE_CASES}
+RUN_ELSEWHERE = {(case[0], case[1]) for case in PIPELINE_CASES} | {("als", "movielens")}
 EXPLAINED = {"logistic_regression", "linear_svc", "linear_regression", "glm", "random_forest", "gbt"}
 EXPLAINED |= {"decision_tree", "xgboost"}
 CASES = [c for c in MATRIX if (c[0], c[1]) not in RUN_ELSEWHERE]
@@ -78,8 +78,13 @@ def _config(tmp_path: Path, store: Path, name: str, data: str, task: str) -> Pat
             "seed": 7,
         },
         "model": {"algorithm": name, "task_type": task, "hyperparameters": SMALL.get(name, {})},
-        # the multiclass report is the interesting one; the others have their own tests
-        "evaluation": {"report": data == "iris"},
+        # the multiclass report is the interesting one; metrics and reports have their own tests
+        "evaluation": {
+            "report": data == "iris",
+            "classification": ["accuracy", "f1"],
+            "regression": ["rmse"],
+            "clustering": ["silhouette"],
+        },
         "mlflow": {
             "tracking_uri": f"sqlite:///{store / 'mlflow.db'}",
             "experiment_name": "every-algorithm",

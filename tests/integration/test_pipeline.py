@@ -148,6 +148,7 @@ def test_als_beats_mean_rating_baseline(spark, store, tmp_path, monkeypatch):
     baseline = test.select(F.sqrt(F.avg((F.col("rating") - F.lit(mean)) ** 2))).first()[0]
     assert run["metrics"]["test_rmse"] < baseline, (run["metrics"]["test_rmse"], baseline)
     assert "test_ndcg_at_k" in run["metrics"] and "test_precision_at_k" in run["metrics"]
+    assert run["warnings"] == [] and run["registered_version"]  # every step after training succeeded
     # rows per split are the split's rows, also where ALS drops cold-start pairs from its predictions
     assert run["lineage"]["test_rows"] == test.count()
     assert run["lineage"]["train_rows"] == train.count()
