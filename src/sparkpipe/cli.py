@@ -106,10 +106,17 @@ def _print_run(result: Any, as_json: bool) -> None:
 def _print_run_tables(result: Any) -> None:
     console.print(_metrics_table(result.metrics, f"{result.algorithm} · {result.task}"))
     lineage = result.lineage
+    by_reason = lineage.get("quarantined_by_reason") or {}
+    detail = f" ({', '.join(f'{k}: {v}' for k, v in by_reason.items())})" if by_reason else ""
+    where = f" → {lineage['quarantine_path']}" if lineage.get("quarantine_path") else ""
     console.print(
         f"data: {lineage.get('path', '?')} · {lineage.get('row_count', '?')} rows · "
-        f"{lineage.get('quarantined_count', 0)} quarantined"
+        f"{lineage.get('quarantined_count', 0)} quarantined{detail}{where}"
     )
+    for column, what in (
+        (lineage.get("type_inference") or {}).get("text_despite_typed_values") or {}
+    ).items():
+        console.print(f"[bold yellow]warning:[/bold yellow] column {column!r} read as text ({what})")
     if result.run_id:
         console.print(f"MLflow run: [bold]{result.run_id}[/bold]  (tracking: {result.tracking_uri})")
     if result.registered_name:

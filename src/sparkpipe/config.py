@@ -94,6 +94,11 @@ class DataConfig(_Strict):
     test_split: float = Field(default=0.15, ge=0, lt=1)
     seed: int = 42
     quarantine: bool = True
+    infer_rows: int = Field(
+        default=10_000,
+        ge=100,
+        description="CSV/JSON: rows (the first ones) read to decide column types; never a full pass",
+    )
 
     @model_validator(mode="after")
     def _splits(self) -> DataConfig:

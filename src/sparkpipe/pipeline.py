@@ -55,7 +55,8 @@ _NUMERIC = (
 
 @dataclass
 class RunResult:
-    """What one pipeline run produced (also written to ``<output_path>/run.json``)."""
+    """What one pipeline run produced (written to ``<output_path>/runs/<run_id>/run.json``; the latest
+    run's copy is ``<output_path>/run.json``)."""
 
     run_id: str | None
     task: str
@@ -72,6 +73,7 @@ class RunResult:
     report_path: str | None = None
     warnings: list[str] = field(default_factory=list)
     """Analysis steps (explain, report) that failed; the model itself is complete and published."""
+    record_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -341,6 +343,8 @@ def fit_model(
         )
         if plan.dropna_subset:  # missing_values.strategy: drop — count what is dropped, per split
             _drop_missing(data, plan.dropna_subset)
+        if cfg.features.missing_values.strategy == "none" and spec.estimator.startswith("pyspark."):
+            _refuse_missing(data.train, plan.nan_inputs, algorithm)  # MLlib fails on NaN features
         feature_model = Pipeline(stages=list(plan.stages)).fit(data.train)
         plan.resolve_feature_names(feature_model)
         num_features = len(plan.feature_names) or None
@@ -457,14 +461,65 @@ def _bounded_profile(train: DataFrame, rows: int | None, seed: int) -> dict[str,
     return profile
 
 
+def _missing_counts(df: DataFrame, cols: list[str]) -> tuple[int, int, dict[str, int]]:
+    """(rows, rows with a null/NaN in any of ``cols``, per-column counts), in one aggregation."""
+    from pyspark.sql import functions as F
+
+    types = dict(df.dtypes)
+
+    def missing(c: str) -> Any:
+        col = F.col(f"`{c}`")
+        return col.isNull() | F.isnan(col) if types[c] in ("double", "float") else col.isNull()
+
+    any_missing = F.lit(False)
+    for c in cols:
+        any_missing = any_missing | missing(c)
+    exprs = [F.count(F.lit(1)), F.count(F.when(any_missing, 1))]
+    row = df.agg(*exprs, *[F.count(F.when(missing(c), 1)) for c in cols]).first()
+    per_col = {c: int(n) for c, n in zip(cols, row[2:], strict=True) if n}  # type: ignore[index]
+    return int(row[0]), int(row[1]), per_col  # type: ignore[index]
+
+
+def _worst(per_col: dict[str, int], n: int = 5) -> str:
+    top = sorted(per_col.items(), key=lambda kv: -kv[1])[:n]
+    more = f", and {len(per_col) - n} more columns" if len(per_col) > n else ""
+    return ", ".join(f"{c}: {k}" for c, k in top) + more
+
+
+def _refuse_missing(train: DataFrame, cols: list[str], algorithm: str) -> None:
+    """``missing_values.strategy: none``: fail with the count and the fix when training rows have
+    missing feature values (Spark MLlib refuses NaN features with a JVM error mid-fit)."""
+    if not cols:
+        return
+    rows, bad, per_col = _missing_counts(train, cols)
+    if bad:
+        raise DataError(
+            f"features.missing_values.strategy is 'none' but {bad} of {rows} training rows have missing "
+            f"values ({_worst(per_col)}), and {algorithm} cannot train on missing (NaN) features. Set "
+            "features.missing_values.strategy to median (or mean, mode, constant) to impute them, or to "
+            "drop to leave those rows out"
+        )
+
+
 def _drop_missing(data: PreparedData, subset: list[str]) -> None:
-    """Drop rows with missing feature values from every split and record how many (strategy ``drop``)."""
+    """Drop rows with missing feature values from every split and record how many (strategy ``drop``).
+
+    Raises :class:`DataError` (the count and the fix) when no training row is left."""
     for name in ("train", "validation", "test"):
         df = getattr(data, name)
         if df is None:
             continue
         kept = df.dropna(subset=subset)
-        dropped = df.count() - kept.count()
+        total, left = df.count(), kept.count()
+        dropped = total - left
+        if name == "train" and total and not left:
+            _, _, per_col = _missing_counts(df, subset)
+            raise DataError(
+                f"features.missing_values.strategy: drop removed all {total} training rows: every row "
+                f"has a missing value in a feature column ({_worst(per_col)}). Set "
+                "features.missing_values.strategy to median (or mean, mode, constant) to impute instead, "
+                "or exclude the mostly empty columns with features.exclude"
+            )
         data.lineage[f"dropped_missing_rows_{name}"] = dropped
         if dropped:
             log.warning(
@@ -559,15 +614,25 @@ _MLFLOW_TYPES = {
 def model_signature(input_schema: list[tuple[str, str]], task: str, probability: bool) -> Any:
     """An MLflow signature from the ordered raw input schema the feature plan needs."""
     from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.types import DataType
+    from mlflow.types.schema import Array, ColSpec, Schema
 
-    inputs = Schema([ColSpec(_MLFLOW_TYPES.get(t.split("(")[0], "string"), n) for n, t in input_schema])
+    def spec(name: str, t: str) -> Any:
+        if t == "vector":  # an ML vector column (libsvm): a list of numbers in a request
+            return ColSpec(Array(DataType.double), name)
+        return ColSpec(_MLFLOW_TYPES.get(t.split("(")[0], "string"), name)
+
+    inputs = Schema([spec(n, t) for n, t in input_schema])
     outputs = [ColSpec("double", "prediction")]
     return ModelSignature(inputs=inputs, outputs=Schema(outputs))
 
 
 def _input_example(df: DataFrame, columns: list[str], rows: int = 3) -> Any:
-    pdf = df.select(*columns).limit(rows).toPandas()
+    from pyspark.ml.functions import vector_to_array
+
+    types = dict(df.dtypes)
+    cols = [vector_to_array(c).alias(c) if types[c] == "vector" else c for c in columns]
+    pdf = df.select(*cols).limit(rows).toPandas()
     for c in pdf.columns:  # MLflow's JSON example cannot hold NaT/tz objects
         if str(pdf[c].dtype).startswith("datetime64"):
             pdf[c] = pdf[c].dt.strftime("%Y-%m-%dT%H:%M:%S")
@@ -666,6 +731,7 @@ def run_pipeline(
                 {f"lineage.{k}": v for k, v in data.lineage.items() if not isinstance(v, dict)}
             )
             tracker.log_dict(data.lineage, "data/lineage.json")
+            tracker.log_metrics(quarantine_metrics(data.lineage))
             if getattr(plan, "profile", None):
                 tracker.log_dict(plan.profile, "data/profile.json")
             tracker.log_metrics(metrics)
@@ -713,9 +779,9 @@ def run_pipeline(
             tracker.set_tags({"sparkpipe.warnings": " | ".join(result.warnings)[:5000]})
         result.timings = dict(progress.timings)
         result.timings["total"] = time.perf_counter() - t_start
-        out = write_run_outputs(cfg, result, model if run is None else None)
+        run_dir = write_run_outputs(cfg, result, model if run is None else None)
         if run is not None:
-            tracker.log_artifact(out / "run.json")
+            tracker.log_artifact(run_dir / "run.json")
     if report_predictions is not None:
         report_predictions.unpersist()
     data.release()
@@ -745,6 +811,14 @@ def _analysis_step(step: str, result: RunResult) -> Iterator[None]:
         result.warnings.append(message)
 
 
+def quarantine_metrics(lineage: dict[str, Any]) -> dict[str, float]:
+    """``data.quarantined_rows`` and ``data.quarantined.<column or check>`` (rows set aside at read)."""
+    out = {"data.quarantined_rows": float(lineage.get("quarantined_count") or 0)}
+    for reason, n in (lineage.get("quarantined_by_reason") or {}).items():
+        out[f"data.quarantined.{reason.strip('()').replace(' ', '_')}"] = float(n)
+    return out
+
+
 def _model_params(model: PipelineModel) -> dict[str, Any]:
     last = (
         model.stages[-2]
@@ -758,22 +832,40 @@ def _model_params(model: PipelineModel) -> dict[str, Any]:
     return out
 
 
+def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp sibling and ``os.replace`` (readers never see half)."""
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_run_outputs(cfg: PipelineConfig, result: RunResult, model: PipelineModel | None = None) -> Path:
-    """Write ``run.json`` (and the model itself when MLflow is disabled) atomically under the output path."""
+    """Write the run's record (and the model itself when MLflow is disabled) under the output path.
+
+    Every run keeps its own ``<output_path>/runs/<run_id>/run.json`` (a local id when MLflow is off), so
+    concurrent runs sharing an output path never overwrite each other's record. ``runs/latest`` (the id)
+    and ``<output_path>/run.json`` (a copy) point at the run that finished last; all writes go through a
+    temp file and ``os.replace``. Returns the run's own directory.
+    """
     out = Path(cfg.data.output_path)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".run.json.{uuid.uuid4().hex}"
-    tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str))
-    os.replace(tmp, out / "run.json")
     if model is not None:
         target = out / "model"
         staging = out / f".model.{uuid.uuid4().hex}"
         model.save(str(staging))
         if target.exists():
-            shutil.rmtree(target)
+            shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
         result.model_uri = str(target.resolve())
-    return out
+    record_id = result.run_id or f"local-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    run_dir = out / "runs" / record_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result.record_path = str(run_dir / "run.json")
+    text = json.dumps(result.to_dict(), indent=2, default=str)
+    _atomic_write(run_dir / "run.json", text)
+    _atomic_write(out / "runs" / "latest", record_id + "\n")
+    _atomic_write(out / "run.json", text)
+    return run_dir
 
 
 # ------------------------------------------------------------------------------ scoring with Spark

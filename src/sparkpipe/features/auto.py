@@ -49,6 +49,7 @@ from sparkpipe.features.stages import (
     RARE_CATEGORY,
     CastToDouble,
     CategoricalImputer,
+    ClipVector,
     ConstantImputer,
     ElapsedTime,
     GroupAggregator,
@@ -97,7 +98,8 @@ class OneHotBlock:
 @dataclass
 class VectorBlock:
     """A fixed-width vector block of one source column: hashed categories (``kind='h'``, slots
-    ``city#h0``...) or hashed text term frequencies (``kind='tf'``, slots ``notes#tf0``...)."""
+    ``city#h0``...), hashed text term frequencies (``kind='tf'``, slots ``notes#tf0``...) or an input
+    ML vector column (``kind='v'``, slots ``features#v0``...)."""
 
     column: str
     vector_col: str
@@ -138,6 +140,10 @@ class FeaturePlan:
         The name of every slot of ``features_col``, in order. Computed from the build frame's category
         frequencies, which is exact when the stages are fitted on the same frame; call
         :meth:`resolve_feature_names` after fitting to read them from the fitted model.
+    dropna_subset, nan_inputs
+        The raw columns whose missing values reach the feature vector as NaN unless imputed:
+        ``dropna_subset`` only with ``missing_values.strategy: drop`` (rows to drop), ``nan_inputs``
+        always (what ``strategy: none`` checks before fitting).
     """
 
     stages: list[Stage]
@@ -154,6 +160,7 @@ class FeaturePlan:
     item_col: str | None = None
     rating_col: str | None = None
     dropna_subset: list[str] = field(default_factory=list)
+    nan_inputs: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
     slots: list[str | OneHotBlock | VectorBlock] = field(default_factory=list, repr=False)
     label_stages: list[Stage] = field(default_factory=list)
@@ -641,8 +648,9 @@ def step_scale(ctx: PlanContext) -> list[Stage]:
     ``standard`` is ``StandardScaler(withStd=True)`` with ``withMean=True`` only when the vector is all
     dense slots (no one-hot/hashed/text block) and at most :data:`WITH_MEAN_MAX_WIDTH` wide: centring
     densifies sparse vectors, and the models that care (linear, SVC) standardise internally anyway.
-    ``maxabs`` keeps sparsity too. ``nonnegative`` (Naive Bayes) forces ``MinMaxScaler`` (values in
-    [0, 1] on the training range).
+    ``maxabs`` keeps sparsity too. ``nonnegative`` (Naive Bayes) forces ``MinMaxScaler`` followed by
+    :class:`~sparkpipe.features.stages.ClipVector` (values in [0, 1], also for rows outside the
+    training range).
     """
     from pyspark.ml.feature import MaxAbsScaler, MinMaxScaler, StandardScaler
 
@@ -659,6 +667,14 @@ def step_scale(ctx: PlanContext) -> list[Stage]:
         stage: Stage = StandardScaler(
             inputCol=raw, outputCol=ctx.features_col, withStd=True, withMean=with_mean
         )
+    elif scaling == "minmax" and ctx.nonnegative:
+        # rows outside the training range would scale below 0 (Naive Bayes fails on them): clip
+        scaled = ctx.new_col(f"{FEATURES_COL}__minmax")
+        ctx.vector_col = ctx.features_col
+        return [
+            MinMaxScaler(inputCol=raw, outputCol=scaled),
+            ClipVector(inputCol=scaled, outputCol=ctx.features_col, lower=0.0, upper=1.0),
+        ]
     elif scaling == "minmax":
         stage = MinMaxScaler(inputCol=raw, outputCol=ctx.features_col)
     elif scaling == "maxabs":
@@ -881,6 +897,44 @@ def step_aggregations(ctx: PlanContext) -> list[Stage]:
     return stages
 
 
+def _vector_width(ctx: PlanContext, col: str) -> int:
+    """Width of vector column ``col``: its ML attribute metadata (libsvm sets it), else the profile."""
+    meta = ctx.df.schema[col].metadata.get("ml_attr") or {}
+    if meta.get("num_attrs"):
+        return int(meta["num_attrs"])
+    stats = ctx.profile["columns"].get(col, {})
+    lo, hi = stats.get("size_min"), stats.get("size_max")
+    if lo is None or hi is None or lo != hi:
+        raise ConfigError(
+            [
+                (
+                    "features",
+                    f"vector column {col!r} has vectors of sizes {lo}..{hi}; every row needs the same "
+                    "size to be a feature (or list it under features.exclude)",
+                )
+            ]
+        )
+    return int(hi)
+
+
+def step_vectors(ctx: PlanContext) -> list[Stage]:
+    """ML vector columns (libsvm's ``features``...) as blocks of slots ``col#v0``, ``col#v1``...
+
+    A ``VectorSizeHint`` records each one's width, so the assembler knows it on any input (a request
+    included) and a vector of another size is an error, not a silently shifted feature vector.
+    """
+    from pyspark.ml.feature import VectorSizeHint
+
+    stages: list[Stage] = []
+    for c in ctx.roles.vector:
+        width = _vector_width(ctx, c)
+        stages.append(VectorSizeHint(inputCol=c, size=width, handleInvalid="error"))
+        ctx.blocks.append(VectorBlock(c, c, width, "v"))
+        ctx.consumed.add(c)
+        ctx.dropna_subset.append(c)
+    return stages
+
+
 STEP_BUILDERS: dict[str, StepBuilder] = {
     "time_features": step_time_features,
     "elapsed": step_elapsed,
@@ -892,6 +946,7 @@ STEP_BUILDERS: dict[str, StepBuilder] = {
     "impute": step_impute,
     "categorical": step_categorical,
     "text": step_text,
+    "vectors": step_vectors,
     "assemble": step_assemble,
     "selection": step_selection,
     "scale": step_scale,
@@ -910,6 +965,7 @@ DEFAULT_STEPS: tuple[str, ...] = (
     "missing_indicator",
     "categorical",
     "text",
+    "vectors",
     "assemble",
     "selection",
     "scale",
@@ -1133,6 +1189,7 @@ def build_feature_stages(
         task=task,
         target=roles.target,
         dropna_subset=list(dict.fromkeys(ctx.dropna_subset)) if cfg.missing_values.strategy == "drop" else [],
+        nan_inputs=list(dict.fromkeys(ctx.dropna_subset)),
         steps=names,
         slots=slots,
         feature_sources=feature_sources,

@@ -23,7 +23,8 @@ text            strings where most values contain a space and values are long (a
                 >= 30) or long-ish (>= 12) and mostly distinct with more distinct values than
                 ``categorical_encoding.max_onehot_cardinality``
 categorical     every other string column
-ignored         any other type (arrays, maps, structs, binary, vectors)
+vector          Spark ML ``vector`` columns (e.g. libsvm's ``features``): assembled as they are
+ignored         any other type (arrays, maps, structs, binary)
 ==============  =================================================================================
 
 The statistics double as a *profile* (type, null ratio, approximate cardinality, min/max/mean) kept
@@ -55,6 +56,7 @@ ROLE_NAMES: tuple[str, ...] = (
     "boolean",
     "timestamp",
     "text",
+    "vector",
     "id_like",
     "constant",
     "excluded",
@@ -100,6 +102,8 @@ def _kind(type_name: str) -> str:
         return "string"
     if type_name in _TIME:
         return "time"
+    if type_name == "vector":
+        return "vector"
     return "other"
 
 
@@ -122,8 +126,10 @@ class ColumnRoles:
         Columns recognised as identifiers or constants; they are not consumed.
     excluded
         Columns the config excluded (``features.exclude`` / not in ``features.columns``).
+    vector
+        Spark ML vector columns, used as features slot by slot.
     ignored
-        Columns of types v1 cannot use (arrays, maps, structs, binary, vectors).
+        Columns of types feature engineering cannot use (arrays, maps, structs, binary).
     types
         Column name -> Spark simple type name, for every column of the frame.
     reasons
@@ -136,6 +142,7 @@ class ColumnRoles:
     boolean: list[str] = field(default_factory=list)
     timestamp: list[str] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
+    vector: list[str] = field(default_factory=list)
     id_like: list[str] = field(default_factory=list)
     constant: list[str] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
@@ -226,7 +233,7 @@ def profile_frame(df: DataFrame, columns: list[str] | None = None) -> dict[str, 
         kind = _kind(types[name])
         stats = ["non_null"]
         exprs.append(F.count(col).alias(f"c{i}_non_null"))
-        if kind != "other":
+        if kind not in ("other", "vector"):
             exprs.append(F.approx_count_distinct(col).alias(f"c{i}_approx_distinct"))
             stats.append("approx_distinct")
         if kind in ("integral", "fractional", "decimal"):
@@ -248,6 +255,12 @@ def profile_frame(df: DataFrame, columns: list[str] | None = None) -> dict[str, 
         elif kind == "time":
             exprs += [F.min(col).alias(f"c{i}_min"), F.max(col).alias(f"c{i}_max")]
             stats += ["min", "max"]
+        elif kind == "vector":  # width of the vectors (the slots they add)
+            from pyspark.ml.functions import vector_to_array
+
+            size = F.size(vector_to_array(col))
+            exprs += [F.min(size).alias(f"c{i}_size_min"), F.max(size).alias(f"c{i}_size_max")]
+            stats += ["size_min", "size_max"]
         elif kind == "string":
             exprs += [
                 F.avg(F.length(col)).alias(f"c{i}_avg_length"),
@@ -442,8 +455,10 @@ def infer_roles(
             if role == "id_like" and not cfg.drop_id_like:
                 role = "numeric" if is_numeric_type(type_name) else "categorical"
             put(name, role, f"configured as {role}")
+        elif kind == "vector":
+            put(name, "vector", "ML vector (its slots are features)")
         elif kind == "other":
-            put(name, "ignored", f"type {type_name} is not supported by feature engineering v1")
+            put(name, "ignored", f"type {type_name} is not supported by feature engineering")
         elif distinct == 0 or (distinct == 1 and (stats["null_count"] == 0 or kind != "string")):
             put(name, "constant", f"{distinct} distinct non-null value(s)")
         elif (

@@ -22,6 +22,8 @@ ConstantImputer
     Fills null/NaN doubles with one constant (``missing_values.strategy: constant``).
 MissingIndicator
     ``1.0`` where a value is null or NaN, else ``0.0`` (``missing_values.add_indicator``).
+ClipVector
+    Clips every slot of a vector into ``[lower, upper]`` (after min-max scaling for Naive Bayes).
 CategoricalImputer / CategoricalImputerModel
     Casts categorical columns to string and fills nulls with ``"__missing__"`` (its own category),
     a constant, or the training mode.
@@ -53,6 +55,7 @@ from pyspark.ml import Estimator, Model, Transformer
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (
     HasFeaturesCol,
+    HasInputCol,
     HasInputCols,
     HasLabelCol,
     HasOutputCol,
@@ -392,6 +395,61 @@ class MissingIndicator(
                 missing = missing | F.isnan(_col(src).cast("double"))
             new_cols[dst] = missing.cast("double")
         return dataset.withColumns(new_cols)
+
+
+# ------------------------------------------------------------------------------------- ClipVector
+class ClipVector(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
+    """Every slot of a vector clipped into ``[lower, upper]``; NaN stays NaN; the output is dense.
+
+    After ``MinMaxScaler`` for Naive Bayes: a validation or served row below the training minimum
+    (or above the maximum) would otherwise scale outside ``[0, 1]``, and a negative value makes
+    multinomial Naive Bayes fail. Built from ``transform`` over ``vector_to_array`` (JVM only).
+    """
+
+    lower: Param[float] = Param(
+        Params._dummy(), "lower", "smallest value kept", typeConverter=TypeConverters.toFloat
+    )
+    upper: Param[float] = Param(
+        Params._dummy(), "upper", "largest value kept", typeConverter=TypeConverters.toFloat
+    )
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        inputCol: str | None = None,
+        outputCol: str | None = None,
+        lower: float = 0.0,
+        upper: float = 1.0,
+    ):
+        super().__init__()
+        self._setDefault(lower=0.0, upper=1.0)
+        kwargs = self._input_kwargs
+        self.setParams(**kwargs)
+
+    @keyword_only
+    def setParams(
+        self,
+        *,
+        inputCol: str | None = None,
+        outputCol: str | None = None,
+        lower: float = 0.0,
+        upper: float = 1.0,
+    ) -> ClipVector:
+        """Set params by keyword."""
+        kwargs = self._input_kwargs
+        return self._set(**kwargs)
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        from pyspark.ml.functions import array_to_vector, vector_to_array
+
+        src, lo, hi = self.getInputCol(), F.lit(self.getOrDefault("lower")), F.lit(self.getOrDefault("upper"))
+        clipped = F.transform(
+            vector_to_array(_col(src)),
+            lambda x: F.when(F.isnan(x), x).otherwise(F.least(F.greatest(x, lo), hi)),
+        )
+        meta = dataset.schema[src].metadata
+        return dataset.withColumn(self.getOutputCol(), array_to_vector(clipped).alias("v", metadata=meta))
 
 
 # ------------------------------------------------------------------------------ CategoricalImputer
@@ -1344,6 +1402,7 @@ CUSTOM_STAGES: tuple[type[Any], ...] = (
     CastToDouble,
     ConstantImputer,
     MissingIndicator,
+    ClipVector,
     CategoricalImputer,
     CategoricalImputerModel,
     OutlierHandler,

@@ -149,6 +149,8 @@ def _mlflow_schema(path: Path) -> list[tuple[str, str]] | None:
         if "name" not in c:
             raise ScoringError(f"{mlmodel}: signature inputs must be named columns (got {c})")
         t = MLFLOW_TYPES.get(str(c.get("type", "double")))
+        if c.get("type") == "array" and (c.get("items") or {}).get("type") in ("double", "float"):
+            t = "vector"  # an ML vector input (e.g. libsvm's features)
         if t is None:
             raise ScoringError(
                 f"{mlmodel}: column {c['name']!r} has unsupported MLflow type {c.get('type')!r}"

@@ -321,6 +321,27 @@ class ConstantImputerTwin(Twin):
             frame[dst] = np.where(np.isnan(x), self.fill, x)
 
 
+@register(f"{STAGES_MODULE}.ClipVector")
+class ClipVectorTwin(Twin):
+    """Twin of :class:`sparkpipe.features.stages.ClipVector` (dense out; NaN stays NaN)."""
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        self.lo = float(stage.param("lower", 0.0))
+        self.hi = float(stage.param("upper", 1.0))
+        (self.inp,) = self.input_cols
+        (self.out,) = self.output_cols
+
+    def bind_types(self, types: dict[str, str]) -> None:
+        types[self.out] = "vector"
+
+    def transform(self, frame: Frame) -> None:
+        x = _column(frame, self.inp, "ClipVector")
+        x = x.toarray() if hasattr(x, "toarray") else np.asarray(x, dtype=np.float64)
+        x = x.reshape(-1, 1) if x.ndim == 1 else x
+        frame[self.out] = np.where(np.isnan(x), x, np.minimum(np.maximum(x, self.lo), self.hi))
+
+
 def _is_missing(values: Any) -> np.ndarray:
     arr = np.asarray(values)
     if arr.dtype.kind == "f":

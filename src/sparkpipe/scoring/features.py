@@ -404,6 +404,32 @@ class OneHotEncoderTwin(Twin):
             frame[o] = out
 
 
+# --------------------------------------------------------------------------------- VectorSizeHint
+@register(_F + "VectorSizeHint")
+class VectorSizeHintTwin(Twin):
+    """Check the width of a vector input; the column passes through unchanged.
+
+    ``error`` and ``skip``: a vector of another size is an InputError naming the column (Spark raises
+    or drops the row); ``optimistic``: no check. A null vector never reaches it (the input cast refuses).
+    """
+
+    def __init__(self, stage: StageFiles):
+        super().__init__(stage)
+        self.col = stage.param("inputCol")
+        self.size = int(stage.param("size"))
+        self.invalid = _handle_invalid(stage, "error")
+
+    def transform(self, frame: Frame) -> None:
+        if self.invalid == "optimistic":
+            return
+        x = frame[self.col]
+        width = x.shape[1] if getattr(x, "ndim", 1) == 2 and x.shape[0] else self.size
+        if width != self.size:
+            raise InputError.at(
+                self.col, None, f"expected a vector of {self.size} numbers, got {width}", expected="vector"
+            )
+
+
 # --------------------------------------------------------------------------------- VectorAssembler
 @register(_F + "VectorAssembler")
 class VectorAssemblerTwin(Twin):

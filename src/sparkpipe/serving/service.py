@@ -295,6 +295,13 @@ _MLFLOW_TO_SPARK = {
 }
 
 
+def _mlflow_column_type(col: dict[str, Any]) -> str:
+    """Spark type of one MLflow signature column (an array of numbers is an ML vector input)."""
+    if col.get("type") == "array" and (col.get("items") or {}).get("type") in ("double", "float"):
+        return "vector"
+    return _MLFLOW_TO_SPARK.get(col.get("type", "string"), "string")
+
+
 def schema_from_metadata(meta: dict[str, Any]) -> list[tuple[str, str]] | None:
     """The raw input schema recorded by sparkpipe (``metadata.sparkpipe.input_schema``) or the
     MLflow signature, else ``None``."""
@@ -305,11 +312,7 @@ def schema_from_metadata(meta: dict[str, Any]) -> list[tuple[str, str]] | None:
     if sig:
         try:
             cols = json.loads(sig) if isinstance(sig, str) else sig
-            return [
-                (c["name"], _MLFLOW_TO_SPARK.get(c.get("type", "string"), "string"))
-                for c in cols
-                if c.get("name")
-            ]
+            return [(c["name"], _mlflow_column_type(c)) for c in cols if c.get("name")]
         except (ValueError, TypeError, KeyError):
             return None
     return None
