@@ -239,3 +239,43 @@ def test_feature_plan_end_to_end_parity(spark, tmp_path):
     assert_parity(
         model, test.drop("churn"), tmp_path, columns=[plan.features_col], input_schema=plan.input_schema
     )
+
+
+def test_clip_vector_after_minmax_is_bit_identical(spark, tmp_path):
+    """Naive Bayes' scaler: rows below the training minimum / above the maximum clip into [0, 1]."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import MinMaxScaler
+    from pyspark.ml.linalg import Vectors
+
+    from sparkpipe.features.stages import ClipVector
+
+    train = spark.createDataFrame(
+        [
+            (Vectors.dense([0.0, 10.0, 5.0]),),
+            (Vectors.dense([4.0, 20.0, 5.0]),),
+            (Vectors.dense([1.3, 17.0, 5.0]),),
+        ],
+        ["v"],
+    )
+    model = Pipeline(
+        stages=[
+            MinMaxScaler(inputCol="v", outputCol="s"),
+            ClipVector(inputCol="s", outputCol="c", lower=0.0, upper=1.0),
+        ]
+    ).fit(train)
+    rows = [
+        (Vectors.dense([-3.0, 9.999, 4.0]),),  # below the training minimum: negative before clipping
+        (Vectors.dense([7.0, 1e300, 6.0]),),  # above the maximum
+        (Vectors.dense([float("nan"), 15.0, -1e300]),),  # NaN stays NaN
+        (Vectors.sparse(3, [1], [12.5]),),
+        (Vectors.dense([0.1, 0.2, 0.3]),),
+    ]
+    df = spark.createDataFrame(rows, ["v"])
+    spark_out = np.array([r["c"].toArray() for r in model.transform(df).select("c").collect()])
+    assert np.nanmin(np.array([r["s"].toArray() for r in model.transform(df).collect()])) < 0  # unclipped < 0
+    assert np.nanmin(spark_out) >= 0.0 and np.nanmax(spark_out) <= 1.0
+    compiled = assert_parity(model, df, tmp_path, columns=["c"])
+    twin_out = np.asarray(
+        compiled.predict([{"v": r[0].toArray().tolist()} for r in rows], columns=["c"])["c"]
+    )
+    assert twin_out.tobytes() == spark_out.tobytes()  # bit for bit, NaN included
