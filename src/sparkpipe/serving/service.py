@@ -60,7 +60,7 @@ _THREADPOOL_ROWS = 256
 """Batches larger than this are scored in a worker thread so the event loop stays responsive."""
 
 # ============================================================================ input type checking
-NUM, INT, STR, BOOL, TIME, ANY = range(6)
+NUM, INT, STR, BOOL, TIME, ANY, VEC = range(7)
 _KIND_NAMES = {
     NUM: "a number",
     INT: "an integer",
@@ -68,6 +68,7 @@ _KIND_NAMES = {
     BOOL: "true or false",
     TIME: "an ISO-8601 timestamp string or epoch seconds",
     ANY: "a value",
+    VEC: "a list of numbers",
 }
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 _FLOAT_MAX = 1.7976931348623157e308
@@ -86,6 +87,8 @@ def type_kind(spark_type: str) -> int:
         return BOOL
     if base in ("timestamp", "timestamp_ntz", "date", "datetime"):
         return TIME
+    if base == "vector":
+        return VEC
     return ANY
 
 
@@ -131,6 +134,11 @@ def check_value(value: Any, kind: int, spark_type: str) -> Any:
             return value
         if t in (int, float) and math.isfinite(value) and abs(value) < 1e11:
             return value
+    elif kind == VEC:  # an ML vector input (libsvm features): its width is checked by the model
+        if t is list and all(type(v) in (int, float) and math.isfinite(v) for v in value):
+            return [float(v) for v in value]
+        if t is list:
+            raise _Bad(f"expected {_KIND_NAMES[VEC]} ({spark_type}) with finite numbers only")
     else:
         if t in (dict, list):
             raise _Bad(f"expected a scalar value ({spark_type}), got {_type_name(value)}")
@@ -265,7 +273,7 @@ class LoadedModel:
 
 def synthesize_row(schema: list[tuple[str, str]]) -> dict[str, Any]:
     """A plausible row for a schema (used when the model carries no input example)."""
-    values = {NUM: 0.0, INT: 0, STR: "", BOOL: False, TIME: "2024-01-01T00:00:00", ANY: None}
+    values = {NUM: 0.0, INT: 0, STR: "", BOOL: False, TIME: "2024-01-01T00:00:00", ANY: None, VEC: None}
     return {n: values[type_kind(t)] for n, t in schema}
 
 
