@@ -262,7 +262,8 @@ def test_plan_variants(spark, mixed, mixed_profile):
     )
     plan = build_feature_stages(mixed, cfg, "classification", nonnegative=True, profile=mixed_profile)
     kinds = [type(s).__name__ for s in plan.stages]
-    assert "ConstantImputer" in kinds and "MissingIndicator" in kinds and kinds[-1] == "MinMaxScaler"
+    assert "ConstantImputer" in kinds and "MissingIndicator" in kinds
+    assert kinds[-2:] == ["MinMaxScaler", "ClipVector"]  # non-negative: scaled, then clipped into [0, 1]
     assert "charges__missing" in plan.feature_names and "tenure__missing" not in plan.feature_names
     model = plan.pipeline().fit(mixed)
     vecs = _vectors(model.transform(mixed), plan.features_col)
