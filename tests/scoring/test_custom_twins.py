@@ -275,7 +275,6 @@ def test_clip_vector_after_minmax_is_bit_identical(spark, tmp_path):
     assert np.nanmin(np.array([r["s"].toArray() for r in model.transform(df).collect()])) < 0  # unclipped < 0
     assert np.nanmin(spark_out) >= 0.0 and np.nanmax(spark_out) <= 1.0
     compiled = assert_parity(model, df, tmp_path, columns=["c"])
-    twin_out = np.asarray(
-        compiled.predict([{"v": r[0].toArray().tolist()} for r in rows], columns=["c"])["c"]
-    )
+    records = [{"v": r[0].toArray().tolist()} for r in rows]
+    twin_out = np.array([row["c"] for row in compiled.predict(records, columns=["c"])], dtype=np.float64)
     assert twin_out.tobytes() == spark_out.tobytes()  # bit for bit, NaN included
