@@ -96,6 +96,7 @@ def _stage_cases() -> dict[str, Callable[[], Any]]:
         "GroupAggregator": lambda: s.GroupAggregator(
             groupCols=["cat"], aggCols=["*", "x2"], functions=["count", "mean"], outputCols=["cnt", "x2_mean"]
         ),
+        "ClipVector": lambda: s.ClipVector(inputCol="features", outputCol="clipped", lower=0.0, upper=2.0),
         "ImportanceSelector": lambda: s.ImportanceSelector(
             featuresCol="features", outputCol="selected", labelCol="label", k=2, task="classification",
             numTrees=5, seed=1,
@@ -104,7 +105,7 @@ def _stage_cases() -> dict[str, Callable[[], Any]]:
 
 
 STAGE_CASES = _stage_cases()
-NEEDS_VECTOR = {"ImportanceSelector"}
+NEEDS_VECTOR = {"ImportanceSelector", "ClipVector"}
 
 
 def _with_features(df: Any) -> Any:
