@@ -59,6 +59,8 @@ RegistrySetOpt = _set_option("mlflow.tracking_uri=sqlite:///mlflow.db")
 SparkSetOpt = _set_option("spark.driver_memory=4g")
 ValidateSetOpt = _set_option("features.target=churned")
 ServeSetOpt = _set_option("deployment.port=8080")
+DEFAULT_CONFIG = Path("config/pipeline_config.yaml")
+"""The project's config, relative to the working directory: what a bare ``sparkpipe serve`` uses."""
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")]
 
 
@@ -305,10 +307,17 @@ def serve(
     """Start the FastAPI prediction service (JVM-free NumPy scoring).
 
     Example: sparkpipe serve --config config/pipeline_config.yaml --port 8000
+
+    Without --config, config/pipeline_config.yaml is used when it exists (else the built-in defaults).
+    With no model configured the registry's most recently updated model is served; any other
+    registered model is loaded by name on its first request.
     """
     from sparkpipe.serving.app import run as run_server
     from sparkpipe.serving.settings import ServingSettings
 
+    if config is None and DEFAULT_CONFIG.is_file():
+        config = DEFAULT_CONFIG
+        err_console.print(f"using {DEFAULT_CONFIG} (pass --config to choose another file)")
     # the service reads only deployment and mlflow: training-only problems do not stop it from serving
     # (a /train job checks the whole config, registries included, before it is queued)
     cfg, _ = _load(config, set_, semantic=False)

@@ -923,9 +923,17 @@ def batch_predict(
 
     ``write_mode``: ``overwrite`` or ``error`` (refuse an existing output), see
     :func:`sparkpipe.data.io.write_dataset`.
-    """
-    from pyspark.ml.functions import vector_to_array
 
+    The output keeps the input columns and adds ``prediction`` (and ``probability``, ``predictedLabel``
+    when the model has them). Vectors are arrays in parquet/json/delta; CSV has no array type, so there
+    each vector or array column becomes one column per element (``probability_0``, ``probability_1``...).
+    ``rows`` in the result is the number of rows written, read back from the output.
+
+    Raises
+    ------
+    DataError
+        The input lacks columns the model needs (all of them are named).
+    """
     from sparkpipe.data.io import read_dataset, write_dataset
     from sparkpipe.session import get_spark
 
@@ -934,27 +942,93 @@ def batch_predict(
     loaded = read_dataset(
         spark, DataConfig(input_path=input_path, output_path=str(Path(output_path).parent), format=fmt)
     )
+    _require_model_inputs(loaded.df, meta, model_uri, input_path)
     scored = model.transform(loaded.df)
     keep = list(loaded.df.columns)
-    extra = [f for f in scored.schema.fields if f.name in ("prediction", "probability", "predictedLabel")]
-    cols = [scored[c] for c in keep]
-    for f in extra:
-        cols.append(vector_to_array(scored[f.name]).alias(f.name) if _is_vector(f) else scored[f.name])
-    out_df = scored.select(*cols)
+    extra = [
+        f.name for f in scored.schema.fields if f.name in ("prediction", "probability", "predictedLabel")
+    ]
+    out_df = scored.select(*keep, *extra)
+    out_df = _flat_for_csv(out_df, model) if output_format == "csv" else _vectors_as_arrays(out_df)
     write_dataset(out_df, output_path, output_format, mode=write_mode)
-    rows = spark.read.format(output_format).load(output_path).count() if output_format != "delta" else None
     return {
         "model": model_uri,
         "input_path": input_path,
         "output_path": output_path,
-        "rows": rows,
+        "rows": _written_rows(spark, output_path, output_format),
         "quarantined": loaded.quarantined,
         "task": meta.get("task"),
     }
 
 
+def _require_model_inputs(df: Any, meta: dict[str, Any], model_uri: str, input_path: str) -> None:
+    """A clear error naming every input column the model needs that the data lacks."""
+    needed = [str(c[0]) for c in meta.get("input_schema") or []]
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"--input {input_path}: missing column(s) {', '.join(missing)} that model {model_uri} needs; "
+            f"the data has: {', '.join(df.columns)}; the model reads: {', '.join(needed)}"
+        )
+
+
 def _is_vector(f: Any) -> bool:
     return "Vector" in type(f.dataType).__name__
+
+
+def _vectors_as_arrays(df: Any) -> Any:
+    from pyspark.ml.functions import vector_to_array
+
+    return df.select(
+        *[
+            vector_to_array(df[f.name]).alias(f.name) if _is_vector(f) else df[f.name]
+            for f in df.schema.fields
+        ]
+    )
+
+
+def _vector_size(df: Any, name: str, model: Any) -> int:
+    """Elements of vector/array column ``name``: the model's class count, else the first row's size."""
+    from pyspark.sql import functions as F
+
+    if name in ("probability", "rawPrediction"):
+        for stage in reversed(getattr(model, "stages", [model])):
+            k = getattr(stage, "numClasses", None) or getattr(stage, "getK", lambda: None)()
+            if isinstance(k, int) and k > 0:
+                return k
+    first = df.select(F.size(df[name]).alias("n")).first()
+    return int(first["n"]) if first is not None and first["n"] is not None else 0
+
+
+def _flat_for_csv(df: Any, model: Any) -> Any:
+    """CSV has no arrays: each vector/array column becomes ``<name>_0 .. <name>_{k-1}``; maps and
+    structs become JSON text."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, MapType, StructType
+
+    df = _vectors_as_arrays(df)
+    cols = []
+    for f in df.schema.fields:
+        if isinstance(f.dataType, ArrayType):
+            k = _vector_size(df, f.name, model)
+            cols += [df[f.name].getItem(i).alias(f"{f.name}_{i}") for i in range(k)]
+        elif isinstance(f.dataType, MapType | StructType):
+            cols.append(F.to_json(df[f.name]).alias(f.name))
+        else:
+            cols.append(df[f.name])
+    return df.select(*cols)
+
+
+def _written_rows(spark: SparkSession, path: str, fmt: str) -> int:
+    """Rows in the written output (Delta read through delta-rs: no delta-spark needed)."""
+    if fmt == "delta":
+        from sparkpipe.data.io import _open_delta
+
+        return int(_open_delta(path, None).to_pyarrow_dataset().count_rows())
+    reader = spark.read.format(fmt)
+    if fmt == "csv":
+        reader = reader.option("header", "true")
+    return int(reader.load(path).count())
 
 
 def evaluate_saved(

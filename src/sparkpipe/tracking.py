@@ -395,6 +395,12 @@ def _parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
     return m.group("name"), m.group("alias"), m.group("version")
 
 
+def alias_map(rm: Any) -> dict[str, str]:
+    """A registered model's aliases as ``{alias: version}`` with the version as a string (MLflow gives
+    ints from some stores and strings from others)."""
+    return {str(a): str(v) for a, v in sorted((getattr(rm, "aliases", None) or {}).items())}
+
+
 class Registry:
     """Read and steer the model registry through ``MlflowClient`` (no active run needed)."""
 
@@ -432,7 +438,7 @@ class Registry:
                         name, max(versions, key=lambda v: int(v.version)).version
                     )
         except MlflowException as exc:
-            raise ModelError(f"{self._unknown(name)} ({ref!r}: {exc.message})") from None
+            raise ModelError(self._not_found(name, alias, version, ref, exc.message)) from None
         return ModelRef(
             name=mv.name,
             version=str(mv.version),
@@ -447,18 +453,38 @@ class Registry:
         known = ", ".join(names) if names else "none registered yet (run `sparkpipe run` first)"
         return f"unknown model {name!r}; registered models: {known}"
 
+    def _not_found(self, name: str, alias: str | None, version: str | None, ref: str, detail: str) -> str:
+        """Why ``ref`` did not resolve: an unknown model, or a known model without that version/alias."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            rm = self.client.get_registered_model(name)
+        except MlflowException:
+            return f"{self._unknown(name)} ({ref!r}: {detail})"
+        versions = sorted(
+            (str(v.version) for v in self.client.search_model_versions(f"name='{name}'")), key=int
+        )
+        have = ", ".join(versions) or "none"
+        if alias:
+            aliases = ", ".join(f"{a} -> {v}" for a, v in sorted(alias_map(rm).items())) or "none"
+            return f"model {name!r} has no alias {alias!r}; its aliases: {aliases} (versions: {have})"
+        return f"model {name!r} has no version {version}; its versions: {have}"
+
     def list_models(self, include_versions: bool = True) -> list[dict[str, Any]]:
+        """Registered models, newest version first. Versions are strings everywhere: ``"aliases"`` maps
+        alias -> version (``{"champion": "1"}``) and each version lists the aliases pointing at it."""
         out = []
         for rm in self.client.search_registered_models(max_results=1000):
+            aliases = alias_map(rm)
             entry: dict[str, Any] = {
                 "name": rm.name,
-                "aliases": dict(getattr(rm, "aliases", {}) or {}),
+                "aliases": aliases,
                 "description": rm.description,
                 "updated": rm.last_updated_timestamp,
             }
             if include_versions:
                 entry["versions"] = [
-                    self.version_info(mv)
+                    self.version_info(mv, aliases)
                     for mv in sorted(
                         self.client.search_model_versions(f"name='{rm.name}'"),
                         key=lambda v: int(v.version),
@@ -468,14 +494,18 @@ class Registry:
             out.append(entry)
         return sorted(out, key=lambda e: e["name"])
 
-    def version_info(self, mv: Any) -> dict[str, Any]:
+    def version_info(self, mv: Any, aliases: dict[str, str] | None = None) -> dict[str, Any]:
+        """One version as a dict; ``aliases`` (the model's alias -> version map) fills the version's
+        aliases, which MLflow's version search leaves empty."""
         metrics: dict[str, float] = {}
         if mv.run_id:
             with contextlib.suppress(Exception):
                 metrics = dict(self.client.get_run(mv.run_id).data.metrics)
+        own = set(getattr(mv, "aliases", []) or [])
+        own.update(a for a, v in (aliases or {}).items() if v == str(mv.version))
         return {
             "version": str(mv.version),
-            "aliases": list(getattr(mv, "aliases", []) or []),
+            "aliases": sorted(own),
             "run_id": mv.run_id,
             "status": mv.status,
             "created": mv.creation_timestamp,
@@ -679,6 +709,17 @@ class LocalRegistryReader:
             name=name, version=str(number), run_id=run_id, source=source, aliases=aliases, tags=tags
         )
 
+    def model_names(self) -> list[str]:
+        """Registered model names (prompts excluded), most recently updated first."""
+        with self._snapshot() as conn:
+            rows = conn.execute(
+                "SELECT name FROM registered_models WHERE workspace = ? AND name NOT IN "
+                "(SELECT name FROM registered_model_tags WHERE workspace = ? AND key = ?) "
+                "ORDER BY last_updated_time DESC, name",
+                (_WORKSPACE, _WORKSPACE, _PROMPT_TAG),
+            ).fetchall()
+        return [name for (name,) in rows]
+
     @staticmethod
     def _by_version(conn: sqlite3.Connection, name: str, version: int) -> tuple[Any, ...] | None:
         if version >= 2**63:  # beyond SQLite's INTEGER: no such version
@@ -733,3 +774,51 @@ class LocalRegistryReader:
             return out
 
         return publish_model_dir(Path(cache_dir) if cache_dir else self.default_cache_dir(), ref, fetch)
+
+
+# ============================================================================ model URIs -> directories
+def is_model_uri(ref: str) -> bool:
+    """True for ``models:/...`` and ``runs:/...`` URIs (a registry or run reference, not a path)."""
+    return ref.startswith(("models:/", "runs:/"))
+
+
+def local_model_dir(
+    uri: str,
+    cfg: MlflowConfig | None = None,
+    cache_dir: str | Path | None = None,
+    default_alias: str = "champion",
+) -> Path:
+    """The local MLflow model directory (``MLmodel`` + ``sparkml/``) of a model URI.
+
+    ``models:/name@alias``, ``models:/name/3``, ``models:/name`` (its ``default_alias``, else the latest
+    version) are resolved in the registry of ``cfg`` (default: ``MLFLOW_TRACKING_URI`` or
+    ``sqlite:///mlflow.db``) and copied once into the model cache (``cache_dir``, default
+    ``.sparkpipe/models/<store>``), reading a local SQLite store without MLflow when possible.
+    ``runs:/<run id>/model`` is downloaded with MLflow. A local path is returned as is.
+    """
+    cfg = cfg or MlflowConfig()
+    if not is_model_uri(uri):
+        path = Path(uri)
+        if not path.exists():
+            raise ModelError(
+                f"model {uri!r} is neither an existing directory nor a model URI "
+                "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model)"
+            )
+        return path
+    cache = Path(cache_dir) if cache_dir else None
+    if uri.startswith("models:/"):
+        reader = LocalRegistryReader(cfg)
+        try:
+            ref = reader.resolve(uri, default_alias=default_alias)
+            return reader.download(ref, cache_dir=cache)
+        except LocalRegistryNotApplicable as exc:
+            log.debug("resolving %s through MLflow: %s", uri, exc)
+        reg = Registry(cfg)
+        return reg.download(reg.resolve(uri, default_alias=default_alias), cache_dir=cache)
+    import mlflow.artifacts
+
+    configure(cfg)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except Exception as exc:
+        raise ModelError(f"cannot download model {uri!r}: {exc}") from exc

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from sparkpipe.serving.app import create_app
 
-from .conftest import FALLBACK_MODEL, make_settings
+from .conftest import FALLBACK_MODEL, MODEL, make_settings
 
 ROWS = [
     {"plan": "pro", "age": 33.5, "calls": 4},
@@ -51,13 +51,27 @@ def test_fallback_matches_spark(spark: Any, registered: dict[str, Any], tmp_path
         assert c.post("/predict", json={"features": ["pro", "x", 1]}).status_code == 422
         inv = c.post("/invocations", json={"dataframe_records": ROWS}).json()
         assert 'path="spark-fallback"' in c.get("/metrics").text
+        # omitted columns are missing values on both paths: the fallback and the NumPy twin of the same
+        # fitted stages (churn_lr, not configured here: loaded on its first request) agree
+        omitted = {"age": 33.5, "calls": 4}
+        fb = c.post("/predict", json={"features": omitted})
+        assert fb.status_code == 200, fb.text
+        assert fb.json()["imputed_columns"] == ["plan"]
+        twin = c.post("/predict", json={"model_id": MODEL, "features": omitted})
+        assert twin.status_code == 200, twin.text
+        assert twin.json()["model"] == MODEL and twin.json()["imputed_columns"] == ["plan"]
+        fb_pred, twin_pred = fb.json()["predictions"][0], twin.json()["predictions"][0]
+        assert fb_pred["prediction"] == twin_pred["prediction"]
+        assert fb_pred["probability"] == pytest.approx(twin_pred["probability"], abs=1e-9)
     reg = Registry(registered["cfg"].mlflow)
     path = reg.download(reg.resolve(f"{FALLBACK_MODEL}/1"), cache_dir=registered["root"] / "cache")
     model = PipelineModel.load(str(path / "sparkml"))
     df = spark.createDataFrame(
-        [(r["plan"], r["age"], r["calls"]) for r in ROWS], "plan string, age double, calls long"
+        [(r["plan"], r["age"], r["calls"]) for r in ROWS] + [(None, 33.5, 4)],
+        "plan string, age double, calls long",
     )
-    expected = model.transform(df).select("prediction", "probability", "rawPrediction").collect()
+    *expected, null_row = model.transform(df).select("prediction", "probability", "rawPrediction").collect()
+    assert fb_pred["probability"] == pytest.approx(null_row.probability.toArray().tolist(), abs=1e-12)
     for g, e in zip(got, expected, strict=True):
         assert g["prediction"] == e.prediction
         assert g["probability"] == pytest.approx(e.probability.toArray().tolist(), abs=1e-12)

@@ -174,3 +174,55 @@ def test_model_that_failed_to_load_is_503_and_recovers_when_the_registry_is_fixe
             assert _predict(c).status_code == 200
     finally:
         stage.write_bytes(good)
+
+
+def _cli_config(registered: dict[str, Any], tmp_path: Any) -> str:
+    import yaml
+
+    path = tmp_path / "cli.yaml"
+    path.write_text(yaml.safe_dump({"mlflow": {"tracking_uri": registered["tracking_uri"]}}))
+    return str(path)
+
+
+def test_versions_list_their_aliases_as_strings_everywhere(
+    client: Any, registered: dict[str, Any], tmp_path: Any, capsys: Any
+) -> None:
+    """``/models/{name}`` and ``sparkpipe models list`` show which version carries ``champion`` (MLflow's
+    version search leaves aliases empty); alias targets and versions are strings in both."""
+    import json
+
+    from sparkpipe.cli import main
+
+    entry = client.get(f"/models/{MODEL}").json()
+    assert entry["aliases"]["champion"] == "1"  # other tests may add aliases; champion stays on 1
+    assert all(isinstance(v, str) for v in entry["aliases"].values())
+    by_version = {v["version"]: v["aliases"] for v in entry["versions"]}
+    assert by_version == {
+        v: sorted(a for a, target in entry["aliases"].items() if target == v) for v in ("1", "2")
+    }
+    assert "champion" in by_version["1"] and "champion" not in by_version["2"]
+    main(["models", "list", "--json", "--config", _cli_config(registered, tmp_path)])
+    listed = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
+    assert listed[MODEL]["aliases"] == entry["aliases"]
+    assert {v["version"]: v["aliases"] for v in listed[MODEL]["versions"]} == by_version
+    main(["models", "list", "--config", _cli_config(registered, tmp_path)])
+    table = capsys.readouterr().out
+    assert any(MODEL in line and "champion" in line for line in table.splitlines()), table
+
+
+def test_promote_an_unknown_version_names_the_version(
+    registered: dict[str, Any], tmp_path: Any, capsys: Any
+) -> None:
+    import pytest
+
+    from sparkpipe.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["models", "promote", MODEL, "99", "--config", _cli_config(registered, tmp_path)])
+    assert exc.value.code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"model '{MODEL}' has no version 99" in err and "versions: 1, 2" in err, err
+    assert "unknown model" not in err
+    with pytest.raises(SystemExit):
+        main(["models", "promote", "no_such_model", "1", "--config", _cli_config(registered, tmp_path)])
+    assert "unknown model 'no_such_model'" in " ".join(capsys.readouterr().err.split())

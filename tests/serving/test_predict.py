@@ -48,6 +48,29 @@ def test_named_features_and_instances_match_spark(
         assert p["probability"] == pytest.approx(e["probability"], abs=1e-9)
 
 
+def test_omitted_columns_are_missing_values(client: Any, spark: Any, registered: dict[str, Any]) -> None:
+    """A named row may leave columns out: they are scored as nulls (imputed as in training) and the
+    answer lists them; explicit nulls give the same prediction, and Spark agrees."""
+    r = client.post("/predict", json={"model_id": MODEL, "features": {"age": 61.0, "calls": 9}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["imputed_columns"] == ["plan"]
+    nulls = client.post("/predict", json={"features": {"plan": None, "age": 61.0, "calls": 9}}).json()
+    assert "imputed_columns" not in nulls and nulls["predictions"] == body["predictions"]
+    from pyspark.ml import PipelineModel
+
+    from sparkpipe.tracking import Registry
+
+    reg = Registry(registered["cfg"].mlflow)
+    path = reg.download(reg.resolve(f"{MODEL}/1"), cache_dir=registered["root"] / "cache")
+    df = spark.createDataFrame([(None, 61.0, 9)], "plan string, age double, calls long")
+    expected = PipelineModel.load(str(path / "sparkml")).transform(df).first()
+    assert body["predictions"][0]["prediction"] == expected.prediction
+    assert body["predictions"][0]["probability"] == pytest.approx(list(expected.probability), abs=1e-9)
+    many = client.post("/predict", json={"instances": [ROWS[0], {"age": 20.0}]}).json()
+    assert many["imputed_columns"] == ["plan", "calls"] and len(many["predictions"]) == 2
+
+
 def test_model_id_forms_and_default(client: Any) -> None:
     for ref in (MODEL, f"{MODEL}@champion", f"{MODEL}/1", f"models:/{MODEL}/1", None):
         body = {"features": ROWS[0]} if ref is None else {"model_id": ref, "features": ROWS[0]}
@@ -69,7 +92,8 @@ def test_unknown_model_is_404_listing_known(client: Any) -> None:
         ({"features": ["pro", "old", 4]}, "features[1]", ["double", "string"]),
         ({"features": ["pro", 33.5, 4.5]}, "features[2]", ["integer", "long"]),
         ({"features": [1, 33.5, 4]}, "features[0]", ["string"]),
-        ({"features": {"plan": "pro", "age": 33.5}}, "features.calls", ["missing"]),
+        ({"features": {"plan": "pro", "age": 33.5, "call": 1}}, "features.call", ["unknown", "'calls'"]),
+        ({"instances": [ROWS[0], {**ROWS[1], "agee": 3}]}, "instances[1].agee", ["unknown", "'age'"]),
         ({"features": {"plan": "pro", "age": True, "calls": 1}}, "features.age", ["double", "boolean"]),
         ({"instances": [ROWS[0], {"plan": "pro", "age": "x", "calls": 1}]}, "instances[1].age", ["double"]),
         ({"instances": [ROWS[0], 5]}, "instances[1]", ["row"]),

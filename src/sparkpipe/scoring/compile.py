@@ -205,20 +205,26 @@ def compile_pipeline(
     path: str | Path,
     input_schema: Sequence[tuple[str, str]] | Mapping[str, str] | None = None,
     output_columns: Sequence[str] | None = None,
+    tracking_uri: str | None = None,
 ) -> CompiledPipeline:
     """Compile a saved Spark PipelineModel (or MLflow spark model) into a NumPy scoring plan.
 
     Parameters
     ----------
     path
-        A saved ``PipelineModel`` directory (``metadata/`` + ``stages/``) or an MLflow model directory
-        (``MLmodel`` + ``sparkml/``).
+        A saved ``PipelineModel`` directory (``metadata/`` + ``stages/``), an MLflow model directory
+        (``MLmodel`` + ``sparkml/``), or a model URI: ``models:/churn_model@champion``,
+        ``models:/churn_model/1``, ``runs:/<run id>/model``. A URI is resolved in the MLflow registry
+        (``tracking_uri``, default ``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db``) and the version is
+        copied once into the local model cache (see :func:`sparkpipe.tracking.local_model_dir`).
     input_schema
         Ordered ``(name, type)`` pairs (or a mapping) with Spark simple type names. Defaults to the
         MLflow signature's inputs, else to the columns the stages consume that no stage produces.
     output_columns
         Columns :meth:`CompiledPipeline.predict` returns; default: the final model's outputs (plus any
         ``IndexToString`` label after it), or the last stage's outputs for a feature-only pipeline.
+    tracking_uri
+        The MLflow store a model URI is resolved in (ignored for a directory).
 
     Returns
     -------
@@ -230,8 +236,10 @@ def compile_pipeline(
         Naming every stage without a twin (the caller may fall back to Spark).
     ScoringError
         The directory is not a saved Spark model.
+    ModelError
+        A model URI that does not resolve (naming the registered models, versions or aliases).
     """
-    path = Path(path)
+    path = _model_dir(path, tracking_uri)
     stages = _read_stages(_pipeline_root(path))
     twins, problems = _open_twins(stages)
     if problems:
@@ -250,6 +258,17 @@ def compile_pipeline(
         source = "inferred"
     logger.info("compiled %s: %d stages, input schema (%s) %s", path, len(twins), source, schema)
     return CompiledPipeline(twins, schema, output_columns=output_columns, source=str(path))
+
+
+def _model_dir(path: str | Path, tracking_uri: str | None) -> Path:
+    """``path`` as a local directory: a ``models:/``/``runs:/`` URI is fetched into the model cache."""
+    if isinstance(path, str) and path.startswith(("models:/", "runs:/")):
+        from sparkpipe.config import MlflowConfig
+        from sparkpipe.tracking import local_model_dir
+
+        cfg = MlflowConfig(tracking_uri=tracking_uri) if tracking_uri else MlflowConfig()
+        return local_model_dir(path, cfg)
+    return Path(path)
 
 
 # -------------------------------------------------------------------------------------- input casting

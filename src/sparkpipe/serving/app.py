@@ -204,7 +204,7 @@ def create_app(
         if (
             state.get("status") == "succeeded"
             and name
-            and any(s.split("@")[0].split("/")[0] == name for s in service.specs)
+            and (service.discover or any(s.split("@")[0].split("/")[0] == name for s in service.specs))
         ):
             service.refresh(names=[name])
 

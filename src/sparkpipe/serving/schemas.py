@@ -177,6 +177,11 @@ class PredictResponse(BaseModel):
     model: str
     version: str
     predictions: list[dict[str, Any]]
+    imputed_columns: list[str] | None = Field(
+        default=None,
+        description="input columns a named row left out, scored as missing values (imputed like null); "
+        "absent when every column was sent",
+    )
     latency_ms: float
 
 

@@ -56,6 +56,8 @@ from sparkpipe.serving.settings import ServingSettings
 log = logging.getLogger(__name__)
 
 _REF_RE = re.compile(r"^(?:models:/)?(?P<name>[^@/\s]+)(?:@(?P<alias>[^/\s]+)|/(?P<version>\d+|latest))?$")
+_MISS_SECONDS = 10.0
+"""How long a reference that did not resolve on first use is answered 404 without a registry query."""
 _THREADPOOL_ROWS = 256
 """Batches larger than this are scored in a worker thread so the event loop stays responsive."""
 
@@ -90,6 +92,10 @@ def type_kind(spark_type: str) -> int:
     if base == "vector":
         return VEC
     return ANY
+
+
+_OMITTED = object()
+"""A column the request left out (scored as a missing value)."""
 
 
 class _Bad(Exception):
@@ -196,6 +202,7 @@ class LoadedModel:
 
     def __post_init__(self) -> None:
         self.names = tuple(n for n, _ in self.input_schema)
+        self.names_set = frozenset(self.names)
         self.checks = tuple((n, type_kind(t), t) for n, t in self.input_schema)
         self.label = (self.name, self.version)
         self.is_fallback = self.serving_path == "spark-fallback"
@@ -221,19 +228,47 @@ class LoadedModel:
             except _Bad as exc:
                 raise invalid(f"{where}[{i}]", f"column {name!r}: {exc}") from None
 
-    def columns_from_dict(self, row: dict[str, Any], where: str, out: dict[str, list[Any]]) -> None:
-        """Append one named row (validated) to the column lists ``out``; extra keys are ignored."""
+    def columns_from_dict(
+        self, row: dict[str, Any], where: str, out: dict[str, list[Any]], omitted: set[str] | None = None
+    ) -> None:
+        """Append one named row (validated) to the column lists ``out``.
+
+        ``omitted`` given: a column the row leaves out is a missing value (``None``, imputed like a
+        null) and its name is added to ``omitted``; then a key that is not an input column is refused
+        (a misspelt name must not be silently imputed). ``omitted`` not given: every column is required
+        and extra keys are ignored (input examples).
+        """
+        present = 0
         for name, kind, stype in self.checks:
-            try:
-                value = row[name]
-            except KeyError:
-                raise invalid(
-                    f"{where}.{name}", f"missing; this model needs {', '.join(self.names)}"
-                ) from None
+            value = row.get(name, _OMITTED)
+            if value is _OMITTED:
+                if omitted is None:
+                    raise invalid(f"{where}.{name}", f"missing; this model needs {', '.join(self.names)}")
+                omitted.add(name)
+                out[name].append(None)
+                continue
+            present += 1
             try:
                 out[name].append(check_value(value, kind, stype))
             except _Bad as exc:
                 raise invalid(f"{where}.{name}", str(exc)) from None
+        if omitted is not None and len(row) > present:
+            self._refuse_unknown(row, where)
+
+    def _refuse_unknown(self, row: dict[str, Any], where: str) -> None:
+        unknown = [str(k) for k in row if k not in self.names_set]
+        if not unknown:
+            return
+        import difflib
+
+        key = unknown[0]
+        close = difflib.get_close_matches(key, self.names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise invalid(
+            f"{where}.{key[:60]}",
+            f"unknown column; {hint}this model's columns are {', '.join(self.names)} "
+            "(leave a column out or send null to have it imputed)",
+        )
 
     def empty_columns(self) -> dict[str, list[Any]]:
         return {n: [] for n in self.names}
@@ -392,6 +427,11 @@ class ModelService:
         self._registry_lock = threading.Lock()
         self._lock = threading.RLock()
         self.specs: list[str] = settings.model_refs()
+        self.required: tuple[str, ...] = tuple(self.specs)
+        """The configured references: ``/ready`` waits for all of them."""
+        self.discover = not self.specs
+        """No model configured: serve the registry (its most recently updated model as the default)."""
+        self._misses: dict[str, float] = {}
         self._loaded: dict[tuple[str, str], LoadedModel] = {}
         self._bindings: dict[str, tuple[str, str]] = {}
         self._table: dict[str, LoadedModel] = {}
@@ -445,9 +485,84 @@ class ModelService:
     # ------------------------------------------------------------------ lookup (hot path)
     @property
     def ready(self) -> bool:
-        """True when every configured reference is served (and at least one is configured)."""
+        """True when every configured reference is served; with none configured, once any model is."""
         table = self._table
-        return bool(self.specs) and all(s in table for s in self.specs)
+        if self.required:
+            return all(s in table for s in self.required)
+        return bool(table)
+
+    async def aget(self, model_id: str | None) -> LoadedModel:
+        """:meth:`get`, loading a registered model that is not served yet on its first use."""
+        model = self._table.get(model_id) if type(model_id) is str else None
+        if model is not None:
+            return model
+        try:
+            return self.get(model_id)
+        except ApiError as exc:
+            if exc.status != 404 or type(model_id) is not str:
+                raise
+        from starlette.concurrency import run_in_threadpool
+
+        await run_in_threadpool(self.load_on_demand, model_id)
+        return self.get(model_id)
+
+    def load_on_demand(self, model_id: str) -> bool:
+        """Resolve ``model_id`` in the registry and start serving it; False when it does not resolve.
+
+        A reference that failed is not looked up again for ``_MISS_SECONDS`` (requests naming unknown
+        models do not turn into a registry query each).
+        """
+        spec = model_id.strip().removeprefix("models:/")
+        try:
+            parse_ref(spec)
+        except ModelError:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            if spec in self._table:
+                return True
+            if self._misses.get(spec, 0.0) > now:
+                return False
+            if spec not in self.specs:
+                self.specs.append(spec)
+        self.refresh(specs=[spec])
+        with self._lock:
+            if spec not in self.errors and spec in self._table:
+                log.info("serving %s on first use", spec)
+                return True
+            self.errors.pop(spec, None)
+            if spec not in self.required and spec in self.specs:
+                self.specs.remove(spec)
+                self._bindings.pop(spec, None)
+            if len(self._misses) > 1000:
+                self._misses = {k: t for k, t in self._misses.items() if t > now}
+            self._misses[spec] = now + _MISS_SECONDS
+        return False
+
+    def _adopt_default(self) -> None:
+        """No model configured and none served: serve the registry's most recently updated model."""
+        if not self.discover or self.specs:
+            return
+        try:
+            names = self._registered_names()
+        except Exception as exc:  # an unreachable registry: keep trying on the next refresh
+            log.warning("cannot list registered models: %s", str(exc).splitlines()[0][:300])
+            return
+        if names:
+            log.info("no model configured; serving %s (registered: %s)", names[0], ", ".join(names))
+            self.specs.append(names[0])
+
+    def _registered_names(self) -> list[str]:
+        """Registered model names, most recently updated first."""
+        if self._reader is not None:
+            from sparkpipe.tracking import LocalRegistryNotApplicable
+
+            try:
+                return self._reader.model_names()
+            except LocalRegistryNotApplicable as exc:
+                log.debug("listing models through MLflow: %s", exc)
+        entries = self.registry.list_models(include_versions=False)
+        return [e["name"] for e in sorted(entries, key=lambda e: e.get("updated") or 0, reverse=True)]
 
     def get(self, model_id: str | None) -> LoadedModel:
         """The loaded model for ``model_id`` (``None``: the default model); 404 when unknown."""
@@ -504,8 +619,9 @@ class ModelService:
         return self._default
 
     # ------------------------------------------------------------------ scoring
-    async def predict(self, payload: Any) -> tuple[LoadedModel, list[dict[str, Any]]]:
-        """Score a parsed ``/predict`` body; return the model used and one dict per row."""
+    async def predict(self, payload: Any) -> tuple[LoadedModel, list[dict[str, Any]], list[str]]:
+        """Score a parsed ``/predict`` body; return the model used, one dict per row, and the input
+        columns some named row left out (scored as missing values, in schema order)."""
         if type(payload) is not dict:
             raise invalid(
                 "body",
@@ -516,17 +632,18 @@ class ModelService:
             raise invalid(
                 sorted(map(str, unknown))[0], "unknown field; allowed: model_id, features, instances"
             )
-        model = self.get(payload.get("model_id"))
+        model = await self.aget(payload.get("model_id"))
         features = payload.get("features")
         instances = payload.get("instances")
         cols = model.empty_columns()
+        omitted: set[str] = set()
         if features is not None and instances is not None:
             raise invalid("features", "send either features (one row) or instances (many rows), not both")
         if features is not None:
             if type(features) is list:
                 model.columns_from_list(features, "features", cols)
             elif type(features) is dict:
-                model.columns_from_dict(features, "features", cols)
+                model.columns_from_dict(features, "features", cols, omitted)
             else:
                 raise invalid(
                     "features",
@@ -536,7 +653,7 @@ class ModelService:
             n = 1
             prefix: str | None = "features"
         elif instances is not None:
-            n = self._rows_into(model, instances, "instances", cols)
+            n = self._rows_into(model, instances, "instances", cols, omitted)
             prefix = None
         else:
             raise invalid(
@@ -544,11 +661,12 @@ class ModelService:
                 f"required: a list in the order {', '.join(model.names)} or an object of "
                 "named columns (or instances: a list of rows)",
             )
-        return model, await self.score(model, cols, n, prefix)
+        preds = await self.score(model, cols, n, prefix)
+        return model, preds, [c for c in model.names if c in omitted] if omitted else []
 
     async def invocations(self, payload: Any, model_id: str | None) -> tuple[LoadedModel, list[Any]]:
         """Score an MLflow scoring-protocol body; return the model and the ``predictions`` list."""
-        model = self.get(model_id)
+        model = await self.aget(model_id)
         cols = model.empty_columns()
         if type(payload) is not dict:
             raise invalid(
@@ -579,7 +697,7 @@ class ModelService:
         import csv
         import io
 
-        model = self.get(model_id)
+        model = await self.aget(model_id)
         try:
             text = body.decode("utf-8")
             rows = list(csv.reader(io.StringIO(text)))
@@ -663,14 +781,21 @@ class ModelService:
                 where, f"{n} rows exceed max_batch_rows ({self.settings.max_batch_rows}); split the request"
             )
 
-    def _rows_into(self, model: LoadedModel, rows: Any, where: str, cols: dict[str, list[Any]]) -> int:
+    def _rows_into(
+        self,
+        model: LoadedModel,
+        rows: Any,
+        where: str,
+        cols: dict[str, list[Any]],
+        omitted: set[str] | None = None,
+    ) -> int:
         if type(rows) is not list:
             raise invalid(where, f"expected a list of rows, got {_type_name(rows)}")
         self._check_rows(len(rows), where)
         for i, row in enumerate(rows):
             t = type(row)
             if t is dict:
-                model.columns_from_dict(row, f"{where}[{i}]", cols)
+                model.columns_from_dict(row, f"{where}[{i}]", cols, omitted)
             elif t is list:
                 model.columns_from_list(row, f"{where}[{i}]", cols)
             else:
@@ -836,6 +961,7 @@ class ModelService:
 
         from_cache = False
         with self._lock:
+            self._adopt_default()
             cached = self._read_bindings()
             pending = []
             for spec in self.specs:
@@ -886,6 +1012,7 @@ class ModelService:
         """
         changed: list[str] = []
         with self._lock:
+            self._adopt_default()
             todo = [
                 s
                 for s in self.specs

@@ -40,15 +40,12 @@ async def predict_body(
     service: ModelService, body: bytes, content_type: str | None, t0: float
 ) -> tuple[LoadedModel, bytes]:
     """Answer a ``/predict`` body: the model used and the JSON response (``t0``: request start)."""
-    model, predictions = await service.predict(parse_json(body, content_type))
-    return model, dumps(
-        {
-            "model": model.name,
-            "version": model.version,
-            "predictions": predictions,
-            "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
-        }
-    )
+    model, predictions, imputed = await service.predict(parse_json(body, content_type))
+    answer = {"model": model.name, "version": model.version, "predictions": predictions}
+    if imputed:  # columns left out of a named row: scored as missing values
+        answer["imputed_columns"] = imputed
+    answer["latency_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+    return model, dumps(answer)
 
 
 async def invocations_body(

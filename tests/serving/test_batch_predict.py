@@ -1,0 +1,86 @@
+"""``sparkpipe predict`` (the function ``/predict/batch`` jobs run too): CSV output of a classifier
+flattens its probability vector into columns, Delta output reports the real row count, and input
+without the model's columns is a one-line error naming them."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sparkpipe.cli import main
+
+from .conftest import MODEL, spark_predictions
+
+pytestmark = pytest.mark.spark
+
+ROWS = [
+    {"plan": "pro", "age": 33.5, "calls": 4},
+    {"plan": "basic", "age": 61.0, "calls": 9},
+    {"plan": "unseen", "age": 20.0, "calls": 0},
+]
+
+
+@pytest.fixture
+def cli_cfg(registered: dict[str, Any], tmp_path: Path) -> str:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({"mlflow": {"tracking_uri": registered["tracking_uri"]}}))
+    csv = "plan,age,calls\n" + "".join(f"{r['plan']},{r['age']},{r['calls']}\n" for r in ROWS)
+    (tmp_path / "in.csv").write_text(csv)
+    return str(path)
+
+
+def _predict(cfg: str, tmp_path: Path, out: str, fmt: str, data: str = "in.csv") -> None:
+    main(
+        [
+            "predict",
+            "--model",
+            f"models:/{MODEL}@champion",
+            "--input",
+            str(tmp_path / data),
+            "--output",
+            str(tmp_path / out),
+            "--format",
+            fmt,
+            "--config",
+            cfg,
+        ]
+    )
+
+
+def test_csv_output_flattens_the_probability_vector(
+    spark: Any, registered: dict[str, Any], cli_cfg: str, tmp_path: Path, capsys: Any
+) -> None:
+    import pandas as pd
+
+    _predict(cli_cfg, tmp_path, "scored_csv", "csv")
+    assert "scored 3 rows" in capsys.readouterr().out
+    parts = sorted(glob.glob(str(tmp_path / "scored_csv" / "*.csv")))
+    got = pd.concat([pd.read_csv(p) for p in parts]).sort_values("age").reset_index(drop=True)
+    assert sorted(got.columns) == ["age", "calls", "plan", "prediction", "probability_0", "probability_1"]
+    expected = spark_predictions(spark, registered, MODEL, "1", sorted(ROWS, key=lambda r: r["age"]))
+    for (_, row), e in zip(got.iterrows(), expected, strict=True):
+        assert row["prediction"] == e["prediction"]
+        assert [row["probability_0"], row["probability_1"]] == pytest.approx(e["probability"], abs=1e-12)
+
+
+def test_delta_output_prints_the_row_count(cli_cfg: str, tmp_path: Path, capsys: Any) -> None:
+    from deltalake import DeltaTable
+
+    _predict(cli_cfg, tmp_path, "scored_delta", "delta")
+    assert "scored 3 rows" in capsys.readouterr().out
+    table = DeltaTable(str(tmp_path / "scored_delta")).to_pyarrow_table()
+    assert table.num_rows == 3 and table.schema.field("probability").type.value_type == "double"
+
+
+def test_input_without_the_model_columns_names_them(cli_cfg: str, tmp_path: Path, capsys: Any) -> None:
+    (tmp_path / "wrong.csv").write_text("plan,years\npro,3\n")
+    with pytest.raises(SystemExit) as exc:
+        _predict(cli_cfg, tmp_path, "never", "csv", data="wrong.csv")
+    assert exc.value.code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "missing column(s) age, calls" in err and "Traceback" not in err, err
+    assert not (tmp_path / "never").exists()
