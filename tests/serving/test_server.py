@@ -188,3 +188,67 @@ def test_sigterm_answers_requests_already_sent_on_keep_alive_connections(
         assert r["closed_by_server_after"] >= signalled - 0.2, r
     with socket.socket() as s:  # and the server no longer accepts connections
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_bare_serve_serves_the_registry(registered: dict[str, Any], tmp_path: Any) -> None:
+    """``sparkpipe serve`` with no --config and no model configured, in a directory holding only an
+    MLflow store (two registered models): /ready turns 200 with the newest model, which answers
+    requests without model_id; the other model is loaded by name on its first request."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from sparkpipe.tracking import Registry
+
+    reg = Registry(registered["cfg"].mlflow)
+    source = reg.download(reg.resolve(f"{MODEL}/1"), cache_dir=registered["root"] / "cache")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for name in ("other_model", "churn_model"):  # churn_model is the most recently registered
+        client.create_registered_model(name)
+        client.create_model_version(name, source=str(source))
+    client.set_registered_model_alias("churn_model", "champion", "1")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SPARKPIPE_"))}
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparkpipe", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    row = {"plan": "pro", "age": 33.5, "calls": 4}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            deadline = time.monotonic() + 90
+            ready = None
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    ready = http.get("/ready")
+                    if ready.status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+            assert ready is not None and ready.status_code == 200, (tmp_path / "serve.log").read_text()[
+                -3000:
+            ]
+            assert ready.json()["default"] == "churn_model/1"
+            assert http.post("/predict", json={"features": row}).json()["model"] == "churn_model"
+            other = http.post("/predict", json={"model_id": "other_model", "features": row})
+            assert other.status_code == 200, other.text
+            assert other.json()["model"] == "other_model" and other.json()["version"] == "1"
+            missing = http.post("/predict", json={"model_id": "no_such_model", "features": row})
+            assert missing.status_code == 404 and "no_such_model" in missing.json()["detail"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
