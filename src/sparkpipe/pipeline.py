@@ -939,6 +939,8 @@ def batch_predict(
 
     spark = spark or get_spark(spark_cfg)
     model, meta = load_spark_model(model_uri, mlflow_cfg)
+    # local paths are this process's: the JVM may have started in another working directory
+    input_path, output_path = _abs_local(input_path), _abs_local(output_path)
     loaded = read_dataset(
         spark, DataConfig(input_path=input_path, output_path=str(Path(output_path).parent), format=fmt)
     )
@@ -959,6 +961,11 @@ def batch_predict(
         "quarantined": loaded.quarantined,
         "task": meta.get("task"),
     }
+
+
+def _abs_local(path: str) -> str:
+    """A relative local path made absolute; URIs (``s3a://``, ``file:``) and ``builtin:`` unchanged."""
+    return path if ":" in path or os.path.isabs(path) else os.path.abspath(path)
 
 
 def _require_model_inputs(df: Any, meta: dict[str, Any], model_uri: str, input_path: str) -> None:

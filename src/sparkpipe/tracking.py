@@ -432,7 +432,7 @@ class Registry:
                 if mv is None:
                     versions = self.client.search_model_versions(f"name='{name}'")
                     if not versions:
-                        raise ModelError(self._unknown(name))
+                        raise ModelError(self._not_found(name, None, version, ref, "no versions"))
                     # search results carry no aliases: fetch the version itself so they are listed
                     mv = self.client.get_model_version(
                         name, max(versions, key=lambda v: int(v.version)).version
@@ -468,6 +468,8 @@ class Registry:
         if alias:
             aliases = ", ".join(f"{a} -> {v}" for a, v in sorted(alias_map(rm).items())) or "none"
             return f"model {name!r} has no alias {alias!r}; its aliases: {aliases} (versions: {have})"
+        if version in (None, "latest"):
+            return f"model {name!r} has no versions (all deleted?); register one, e.g. with `sparkpipe run`"
         return f"model {name!r} has no version {version}; its versions: {have}"
 
     def list_models(self, include_versions: bool = True) -> list[dict[str, Any]]:

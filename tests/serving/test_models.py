@@ -226,3 +226,25 @@ def test_promote_an_unknown_version_names_the_version(
     with pytest.raises(SystemExit):
         main(["models", "promote", "no_such_model", "1", "--config", _cli_config(registered, tmp_path)])
     assert "unknown model 'no_such_model'" in " ".join(capsys.readouterr().err.split())
+
+
+def test_compile_pipeline_from_a_model_uri(
+    registered: dict[str, Any], tmp_path: Any, monkeypatch: Any
+) -> None:
+    """``compile_pipeline`` takes ``models:/name@alias`` and ``models:/name/N`` (copied into the model
+    cache under the store's hash directory) as well as a directory; a bad version is named."""
+    import pytest
+
+    from sparkpipe.errors import ModelError
+    from sparkpipe.scoring import compile_pipeline
+
+    monkeypatch.chdir(tmp_path)
+    uri = registered["tracking_uri"]
+    champion = compile_pipeline(f"models:/{MODEL}@champion", tracking_uri=uri)
+    assert [n for n, _ in champion.input_schema] == ["plan", "age", "calls"]
+    assert "/churn_lr/1" in champion.source and str(tmp_path / ".sparkpipe" / "models") in champion.source
+    pinned = compile_pipeline(f"models:/{MODEL}/2", tracking_uri=uri)
+    assert pinned.predict([ROW]) == champion.predict([ROW])
+    assert compile_pipeline(pinned.source).predict([ROW]) == pinned.predict([ROW])
+    with pytest.raises(ModelError, match="has no version 7"):
+        compile_pipeline(f"models:/{MODEL}/7", tracking_uri=uri)

@@ -234,7 +234,7 @@ def test_every_readme_curl_example(served):
     port = served["port"]
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     commands = [c for c in readme_commands() if c.startswith("curl")]
-    assert len(commands) >= 9, commands
+    assert len(commands) >= 8, commands
     job_id = None
     for command in commands:
         if "<id>" in command:

@@ -118,10 +118,16 @@ def _same(store: Store, ref: str, default_alias: str = "champion") -> ModelRef:
 
 
 def _not_found(store: Store, ref: str) -> None:
-    """The reader hands over; MLflow's own error (listing the registered models) is still raised."""
+    """The reader hands over; the registry's error names what is unknown: the model (listing the
+    registered ones), or the version/alias of a known model (listing its versions)."""
     with pytest.raises(LocalRegistryNotApplicable):
         store.reader.resolve(ref)
-    with pytest.raises(ModelError, match="registered models: churn, other"):
+    name = ref.strip().removeprefix("models:/").split("@")[0].split("/")[0]
+    if name in ("churn", "other"):
+        match = f"model '{name}' has no (version|alias)"
+    else:
+        match = "registered models: churn, other"
+    with pytest.raises(ModelError, match=match):
         store.registry.resolve(ref)
 
 
