@@ -248,3 +248,21 @@ def test_compile_pipeline_from_a_model_uri(
     assert compile_pipeline(pinned.source).predict([ROW]) == pinned.predict([ROW])
     with pytest.raises(ModelError, match="has no version 7"):
         compile_pipeline(f"models:/{MODEL}/7", tracking_uri=uri)
+
+
+def test_unknown_model_ids_are_not_looked_up_on_every_request(client: Any, monkeypatch: Any) -> None:
+    """A registered name is loaded on its first request; an unknown one costs one registry lookup, then
+    answers 404 from memory for a while, and never enters the served references or /ready."""
+    service = client.app.state.service
+    looked_up: list[str] = []
+    resolve = service._resolve
+    monkeypatch.setattr(service, "_resolve", lambda spec: looked_up.append(spec) or resolve(spec))
+    for _ in range(3):
+        r = client.post("/predict", json={"model_id": "ghost", "features": ROW})
+        assert r.status_code == 404 and "ghost" in r.json()["detail"]
+    assert looked_up == ["ghost"]
+    assert "ghost" not in service.specs and "ghost" not in service.errors
+    assert client.get("/ready").status_code == 200
+    r = client.post("/predict", json={"model_id": f"{MODEL}/2", "features": ROW})
+    assert r.status_code == 200 and r.json()["version"] == "2"  # not configured: loaded on first use
+    assert looked_up[-1] == f"{MODEL}/2"

@@ -139,7 +139,9 @@ def served(spark, tmp_path_factory):
     (root / "data").mkdir()
     data = load_builtin(spark, "churn", rows=1200, seed=3).drop("support_notes").toPandas()
     data.to_csv(root / "data" / "customers.csv", index=False)
-    data.drop(columns=["churned"]).head(200).to_parquet(root / "data" / "new.parquet")
+    data.drop(columns=["churned"]).head(200).to_parquet(
+        root / "data" / "new.parquet", coerce_timestamps="us", allow_truncated_timestamps=True
+    )  # Spark reads microsecond timestamps, not pandas' nanoseconds
     (root / "my.yaml").write_text(cfg_path.read_text())
     port = _free_port()
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable)

@@ -534,8 +534,10 @@ class ModelService:
             if spec not in self.required and spec in self.specs:
                 self.specs.remove(spec)
                 self._bindings.pop(spec, None)
-            if len(self._misses) > 1000:
+            if len(self._misses) > 1000:  # bounded: expired entries go, then all if still too many
                 self._misses = {k: t for k, t in self._misses.items() if t > now}
+                if len(self._misses) > 1000:
+                    self._misses.clear()
             self._misses[spec] = now + _MISS_SECONDS
         return False
 
