@@ -45,6 +45,8 @@ COVERED_ELSEWHERE = {
     "sparkpipe models promote": "tests/serving/test_models.py (needs a version 3)",
     "sparkpipe serve": "this module's server process (the Quick start line)",
     "sparkpipe cluster": "tests/cluster/test_standalone_cluster.py",
+    "sparkpipe run --config config/examples/cluster.yaml": "tests/cluster/test_standalone_cluster.py "
+    "(needs the local cluster)",
 }
 """CLI lines of the README not run here, by prefix, with the test that runs them."""
 
