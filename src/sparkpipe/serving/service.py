@@ -499,7 +499,11 @@ class ModelService:
         try:
             return self.get(model_id)
         except ApiError as exc:
-            if exc.status != 404 or type(model_id) is not str:
+            if type(model_id) is not str or exc.status not in (404, 503):
+                raise
+            # 503: a configured model that failed stays 503 (the poller retries it); one being loaded
+            # on demand by another request is waited for
+            if exc.status == 503 and model_id.strip().removeprefix("models:/") in self.required:
                 raise
         from starlette.concurrency import run_in_threadpool
 
