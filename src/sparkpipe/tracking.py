@@ -383,13 +383,22 @@ def discard_cache_entry(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-_REF_RE = re.compile(r"^(?:models:/)?(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+|latest))?$")
+MODEL_REF_RE = re.compile(
+    r"^(?:models:/)?(?P<name>[^@/\s]+)(?:@(?P<alias>[^/\s]+)|/(?P<version>\d+|latest))?$"
+)
+"""``name``, ``name@alias``, ``name/N`` or ``name/latest``, each optionally prefixed with ``models:/``."""
 
 
-def _parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
-    """``(name, alias, version)`` of ``name``, ``name@alias``, ``name/N`` or ``name/latest``, each
-    optionally prefixed with ``models:/``."""
-    m = _REF_RE.match(ref.strip())
+def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
+    """``(name, alias, version)`` of a model reference (see :data:`MODEL_REF_RE`); the one parser the
+    registry, the model service and the job hooks share.
+
+    Raises
+    ------
+    ModelError
+        ``ref`` is not such a reference.
+    """
+    m = MODEL_REF_RE.match(ref.strip())
     if not m:
         raise ModelError(f"model reference {ref!r} is not NAME, NAME@ALIAS or NAME/VERSION")
     return m.group("name"), m.group("alias"), m.group("version")
@@ -416,7 +425,7 @@ class Registry:
 
         A bare name means its ``default_alias`` version when that alias exists, else the latest version.
         """
-        name, alias, version = _parse_model_ref(ref)
+        name, alias, version = parse_model_ref(ref)
         from mlflow.exceptions import MlflowException
 
         try:
@@ -667,7 +676,7 @@ class LocalRegistryReader:
     def resolve(self, ref: str, default_alias: str = "champion") -> ModelRef:
         """Resolve ``ref`` like :meth:`Registry.resolve`; raise :class:`LocalRegistryNotApplicable` when
         the store is not one this reader handles or the reference is not found there."""
-        name, alias, version = _parse_model_ref(ref)
+        name, alias, version = parse_model_ref(ref)
         with self._snapshot() as conn:
             exists = conn.execute(
                 "SELECT 1 FROM registered_models WHERE workspace = ? AND name = ?", (_WORKSPACE, name)

@@ -216,3 +216,25 @@ def test_train_another_algorithm_from_the_default_config(registered: dict[str, A
     cfg = build_config(saved["payload"]["config"], saved["payload"].get("source"))
     assert cfg.model.algorithm == "random_forest"
     assert cfg.model.hyperparameters == {}
+
+
+def test_a_finished_train_job_refreshes_a_model_configured_by_uri(tmp_path: Path) -> None:
+    """``models:/fake_model@champion`` names ``fake_model``: the job hook must see that (it once split
+    the URI into ``models:`` and never refreshed the model)."""
+    from types import SimpleNamespace
+
+    refreshed: list[Any] = []
+    service = SimpleNamespace(
+        specs=["models:/fake_model@champion", "other/2"],
+        discover=False,
+        metrics=None,
+        refresh=lambda names=None, **_: refreshed.append(names),
+    )
+    jobs = JobManager(tmp_path / "jobs", max_concurrent=1, targets=FAKE)
+    store = {"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}", "root": tmp_path}
+    create_app(make_settings(store, tmp_path),
+               service=service, jobs=jobs)  # fmt: skip
+    jobs.on_finished({"status": "succeeded", "result": {"registered_name": "fake_model"}})
+    jobs.on_finished({"status": "succeeded", "result": {"registered_name": "unrelated"}})
+    jobs.on_finished({"status": "failed", "result": {"registered_name": "fake_model"}})
+    assert refreshed == [["fake_model"]]

@@ -175,6 +175,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.close()
 
 
+def _ref_name(spec: str) -> str | None:
+    """The model name of a configured reference (``models:/churn@champion`` -> ``churn``)."""
+    from sparkpipe.tracking import MODEL_REF_RE
+
+    m = MODEL_REF_RE.match(spec.strip())
+    return m.group("name") if m else None
+
+
 def create_app(
     settings: ServingSettings | None = None,
     *,
@@ -204,7 +212,7 @@ def create_app(
         if (
             state.get("status") == "succeeded"
             and name
-            and (service.discover or any(s.split("@")[0].split("/")[0] == name for s in service.specs))
+            and (service.discover or any(_ref_name(s) == name for s in service.specs))
         ):
             service.refresh(names=[name])
 

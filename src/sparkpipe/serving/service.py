@@ -38,7 +38,6 @@ import json
 import logging
 import math
 import os
-import re
 import tempfile
 import threading
 import time
@@ -52,10 +51,11 @@ from sparkpipe.errors import ModelError, ScoringError, UnsupportedStageError
 from sparkpipe.serving.metrics import ServiceMetrics
 from sparkpipe.serving.schemas import ApiError, invalid
 from sparkpipe.serving.settings import ServingSettings
+from sparkpipe.tracking import MODEL_REF_RE
+from sparkpipe.tracking import parse_model_ref as parse_ref
 
 log = logging.getLogger(__name__)
 
-_REF_RE = re.compile(r"^(?:models:/)?(?P<name>[^@/\s]+)(?:@(?P<alias>[^/\s]+)|/(?P<version>\d+|latest))?$")
 _MISS_SECONDS = 10.0
 """How long a reference that did not resolve on first use is answered 404 without a registry query."""
 _THREADPOOL_ROWS = 256
@@ -396,14 +396,6 @@ def _example_is_valid(model: LoadedModel, row: dict[str, Any]) -> bool:
 
 
 # ==================================================================================== service
-def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
-    """Split ``name``, ``name@alias``, ``name/version`` (optionally ``models:/``-prefixed)."""
-    m = _REF_RE.match(ref.strip())
-    if not m:
-        raise ModelError(f"model reference {ref!r} is not NAME, NAME@ALIAS or NAME/VERSION")
-    return m.group("name"), m.group("alias"), m.group("version")
-
-
 class ModelService:
     """Loads, caches, resolves and serves models; scores validated requests.
 
@@ -605,7 +597,7 @@ class ModelService:
         """503 for a configured model that is not loaded (failed to load, or still loading)."""
         error = self.errors.get(spec)
         reason = f"failed to load: {self.scrub.text(error)}" if error else "is not loaded yet"
-        name = parse_ref(spec)[0] if _REF_RE.match(spec) else spec
+        name = parse_ref(spec)[0] if MODEL_REF_RE.match(spec) else spec
         return ApiError(
             503,
             f"model {_short(spec)} {reason}; it is retried by the alias poller and by "
