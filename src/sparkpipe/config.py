@@ -328,6 +328,13 @@ class ModelConfig(_Strict):
     task_type: TaskType | None = None
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     name: str | None = Field(default=None, description="registered model name")
+    class_weight: Literal["none", "balanced"] = Field(
+        default="none",
+        description=(
+            "classifiers: balanced weights each training row by n_rows / (n_classes * n_rows_of_its_class) "
+            "(the estimator's weightCol)"
+        ),
+    )
 
 
 # -------------------------------------------------------------------------------------------- tuning
@@ -373,6 +380,13 @@ class EvaluationConfig(_Strict):
     primary_metric: str | None = None
     k: int = Field(default=10, ge=1, description="cut-off for ranking metrics")
     report: bool = True
+    threshold: Literal["auto"] | None = Field(
+        default=None,
+        description=(
+            "binary classifiers with probabilities: auto picks the F1-optimal decision threshold on the "
+            "validation split and sets it on the saved model"
+        ),
+    )
 
 
 # ------------------------------------------------------------------------------------------- mlflow

@@ -28,12 +28,15 @@ from sparkpipe.models.algorithms import (
     TASKS,
     AlgorithmSpec,
     algorithm_names,
+    class_weight_algorithms,
     describe_registry,
     get_variants,
     hyperparameter_problems,
+    imbalance_problems,
     normalize_name,
     param_grid_problems,
     search_space_problems,
+    supports_class_weight,
     task_mismatch_message,
     tasks_for,
     valid_params,
@@ -132,6 +135,17 @@ def semantic_problems(cfg: PipelineConfig) -> Problems:
     specs, tasks = _resolve_model(cfg, problems)
     if specs:
         problems += _common([hyperparameter_problems(s, cfg.model.hyperparameters) for s in specs])
+    problems += imbalance_problems(
+        specs, cfg.model.class_weight, cfg.evaluation.threshold, cfg.model.hyperparameters
+    )
+    if cfg.evaluation.threshold == "auto" and cfg.data.validation_split <= 0:
+        problems.append(
+            (
+                "evaluation.threshold",
+                "auto chooses the threshold on the validation split, but data.validation_split is 0; "
+                "set data.validation_split (e.g. 0.15) or remove evaluation.threshold",
+            )
+        )
     problems += _evaluation_problems(cfg, specs, tasks)
     problems += _tuning_problems(cfg, specs, tasks)
     problems += _compare_problems(cfg, specs, tasks)
@@ -303,9 +317,22 @@ def _compare_problems(cfg: PipelineConfig, specs: list[AlgorithmSpec], tasks: li
     if cfg.compare is None:
         return problems
     for i, name in enumerate(cfg.compare.algorithms):
-        _, err = _specs_for(name, tasks)
+        found_specs, err = _specs_for(name, tasks)
+        classifiers = [s for s in found_specs if s.task == "classification"]
         if err:
             problems.append((f"compare.algorithms[{i}]", err))
+        elif (
+            cfg.model.class_weight == "balanced"
+            and classifiers
+            and not any(supports_class_weight(s) for s in classifiers)
+        ):
+            problems.append(
+                (
+                    f"compare.algorithms[{i}]",
+                    f"model.class_weight is balanced, which {name} cannot apply (no weightCol); compare "
+                    f"algorithms that can: {', '.join(class_weight_algorithms())}",
+                )
+            )
     found = _metric_problem("compare.metric", cfg.compare.metric, tasks, [])
     if found:
         problems.append(found)

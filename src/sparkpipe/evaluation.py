@@ -428,6 +428,75 @@ LOG_LOSS_EPS = 1e-15
 """Probabilities are clipped into [eps, 1 - eps] for log loss, as Spark's ``MulticlassMetrics.logLoss``."""
 
 
+THRESHOLD_BUCKETS = 1000
+"""Resolution of :func:`f1_optimal_threshold`: candidate thresholds are ``k / THRESHOLD_BUCKETS``."""
+
+
+def f1_optimal_threshold(
+    predictions: DataFrame,
+    label_col: str = "label",
+    probability_col: str = "probability",
+    buckets: int = THRESHOLD_BUCKETS,
+) -> dict[str, Any]:
+    """The decision threshold ``t`` (predict 1 when ``probability[1] > t``) that maximises the
+    positive-class F1 on ``predictions`` (binary labels 0/1).
+
+    One aggregation: rows are counted per label in ``buckets`` probability buckets (bucket
+    ``ceil(p * buckets)``, so ``p > k / buckets`` is exactly ``bucket > k``); at most ``buckets + 1``
+    rows reach the driver, whatever the data size. Candidates are ``k / buckets`` for
+    ``k = 1 .. buckets - 1``; ties go to the threshold nearest 0.5.
+
+    Returns
+    -------
+    dict
+        ``threshold``, ``f1`` (at that threshold), ``f1_at_0_5`` (Spark's default threshold),
+        ``positives``, ``rows``, ``buckets``. With no positive row, ``threshold`` is 0.5 and ``f1`` 0.
+    """
+    import numpy as np
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    _require(predictions, label_col, probability_col)
+    p = vector_to_array(F.col(probability_col))[1]
+    bucket = F.least(F.greatest(F.ceil(p * buckets), F.lit(0)), F.lit(buckets)).cast("int")
+    rows = (
+        predictions.where(F.col(label_col).isNotNull())
+        .groupBy(bucket.alias("b"))
+        .agg(
+            F.sum(F.when(F.col(label_col) == 1.0, 1).otherwise(0)).alias("pos"),
+            F.count(F.lit(1)).alias("n"),
+        )
+        .collect()
+    )
+    pos, neg = np.zeros(buckets + 1), np.zeros(buckets + 1)
+    for r in rows:
+        if r["b"] is not None:
+            pos[r["b"]] += r["pos"]
+            neg[r["b"]] += r["n"] - r["pos"]
+    # tp[k] / fp[k]: positives / negatives in buckets above k (predicted 1 at threshold k / buckets)
+    tp = pos[::-1].cumsum()[::-1][1:]
+    fp = neg[::-1].cumsum()[::-1][1:]
+    total_pos = pos.sum()
+    denom = tp + total_pos + fp  # 2 tp + fp + fn
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    half = buckets // 2
+    out = {
+        "f1_at_0_5": float(f1[half]) if buckets % 2 == 0 else float("nan"),
+        "positives": int(total_pos),
+        "rows": int(pos.sum() + neg.sum()),
+        "buckets": buckets,
+    }
+    if not total_pos:
+        log.warning("evaluation.threshold: auto: the validation split has no positive rows; keeping 0.5")
+        return {**out, "threshold": 0.5, "f1": 0.0}
+    k = np.arange(buckets)
+    candidates = k[1:]
+    best = f1[candidates].max()
+    ties = candidates[f1[candidates] >= best - 1e-12]
+    chosen = int(ties[np.argmin(np.abs(ties - buckets / 2))])
+    return {**out, "threshold": chosen / buckets, "f1": float(f1[chosen])}
+
+
 def _log_loss_term(label_col: str, probability_col: str) -> Column:
     """Per-row log loss, ``-log(p[label])`` with ``p`` clipped like Spark's evaluator."""
     from pyspark.ml.functions import vector_to_array

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 LABEL_COL = "label"
 SPLIT_COL = "__sparkpipe_split"
+WEIGHT_COL = "__sparkpipe_weight"
+"""Per-row training weight (``model.class_weight: balanced``); only the estimator reads it."""
 SOURCE_CACHE_MAX_ROWS = 100_000
 """Inputs up to this many rows are persisted (memory and disk) for the run; larger ones are streamed."""
 PROFILE_MAX_ROWS = 100_000
@@ -71,6 +73,8 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     tuning: dict[str, Any] | None = None
     report_path: str | None = None
+    decision_threshold: dict[str, Any] | None = None
+    """``evaluation.threshold: auto``: the chosen threshold, its validation F1 (and F1 at 0.5)."""
     warnings: list[str] = field(default_factory=list)
     """Analysis steps (explain, report) that failed; the model itself is complete and published."""
     record_path: str | None = None
@@ -317,7 +321,12 @@ def fit_model(
     from pyspark.ml.feature import IndexToString
 
     from sparkpipe.features.auto import build_feature_stages
-    from sparkpipe.models.algorithms import build_estimator, get_algorithm, requires_nonnegative_features
+    from sparkpipe.models.algorithms import (
+        build_estimator,
+        check_imbalance_task,
+        get_algorithm,
+        requires_nonnegative_features,
+    )
 
     progress = progress or Progress()
     algorithm = algorithm or cfg.model.algorithm
@@ -350,14 +359,17 @@ def fit_model(
         num_features = len(plan.feature_names) or None
         if data.task == "recommendation":  # string ids are indexed by the plan into *__idx columns
             data.user_col, data.item_col = plan.user_col or data.user_col, plan.item_col or data.item_col
+        num_classes = len(data.label_labels) if data.label_labels else data.num_classes
+        if data.task == "classification" and num_classes is None:
+            num_classes = int(data.train.agg({LABEL_COL: "max"}).first()[0]) + 1
+        check_imbalance_task(cfg.model.class_weight, cfg.evaluation.threshold, data.task, num_classes)
+        weights = balanced_class_weights(data.train) if cfg.model.class_weight == "balanced" else None
         # only what the estimator reads: a cache of every intermediate column exhausted the heap
-        train_features = _training_columns(feature_model.transform(data.train), plan.features_col, data)
+        train_features = _training_columns(
+            feature_model.transform(data.train), plan.features_col, data, weights
+        )
         if cfg.optimization.cache_data:
             train_features = train_features.persist(StorageLevel.MEMORY_AND_DISK)
-
-    num_classes = len(data.label_labels) if data.label_labels else data.num_classes
-    if data.task == "classification" and num_classes is None:
-        num_classes = int(train_features.agg({LABEL_COL: "max"}).first()[0]) + 1
 
     estimator = build_estimator(
         spec,
@@ -370,6 +382,7 @@ def fit_model(
         user_col=data.user_col,
         item_col=data.item_col,
         rating_col=LABEL_COL,
+        weight_col=WEIGHT_COL if weights else None,
     )
     tuning_info = None
     with progress.step(f"train {algorithm}"):
@@ -392,6 +405,7 @@ def fit_model(
         "num_features": num_features,
         "num_classes": num_classes,
         "spec": spec,
+        "class_weights": _named_weights(weights, data.label_labels) if weights else None,
     }
 
 
@@ -437,10 +451,39 @@ def _count_split_rows(data: PreparedData, counted: dict[str, int]) -> None:
         lineage["train_rows"] = int(labelled) - held_out
 
 
-def _training_columns(df: DataFrame, features_col: str, data: PreparedData) -> DataFrame:
-    """The columns an estimator reads: features, label, and the ids of a recommender."""
+def _training_columns(
+    df: DataFrame, features_col: str, data: PreparedData, weights: dict[float, float] | None = None
+) -> DataFrame:
+    """The columns an estimator reads: features, label, the ids of a recommender, and the row weight
+    (:data:`WEIGHT_COL`, from the label) when ``weights`` (label → weight) are given."""
+    from pyspark.sql import functions as F
+
     keep = [features_col, LABEL_COL, data.user_col, data.item_col]
-    return df.select(*[c for c in dict.fromkeys(keep) if c and c in df.columns])
+    cols: list[Any] = [c for c in dict.fromkeys(keep) if c and c in df.columns]
+    if weights:
+        by_label = F.create_map(*[F.lit(x) for label, w in weights.items() for x in (float(label), float(w))])
+        cols.append(by_label[F.col(LABEL_COL)].alias(WEIGHT_COL))
+    return df.select(*cols)
+
+
+def balanced_class_weights(train: DataFrame) -> dict[float, float]:
+    """``label → n_rows / (n_classes * n_rows_of_label)`` over the training split (scikit-learn's
+    ``balanced``), from one aggregation whose result has one row per class (the driver holds
+    nothing that grows with the rows)."""
+    counts = {float(r[0]): int(r[1]) for r in train.groupBy(LABEL_COL).count().collect() if r[0] is not None}
+    total = sum(counts.values())
+    if not counts or not total:
+        raise DataError("model.class_weight: balanced found no labelled training rows to weigh")
+    return {label: total / (len(counts) * n) for label, n in sorted(counts.items())}
+
+
+def _named_weights(weights: dict[float, float], labels: list[str] | None) -> dict[str, float]:
+    """Class weights keyed by the class as the user knows it (the string label, else the number)."""
+    out = {}
+    for label, w in weights.items():
+        name = labels[int(label)] if labels and 0 <= int(label) < len(labels) else f"{label:g}"
+        out[name] = round(w, 6)
+    return out
 
 
 def _bounded_profile(train: DataFrame, rows: int | None, seed: int) -> dict[str, Any] | None:
@@ -675,6 +718,12 @@ def run_pipeline(
     ) as run:
         model, info = fit_model(spark, cfg, data, progress, tracker=tracker)
         plan = info["feature_plan"]
+        if info.get("class_weights"):
+            data.lineage["class_weights"] = info["class_weights"]
+        threshold = None
+        if cfg.evaluation.threshold == "auto" and data.validation is not None:
+            with progress.step("choose threshold"):
+                threshold = choose_threshold(model, data)
 
         with progress.step("evaluate"):
             metrics: dict[str, float] = {}
@@ -705,6 +754,7 @@ def run_pipeline(
             output_path=cfg.data.output_path,
             lineage=data.lineage,
             tuning=info["tuning"],
+            decision_threshold=threshold,
         )
         sp_meta = {
             "task": data.task,
@@ -716,6 +766,8 @@ def run_pipeline(
             "user_col": data.user_col,
             "item_col": data.item_col,
             "profile": getattr(plan, "profile", None),  # training-data profile, for drift checks
+            "decision_threshold": threshold["threshold"] if threshold else None,
+            "class_weights": info.get("class_weights"),
         }
         name = cfg.registered_model_name()
         with progress.step("log to MLflow"):
@@ -730,6 +782,9 @@ def run_pipeline(
             tracker.log_params(
                 {f"lineage.{k}": v for k, v in data.lineage.items() if not isinstance(v, dict)}
             )
+            tracker.log_params(_imbalance_params(cfg, info, threshold))
+            if threshold:
+                tracker.log_metrics({"validation_threshold_f1": threshold["f1"]})
             tracker.log_dict(data.lineage, "data/lineage.json")
             tracker.log_metrics(quarantine_metrics(data.lineage))
             if getattr(plan, "profile", None):
@@ -786,6 +841,60 @@ def run_pipeline(
         report_predictions.unpersist()
     data.release()
     return result
+
+
+def choose_threshold(model: PipelineModel, data: PreparedData) -> dict[str, Any]:
+    """``evaluation.threshold: auto``: the F1-optimal threshold on the validation split's predictions
+    (:func:`sparkpipe.evaluation.f1_optimal_threshold`, a bounded aggregation), set on ``model``'s
+    classifier stage (:func:`set_decision_threshold`) so the saved and served model predict with it."""
+    from sparkpipe.evaluation import f1_optimal_threshold
+
+    predictions = score_for_metrics(model, data.validation, data.task)
+    try:
+        chosen = f1_optimal_threshold(predictions, LABEL_COL)
+    finally:
+        predictions.unpersist()
+    set_decision_threshold(model, chosen["threshold"])
+    log.info(
+        "evaluation.threshold: auto chose %.3f (validation F1 %.4f; %.4f at 0.5)",
+        chosen["threshold"],
+        chosen["f1"],
+        chosen["f1_at_0_5"],
+    )
+    return {"method": "auto", **chosen}
+
+
+def classifier_stage(model: PipelineModel) -> Any:
+    """The model stage of a served PipelineModel (before a trailing ``IndexToString``)."""
+    last = model.stages[-1]
+    return model.stages[-2] if type(last).__name__ == "IndexToString" else last
+
+
+def set_decision_threshold(model: PipelineModel, threshold: float) -> None:
+    """Make the binary classifier of ``model`` predict 1 when ``probability[1] > threshold``.
+
+    Logistic regression takes Spark's ``threshold``; the other probabilistic classifiers take
+    ``thresholds = [1 - t, t]`` (Spark predicts the argmax of ``p / thresholds``). The Param is
+    saved with the stage, so the served model (and its NumPy twin) use it.
+    """
+    stage = classifier_stage(model)
+    if stage.hasParam("threshold") and stage.hasParam("thresholds"):  # logistic regression
+        stage.clear(stage.getParam("thresholds"))
+        stage.set(stage.getParam("threshold"), float(threshold))
+    elif stage.hasParam("thresholds"):
+        stage.set(stage.getParam("thresholds"), [1.0 - float(threshold), float(threshold)])
+    else:
+        raise ModelError(f"{type(stage).__name__} has no thresholds Param; evaluation.threshold cannot apply")
+
+
+def _imbalance_params(cfg: PipelineConfig, info: dict[str, Any], threshold: dict[str, Any] | None) -> dict:
+    """MLflow params of ``model.class_weight`` (and each class's weight) and the decision threshold."""
+    out: dict[str, Any] = {"class_weight": cfg.model.class_weight}
+    for label, w in (info.get("class_weights") or {}).items():
+        out[f"class_weight.{label}"] = w
+    if threshold:
+        out["decision_threshold"] = threshold["threshold"]
+    return out
 
 
 @contextlib.contextmanager

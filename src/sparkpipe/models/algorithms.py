@@ -1160,6 +1160,127 @@ def check_num_classes(spec: AlgorithmSpec, num_classes: int | None) -> None:
         )
 
 
+# ------------------------------------------------------------------------------ class imbalance
+def supports_class_weight(spec: AlgorithmSpec) -> bool:
+    """A classifier whose Spark estimator has ``weightCol`` (``model.class_weight: balanced``)."""
+    return spec.task == "classification" and "weightCol" in _spark_params(spec.estimator)
+
+
+def supports_auto_threshold(spec: AlgorithmSpec) -> bool:
+    """A classifier with probabilities whose fitted model has Spark's ``thresholds`` Param
+    (``evaluation.threshold: auto``)."""
+    return (
+        spec.task == "classification"
+        and spec.supports_probability
+        and "thresholds" in _spark_params(spec.estimator)
+    )
+
+
+def class_weight_algorithms() -> list[str]:
+    """Classification algorithms that accept ``model.class_weight: balanced``."""
+    return [
+        n
+        for n in algorithm_names("classification")
+        if supports_class_weight(ALGORITHMS[("classification", n)])
+    ]
+
+
+def auto_threshold_algorithms() -> list[str]:
+    """Classification algorithms that accept ``evaluation.threshold: auto``."""
+    return [
+        n
+        for n in algorithm_names("classification")
+        if supports_auto_threshold(ALGORITHMS[("classification", n)])
+    ]
+
+
+def imbalance_problems(
+    specs: list[AlgorithmSpec],
+    class_weight: str,
+    threshold: str | None,
+    hyperparameters: Mapping[str, Any] | None = None,
+) -> list[tuple[str, str]]:
+    """Problems of ``model.class_weight`` / ``evaluation.threshold`` for the algorithm's variants
+    (several when the task is not known yet: a ``random_forest`` may still turn out a classifier)."""
+    problems: list[tuple[str, str]] = []
+    if not specs:
+        return problems
+    classifiers = [s for s in specs if s.task == "classification"]
+    name = specs[0].name
+    tasks = "/".join(sorted({s.task for s in specs}))
+    if class_weight == "balanced":
+        if not classifiers:
+            problems.append(
+                (
+                    "model.class_weight",
+                    f"balanced applies to classifiers only, and {name} is a {tasks} "
+                    "algorithm here; remove model.class_weight (or set it to none)",
+                )
+            )
+        elif not any(supports_class_weight(s) for s in classifiers):
+            problems.append(
+                (
+                    "model.class_weight",
+                    f"balanced needs an estimator with weightCol, which {name} does not "
+                    f"have; use one of {', '.join(class_weight_algorithms())}, or set model.class_weight: none",
+                )
+            )
+    if threshold == "auto":
+        if not classifiers:
+            problems.append(
+                (
+                    "evaluation.threshold",
+                    f"auto applies to binary classifiers only, and {name} is a {tasks} "
+                    "algorithm here; remove evaluation.threshold",
+                )
+            )
+        elif not any(supports_auto_threshold(s) for s in classifiers):
+            problems.append(
+                (
+                    "evaluation.threshold",
+                    f"auto needs predicted probabilities and a thresholds Param, which "
+                    f"{name} does not have; use one of {', '.join(auto_threshold_algorithms())}, or remove "
+                    "evaluation.threshold",
+                )
+            )
+        clash = sorted(set(hyperparameters or {}) & {"threshold", "thresholds"})
+        if clash:
+            problems.append(
+                (
+                    "evaluation.threshold",
+                    f"auto chooses the threshold itself, but model.hyperparameters sets "
+                    f"{', '.join(clash)}; remove one of them",
+                )
+            )
+    return problems
+
+
+def check_imbalance_task(
+    class_weight: str, threshold: str | None, task: str, num_classes: int | None
+) -> None:
+    """Raise :class:`ConfigError` once the task and class count are known (inferred at run time)."""
+    problems: list[tuple[str, str]] = []
+    if class_weight == "balanced" and task != "classification":
+        problems.append(
+            (
+                "model.class_weight",
+                f"balanced applies to classifiers only, but this run's task is {task}; "
+                "remove model.class_weight (or set it to none)",
+            )
+        )
+    if threshold == "auto" and (task != "classification" or (num_classes or 0) != 2):
+        what = f"{num_classes} classes" if task == "classification" else f"task {task}"
+        problems.append(
+            (
+                "evaluation.threshold",
+                f"auto applies to binary classifiers only, but this run has {what}; "
+                "remove evaluation.threshold",
+            )
+        )
+    if problems:
+        raise ConfigError(problems)
+
+
 def mlp_layers(
     hyperparameters: Mapping[str, Any] | None, num_features: int | None, num_classes: int | None
 ) -> list[int]:
@@ -1230,6 +1351,7 @@ def build_estimator(
     item_col: str | None = "item",
     rating_col: str | None = "rating",
     label_stats: Mapping[str, Any] | None = None,
+    weight_col: str | None = None,
 ) -> Estimator:
     """Create the configured Spark estimator (needs an active SparkSession).
 
@@ -1253,6 +1375,9 @@ def build_estimator(
     label_stats
         Optional ``min``/``max``/``is_integer``/``n_distinct`` of the label; picks GLM's family
         when the user did not set one (see :func:`glm_family_for`).
+    weight_col
+        Column of per-row weights (``model.class_weight: balanced``); the estimator must have
+        ``weightCol`` (see :func:`supports_class_weight`).
 
     Notes
     -----
@@ -1320,6 +1445,18 @@ def build_estimator(
     }
     if spec.task == "recommendation":
         wiring.pop("labelCol")
+    if weight_col:
+        if "weightCol" not in spark_names:
+            raise ConfigError(
+                [
+                    (
+                        "model.class_weight",
+                        f"balanced needs an estimator with weightCol, which {spec.name} does not have; use "
+                        f"one of {', '.join(class_weight_algorithms())}, or set model.class_weight: none",
+                    )
+                ]
+            )
+        wiring["weightCol"] = weight_col
     for name, value in wiring.items():
         if name in spark_names:
             params[name] = value
