@@ -397,6 +397,7 @@ READER_OPTIONS = (
 API_OVERRIDABLE: tuple[str, ...] = (
     "model.hyperparameters",
     "model.task_type",
+    "model.class_weight",
     "features",
     "tuning",
     "compare",
