@@ -289,3 +289,33 @@ def test_f1_optimal_threshold_from_bucketed_counts(spark):
     assert out["f1"] == 1.0 and 0.3 <= out["threshold"] < 0.35
     assert out["f1_at_0_5"] == pytest.approx(2 * 2 / (2 * 2 + 3))  # only the 0.8 positives at 0.5
     assert out["positives"] == 5 and out["rows"] == 20
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_tuning_fits_every_candidate_with_the_weights(spark, tmp_path):
+    from sparkpipe.pipeline import WEIGHT_COL, classifier_stage, fit_model, prepare_data
+
+    cfg = build_config(
+        {
+            "data": {"input_path": "builtin:churn", "rows": 600, "output_path": str(tmp_path / "out")},
+            "features": {"target": "churned"},
+            "model": {"algorithm": "decision_tree", "class_weight": "balanced"},
+            "tuning": {
+                "enabled": True,
+                "method": "train_validation_split",
+                "param_grid": {"maxDepth": [2, 4]},
+            },
+            "mlflow": {"enabled": False},
+        }
+    )
+    data = prepare_data(spark, cfg)
+    try:
+        model, info = fit_model(spark, cfg, data)
+        assert classifier_stage(model).getOrDefault("weightCol") == WEIGHT_COL
+        assert info["tuning"] and info["class_weights"]["1"] > 1.0 > info["class_weights"]["0"]
+        # serving needs neither the label nor the weight column
+        raw = data.test.drop("label", "churned")
+        assert model.transform(raw).select("prediction").count() == raw.count()
+    finally:
+        data.release()
