@@ -7,6 +7,13 @@ import sys
 
 import pytest
 
+# pytest-xdist workers run as ``python -c ...``, so ``__main__`` has neither ``__spec__`` nor ``__file__``;
+# pyspark.sql.connect (imported by MLflow's Spark flavor) then believes it is running doctests and calls
+# sys.exit(0). Give the worker's __main__ a file name.
+_main = sys.modules.get("__main__")
+if _main is not None and getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
+    _main.__file__ = "<pytest-xdist worker>"
+
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)

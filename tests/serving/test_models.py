@@ -260,7 +260,8 @@ def test_unknown_model_ids_are_not_looked_up_on_every_request(client: Any, monke
     for _ in range(3):
         r = client.post("/predict", json={"model_id": "ghost", "features": ROW})
         assert r.status_code == 404 and "ghost" in r.json()["detail"]
-    assert looked_up == ["ghost"]
+    # (the configured model may still be loading in the background: only lookups of "ghost" count)
+    assert looked_up.count("ghost") == 1
     assert "ghost" not in service.specs and "ghost" not in service.errors
     assert client.get("/ready").status_code == 200
     r = client.post("/predict", json={"model_id": f"{MODEL}/2", "features": ROW})
