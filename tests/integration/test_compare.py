@@ -67,6 +67,10 @@ def test_compare_three_algorithms(spark, tmp_path, monkeypatch, capsys):
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    from sparkpipe import cli
+
+    # a terminal wide enough for the leaderboard (captured output has no terminal: rich assumes 80)
+    monkeypatch.setattr(cli.console, "width", 200)
     main(["compare", "--config", str(path), "--algorithms", ",".join(ALGORITHMS)])
     printed = capsys.readouterr().out
 
