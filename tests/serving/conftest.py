@@ -27,6 +27,18 @@ FALLBACK_MODEL = "churn_sql"
 SCHEMA = [("plan", "string"), ("age", "double"), ("calls", "long")]
 
 
+def stop_process_group(proc: Any, timeout: float = 30) -> None:
+    """SIGTERM a server started with ``start_new_session=True`` and its children; SIGKILL if it hangs."""
+    import signal
+    import subprocess
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def make_rows(n: int = 200, seed: int = 7) -> list[tuple[str, float, int, float]]:
     import random
 

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +31,8 @@ import pytest
 import yaml
 
 from sparkpipe.cli import main
+
+from .conftest import stop_process_group
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -173,11 +174,7 @@ def served(spark, tmp_path_factory):
             time.sleep(0.2)
         yield {"port": port, "root": root}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc)
 
 
 def test_health(served):

@@ -12,7 +12,7 @@ import uvicorn
 
 from sparkpipe.serving.app import create_app
 
-from .conftest import MODEL, make_settings
+from .conftest import MODEL, make_settings, stop_process_group
 
 
 def test_uvicorn_smoke(registered: dict[str, Any], tmp_path: Any) -> None:
@@ -195,7 +195,6 @@ def test_bare_serve_serves_the_registry(registered: dict[str, Any], tmp_path: An
     MLflow store (two registered models): /ready turns 200 with the newest model, which answers
     requests without model_id; the other model is loaded by name on its first request."""
     import os
-    import signal
     import subprocess
     import sys
 
@@ -247,8 +246,4 @@ def test_bare_serve_serves_the_registry(registered: dict[str, Any], tmp_path: An
             missing = http.post("/predict", json={"model_id": "no_such_model", "features": row})
             assert missing.status_code == 404 and "no_such_model" in missing.json()["detail"]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc)
