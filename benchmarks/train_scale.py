@@ -18,6 +18,7 @@ Usage::
 
     .venv/bin/python benchmarks/train_scale.py                       # 1M, 10M, 30M (hand-written at 1M, 10M)
     .venv/bin/python benchmarks/train_scale.py --sizes 1000000 --handwritten-sizes 1000000
+    .venv/bin/python benchmarks/train_scale.py --sizes 1000000 --repeat 3 --merge   # medians of 3 pairs
 
 Results go to ``benchmarks/results/train_scale.json`` and ``.md``.
 """
@@ -317,6 +318,17 @@ def run_handwritten(rows: int, data: str, work: Path, log_dir: Path) -> dict[str
     return res
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median fit + evaluate time (the lower middle one of an even count), with every
+    run's time listed in ``fit_evaluate_runs``."""
+    timed = sorted(
+        (r for r in runs if r.get("fit_evaluate_s") is not None), key=lambda r: r["fit_evaluate_s"]
+    )
+    if not timed:
+        return runs[-1]
+    return {**timed[(len(timed) - 1) // 2], "fit_evaluate_runs": [r.get("fit_evaluate_s") for r in runs]}
+
+
 def _s(v: float | None) -> str:
     return "—" if v is None else f"{v:,.0f} s"
 
@@ -371,6 +383,12 @@ def main() -> None:
     ap.add_argument("--handwritten-out", help=argparse.SUPPRESS)
     ap.add_argument("--generate-only", action="store_true", help="only generate the data sets")
     ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run sparkpipe and hand-written alternately N times per size with a hand-written run; report medians",
+    )
+    ap.add_argument(
         "--merge", action="store_true", help="keep the other sizes already in --out (re-measure some sizes)"
     )
     args = ap.parse_args()
@@ -397,11 +415,19 @@ def main() -> None:
         print(f"   data: {entry['generate']}", flush=True)
         if args.generate_only:
             continue
-        entry["sparkpipe"] = run_sparkpipe(rows, entry["generate"]["path"], work, log_dir)
-        print(f"   sparkpipe: {json.dumps(entry['sparkpipe'])}", flush=True)
-        if rows in hand_sizes:
-            entry["handwritten"] = run_handwritten(rows, entry["generate"]["path"], work, log_dir)
-            print(f"   hand-written: {json.dumps(entry['handwritten'])}", flush=True)
+        # with --repeat N the two alternate N times (so both see the same drift in machine load) and
+        # the run with the median fit + evaluate time of each stands for it
+        ours: list[dict[str, Any]] = []
+        hand: list[dict[str, Any]] = []
+        for i in range(args.repeat if rows in hand_sizes else 1):
+            ours.append(run_sparkpipe(rows, entry["generate"]["path"], work, log_dir))
+            print(f"   sparkpipe [{i + 1}]: {json.dumps(ours[-1])}", flush=True)
+            if rows in hand_sizes:
+                hand.append(run_handwritten(rows, entry["generate"]["path"], work, log_dir))
+                print(f"   hand-written [{i + 1}]: {json.dumps(hand[-1])}", flush=True)
+        entry["sparkpipe"] = median_run(ours)
+        if hand:
+            entry["handwritten"] = median_run(hand)
         results["sizes"][str(rows)] = entry
         results["sizes"] = dict(sorted(results["sizes"].items(), key=lambda kv: int(kv[0])))
         out.write_text(json.dumps(results, indent=2))  # partial results survive an interrupted run

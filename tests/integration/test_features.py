@@ -136,8 +136,8 @@ def test_plan_fits_transforms_saves_and_reloads(spark, mixed, mixed_profile, tmp
         "TimeFeatures",
         "CastToDouble",
         "Imputer",
-        "CategoricalImputer",
-        "StringIndexer",
+        "CategoricalImputerModel",  # built fitted from the plan's exact category counts
+        "StringIndexerModel",
         "OneHotEncoder",
         "CategoricalImputer",  # text: null -> "", tokenize, stop words, TF, IDF
         "RegexTokenizer",
@@ -347,3 +347,75 @@ def test_v2_config_errors_name_the_fix(spark):
             trips, FeaturesConfig.model_validate({"target": "trip_duration", "outliers": {"method": "zscore",
                                                   "columns": ["zone"]}}), "regression"
         )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("strategy", "fill_value", "rare"), [("category", None, 0), ("mode", None, 2), ("constant", "none", 3)]
+)
+def test_categorical_stages_built_from_counts_equal_fitted_ones(spark, strategy, fill_value, rare):
+    """The imputer, rare grouper and indexer are built fitted from the plan's exact counts (one pass
+    instead of three); they must equal fitting the estimators: frequency ties broken alphabetically,
+    nulls folded into the fill (the mode: most frequent, ties to the smallest), rare values grouped."""
+    from pyspark.ml import Pipeline
+
+    from sparkpipe.config import CategoricalConfig
+    from sparkpipe.features import build_feature_stages
+    from sparkpipe.features.stages import CategoricalImputer, RareCategoryGrouper
+
+    values = ["b", "a", "c", None, "b", "a", "d", "e", "e", "a", "b", None, "f", "c", "1"]
+    # two columns with different label counts: pyspark's own from_arrays_of_labels pads them with nulls
+    df = spark.createDataFrame(
+        [(v, ["gold", "silver"][i % 2], i % 7, float(i)) for i, v in enumerate(values * 3)],
+        "city string, tier string, n int, x double",
+    )
+    cfg = FeaturesConfig(
+        target="x",
+        scaling="none",
+        missing_values=MissingValuesConfig(categorical_strategy=strategy, fill_value=fill_value),
+        categorical_encoding=CategoricalConfig(rare_threshold=rare),
+    )
+    plan = build_feature_stages(df, cfg, "regression")
+    kinds = [type(s).__name__ for s in plan.stages]
+    assert "StringIndexerModel" in kinds and "StringIndexer" not in kinds
+    assert "CategoricalImputer" not in kinds and "RareCategoryGrouper" not in kinds
+    prefit = plan.pipeline().fit(df)
+
+    # the same stages as estimators, fitted the usual way
+    refit_stages = []
+    for stage in plan.stages:
+        name = type(stage).__name__
+        if name == "CategoricalImputerModel":
+            stage = CategoricalImputer(
+                inputCols=stage.getInputCols(),
+                outputCols=stage.getOutputCols(),
+                strategy=stage.getStrategy(),
+                fillValue=stage.getFillValue(),
+            )
+        elif name == "RareCategoryGrouperModel":
+            stage = RareCategoryGrouper(
+                inputCols=stage.getInputCols(), outputCols=stage.getOutputCols(), minCount=stage.getMinCount()
+            )
+        elif name == "StringIndexerModel":
+            from pyspark.ml.feature import StringIndexer
+
+            stage = StringIndexer(
+                inputCols=stage.getInputCols(),
+                outputCols=stage.getOutputCols(),
+                handleInvalid="keep",
+                stringOrderType="frequencyDesc",
+            )
+        refit_stages.append(stage)
+    refit = Pipeline(stages=refit_stages).fit(df)
+    by_name = {type(s).__name__: s for s in refit.stages}
+    pre = {type(s).__name__: s for s in prefit.stages}
+    assert pre["StringIndexerModel"].labelsArray == by_name["StringIndexerModel"].labelsArray
+    assert pre["CategoricalImputerModel"].getOrDefault("fillValues") == by_name[
+        "CategoricalImputerModel"
+    ].getOrDefault("fillValues")
+    if rare:
+        assert (
+            pre["RareCategoryGrouperModel"].getKeptCategories()
+            == by_name["RareCategoryGrouperModel"].getKeptCategories()
+        )
+    cols = [plan.features_col]
+    assert _vectors(prefit.transform(df), cols[0]) == _vectors(refit.transform(df), cols[0])

@@ -35,6 +35,7 @@ Selection keeps a subset of slots; :meth:`FeaturePlan.resolve_feature_names` rea
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from sparkpipe.features.stages import (
     RARE_CATEGORY,
     CastToDouble,
     CategoricalImputer,
+    CategoricalImputerModel,
     ClipVector,
     ConstantImputer,
     ElapsedTime,
@@ -58,6 +60,7 @@ from sparkpipe.features.stages import (
     OutlierHandler,
     PairwiseProduct,
     RareCategoryGrouper,
+    RareCategoryGrouperModel,
     SafeRatio,
     TimeFeatures,
     category_counts,
@@ -377,24 +380,95 @@ def step_impute(ctx: PlanContext) -> list[Stage]:
     return [Imputer(inputCols=cols, outputCols=outs, strategy=mv.strategy)]
 
 
+def _imputed_counts(counts: dict[str | None, int], strategy: str, fill: str) -> tuple[dict[str, int], str]:
+    """Value counts after :class:`CategoricalImputer` (nulls folded into the fill value) and that
+    fill value (``mode``: the most frequent value, ties to the smallest, as ``F.mode(deterministic)``)."""
+    counts = dict(counts)
+    nulls = counts.pop(None, 0)
+    if strategy == "mode" and counts:
+        fill = min(counts, key=lambda v: (-counts[v], v))  # type: ignore[arg-type,return-value]
+    if nulls:
+        counts[fill] = counts.get(fill, 0) + nulls
+    return counts, fill  # type: ignore[return-value]
+
+
 def _indexer_labels(
     counts: dict[str | None, int], strategy: str, fill: str, rare_threshold: int = 0
 ) -> list[str]:
     """The labels ``StringIndexer(frequencyDesc)`` will learn after :class:`CategoricalImputer` and,
     with ``rare_threshold``, :class:`RareCategoryGrouper`."""
-    counts = dict(counts)
-    nulls = counts.pop(None, 0)
-    if nulls:
-        if strategy == "mode" and counts:
-            fill = min(counts, key=lambda v: (-counts[v], v))
-        counts[fill] = counts.get(fill, 0) + nulls
+    imputed, _ = _imputed_counts(counts, strategy, fill)
     if rare_threshold:
         grouped: dict[str, int] = {}
-        for v, n in counts.items():
+        for v, n in imputed.items():
             key = v if n >= rare_threshold else RARE_CATEGORY
             grouped[key] = grouped.get(key, 0) + n
-        counts = grouped  # type: ignore[assignment]
-    return sorted(counts, key=lambda v: (-counts[v], v))  # type: ignore[arg-type]
+        imputed = grouped
+    return sorted(imputed, key=lambda v: (-imputed[v], v))
+
+
+def _fitted_string_indexer(labels: list[list[str]], inputs: list[str], outputs: list[str]) -> Stage:
+    """A ``StringIndexerModel`` (``handleInvalid='keep'``) with ``labels`` per column, as fitting
+    ``StringIndexer(frequencyDesc)`` yields. pyspark's ``from_arrays_of_labels`` pads label lists of
+    unequal length with nulls (its Java array is rectangular), so the jagged array is built here."""
+    from pyspark.ml.feature import StringIndexerModel
+    from pyspark.ml.util import is_remote
+
+    if is_remote() or len({len(x) for x in labels}) <= 1:
+        return StringIndexerModel.from_arrays_of_labels(
+            labels, inputCols=inputs, outputCols=outputs, handleInvalid="keep"
+        )
+    from pyspark.core.context import SparkContext
+
+    sc = SparkContext._active_spark_context
+    assert sc is not None and sc._gateway is not None
+    string = sc._gateway.jvm.java.lang.String
+    jagged = sc._gateway.new_array(string, len(labels), 0)
+    for i, column_labels in enumerate(labels):
+        row = sc._gateway.new_array(string, len(column_labels))
+        for j, label in enumerate(column_labels):
+            row[j] = label
+        jagged[i] = row
+    model = StringIndexerModel._create_from_java_class(
+        "org.apache.spark.ml.feature.StringIndexerModel", jagged
+    )
+    return model.setInputCols(inputs).setOutputCols(outputs).setHandleInvalid("keep")
+
+
+def _fitted_imputer(
+    df: DataFrame,
+    cols: list[str],
+    outputs: list[str],
+    counts: list[dict[str | None, int]],
+    strategy: str,
+    fill: str,
+) -> CategoricalImputerModel:
+    """The :class:`CategoricalImputerModel` that fitting :class:`CategoricalImputer` on ``df`` yields,
+    from exact value counts (no pass over the data)."""
+    from sparkpipe.features.stages import _field_type
+
+    fills = [_imputed_counts(c, strategy, fill)[1] for c in counts]
+    types = [_field_type(df, c).simpleString() for c in cols]
+    model = CategoricalImputerModel(inputCols=cols, outputCols=outputs, fillValues=fills, inputTypes=types)
+    return model._set(strategy=strategy, fillValue=fill)
+
+
+def _fitted_grouper(
+    inputs: list[str],
+    outputs: list[str],
+    counts: list[dict[str | None, int]],
+    strategy: str,
+    fill: str,
+    min_count: int,
+) -> RareCategoryGrouperModel:
+    """The :class:`RareCategoryGrouperModel` fitting :class:`RareCategoryGrouper` after the imputer
+    yields, from exact value counts (no pass over the data)."""
+    kept = []
+    for c in counts:
+        imputed, _ = _imputed_counts(c, strategy, fill)
+        kept.append(sorted(v for v, n in imputed.items() if n >= min_count))
+    model = RareCategoryGrouperModel(inputCols=inputs, outputCols=outputs, keptCategories=json.dumps(kept))
+    return model._set(minCount=min_count)
 
 
 EXACT_COUNT_MAX_DISTINCT = 100_000
@@ -425,7 +499,12 @@ def step_categorical(ctx: PlanContext) -> list[Stage]:
     ``hash_buckets`` slots per column), ``target`` (Spark 4 ``TargetEncoder`` on the string index,
     unseen -> the global statistic) or ``index`` (the string index itself as one slot).
     """
-    from pyspark.ml.feature import FeatureHasher, OneHotEncoder, StringIndexer, TargetEncoder
+    from pyspark.ml.feature import (
+        FeatureHasher,
+        OneHotEncoder,
+        StringIndexer,
+        TargetEncoder,
+    )
 
     cols = [c for c in ctx.roles.types if c in set(ctx.roles.categorical)]
     if not cols:
@@ -436,14 +515,6 @@ def step_categorical(ctx: PlanContext) -> list[Stage]:
         strategy = "mode"
     elif mv.categorical_strategy == "constant" and isinstance(mv.fill_value, str):
         fill = mv.fill_value
-    filled = [ctx.new_col(f"{c}__cat") for c in cols]
-    stages: list[Stage] = [
-        CategoricalImputer(inputCols=cols, outputCols=filled, strategy=strategy, fillValue=fill)
-    ]
-    if enc.rare_threshold:
-        grouped = [ctx.new_col(f"{c}__grp") for c in cols]
-        stages.append(RareCategoryGrouper(inputCols=filled, outputCols=grouped, minCount=enc.rare_threshold))
-        filled = grouped
     stats = ctx.profile["columns"]
     counted = [
         i for i, c in enumerate(cols) if stats[c].get("approx_distinct", 0) <= EXACT_COUNT_MAX_DISTINCT
@@ -452,6 +523,26 @@ def step_categorical(ctx: PlanContext) -> list[Stage]:
     labels: dict[int, list[str]] = {
         i: _indexer_labels(counts[i], strategy, fill, enc.rare_threshold) for i in counted
     }
+    # The exact counts of every column are known: the imputer, the grouper and the indexer are built
+    # fitted from them (each would otherwise count the same values again, one pass over the data
+    # each). Not when rows are dropped after planning (missing_values: drop): the counts would differ.
+    prefit = len(counted) == len(cols) and mv.strategy != "drop"
+    filled = [ctx.new_col(f"{c}__cat") for c in cols]
+    stages: list[Stage] = [
+        _fitted_imputer(ctx.df, cols, filled, [counts[i] for i in range(len(cols))], strategy, fill)
+        if prefit
+        else CategoricalImputer(inputCols=cols, outputCols=filled, strategy=strategy, fillValue=fill)
+    ]
+    if enc.rare_threshold:
+        grouped = [ctx.new_col(f"{c}__grp") for c in cols]
+        stages.append(
+            _fitted_grouper(
+                filled, grouped, [counts[i] for i in range(len(cols))], strategy, fill, enc.rare_threshold
+            )
+            if prefit
+            else RareCategoryGrouper(inputCols=filled, outputCols=grouped, minCount=enc.rare_threshold)
+        )
+        filled = grouped
     kinds: list[str] = []
     for i, c in enumerate(cols):
         card = len(labels[i]) if i in labels else stats[c].get("approx_distinct", 0)
@@ -463,7 +554,12 @@ def step_categorical(ctx: PlanContext) -> list[Stage]:
     to_index = [i for i, k in enumerate(kinds) if k in ("onehot", "target", "index")]
     indexed = {i: ctx.new_col(f"{cols[i]}__idx") for i in to_index}
     indexer = None
-    if to_index:
+    if to_index and prefit:
+        indexer = _fitted_string_indexer(
+            [labels[i] for i in to_index], [filled[i] for i in to_index], [indexed[i] for i in to_index]
+        )
+        stages.append(indexer)
+    elif to_index:
         indexer = StringIndexer(
             inputCols=[filled[i] for i in to_index],
             outputCols=[indexed[i] for i in to_index],

@@ -43,7 +43,9 @@ from typing import TYPE_CHECKING, Any
 from sparkpipe.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from collections.abc import Callable
+
+    from pyspark.sql import Column, DataFrame
     from pyspark.sql.types import DataType
 
     from sparkpipe.config import FeaturesConfig
@@ -203,33 +205,24 @@ def _quantile_key(q: float) -> str:
     return f"p{round(q * 100):02d}"
 
 
-def profile_frame(df: DataFrame, columns: list[str] | None = None) -> dict[str, Any]:
-    """Profile columns in a single aggregation pass.
-
-    Parameters
-    ----------
-    df
-        The input frame.
-    columns
-        Columns to profile (default: all).
-
-    Returns
-    -------
-    dict
-        ``{"row_count": n, "columns": {name: {"type", "null_count", "null_ratio", "approx_distinct",
-        "min", "max", "mean", ...}}}``; numbers add ``std`` and ``quantiles`` (``{"p01": ..., "p50":
-        ..., "p99": ...}`` from ``percentile_approx`` in the same pass, NaN ignored), strings add
-        ``avg_length`` and ``space_share``, floating columns add ``nan_count``. Every value is
-        JSON-friendly (timestamps as ISO strings).
-    """
+def profile_exprs(
+    df: DataFrame, columns: list[str] | None = None, where: Column | None = None
+) -> tuple[list[Column], Callable[[dict[str, Any]], dict[str, Any]]]:
+    """The aggregate expressions of :func:`profile_frame` and the function that turns their values
+    (a row as a dict) into the profile; ``where`` restricts every statistic to the rows it holds, so
+    a profile of a sample can ride on another aggregation over the whole frame."""
     from pyspark.sql import functions as F
 
     columns = list(df.columns) if columns is None else columns
     types = {f.name: simple_type(f.dataType) for f in df.schema.fields}
-    exprs = [F.count(F.lit(1)).alias("__rows")]
+
+    def gated(c: Column) -> Column:
+        return c if where is None else F.when(where, c)
+
+    exprs = [F.count(gated(F.lit(1))).alias("__rows")]
     plan: dict[str, list[str]] = {}
     for i, name in enumerate(columns):
-        col = F.col(f"`{name}`")
+        col = gated(F.col(f"`{name}`"))
         kind = _kind(types[name])
         stats = ["non_null"]
         exprs.append(F.count(col).alias(f"c{i}_non_null"))
@@ -258,7 +251,7 @@ def profile_frame(df: DataFrame, columns: list[str] | None = None) -> dict[str, 
         elif kind == "vector":  # width of the vectors (the slots they add)
             from pyspark.ml.functions import vector_to_array
 
-            size = F.size(vector_to_array(col))
+            size = F.when(col.isNotNull(), F.size(vector_to_array(col)))  # size(null) is -1 without ANSI
             exprs += [F.min(size).alias(f"c{i}_size_min"), F.max(size).alias(f"c{i}_size_max")]
             stats += ["size_min", "size_max"]
         elif kind == "string":
@@ -271,26 +264,52 @@ def profile_frame(df: DataFrame, columns: list[str] | None = None) -> dict[str, 
             exprs.append(F.sum(F.isnan(col).cast("long")).alias(f"c{i}_nan_count"))
             stats.append("nan_count")
         plan[name] = stats
-    row = df.agg(*exprs).collect()[0].asDict()
-    n = int(row["__rows"])
-    out: dict[str, Any] = {"row_count": n, "columns": {}}
-    for i, name in enumerate(columns):
-        stats = {s: None if s == "quantiles" else _json_value(row[f"c{i}_{s}"]) for s in plan[name]}
-        non_null = int(stats.pop("non_null") or 0)
-        entry: dict[str, Any] = {"type": types[name], "null_count": n - non_null}
-        entry["null_ratio"] = (n - non_null) / n if n else 0.0
-        for key, value in stats.items():
-            if key == "quantiles":
-                qs = row[f"c{i}_quantiles"]
-                entry[key] = {
-                    _quantile_key(q): (None if qs is None else _json_value(v))
-                    for q, v in zip(PROFILE_QUANTILES, qs or [None] * len(PROFILE_QUANTILES), strict=True)
-                }
-            else:
-                entry[key] = int(value or 0) if key in ("approx_distinct", "nan_count") else value
-        out["columns"][name] = entry
-    log.debug("profiled %d columns over %d rows", len(columns), n)
-    return out
+
+    def finish(row: dict[str, Any]) -> dict[str, Any]:
+        n = int(row["__rows"])
+        out: dict[str, Any] = {"row_count": n, "columns": {}}
+        for i, name in enumerate(columns):
+            stats = {s: None if s == "quantiles" else _json_value(row[f"c{i}_{s}"]) for s in plan[name]}
+            non_null = int(stats.pop("non_null") or 0)
+            entry: dict[str, Any] = {"type": types[name], "null_count": n - non_null}
+            entry["null_ratio"] = (n - non_null) / n if n else 0.0
+            for key, value in stats.items():
+                if key == "quantiles":
+                    qs = row[f"c{i}_quantiles"]
+                    entry[key] = {
+                        _quantile_key(q): (None if qs is None else _json_value(v))
+                        for q, v in zip(PROFILE_QUANTILES, qs or [None] * len(PROFILE_QUANTILES), strict=True)
+                    }
+                else:
+                    entry[key] = int(value or 0) if key in ("approx_distinct", "nan_count") else value
+            out["columns"][name] = entry
+        log.debug("profiled %d columns over %d rows", len(columns), n)
+        return out
+
+    return exprs, finish
+
+
+def profile_frame(df: DataFrame, columns: list[str] | None = None) -> dict[str, Any]:
+    """Profile columns in a single aggregation pass.
+
+    Parameters
+    ----------
+    df
+        The input frame.
+    columns
+        Columns to profile (default: all).
+
+    Returns
+    -------
+    dict
+        ``{"row_count": n, "columns": {name: {"type", "null_count", "null_ratio", "approx_distinct",
+        "min", "max", "mean", ...}}}``; numbers add ``std`` and ``quantiles`` (``{"p01": ..., "p50":
+        ..., "p99": ...}`` from ``percentile_approx`` in the same pass, NaN ignored), strings add
+        ``avg_length`` and ``space_share``, floating columns add ``nan_count``. Every value is
+        JSON-friendly (timestamps as ISO strings).
+    """
+    exprs, finish = profile_exprs(df, columns)
+    return finish(df.agg(*exprs).collect()[0].asDict())
 
 
 # ---------------------------------------------------------------------------------------- inference
