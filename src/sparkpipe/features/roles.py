@@ -206,23 +206,18 @@ def _quantile_key(q: float) -> str:
 
 
 def profile_exprs(
-    df: DataFrame, columns: list[str] | None = None, where: Column | None = None
+    df: DataFrame, columns: list[str] | None = None
 ) -> tuple[list[Column], Callable[[dict[str, Any]], dict[str, Any]]]:
     """The aggregate expressions of :func:`profile_frame` and the function that turns their values
-    (a row as a dict) into the profile; ``where`` restricts every statistic to the rows it holds, so
-    a profile of a sample can ride on another aggregation over the whole frame."""
+    (a row as a dict) into the profile."""
     from pyspark.sql import functions as F
 
     columns = list(df.columns) if columns is None else columns
     types = {f.name: simple_type(f.dataType) for f in df.schema.fields}
-
-    def gated(c: Column) -> Column:
-        return c if where is None else F.when(where, c)
-
-    exprs = [F.count(gated(F.lit(1))).alias("__rows")]
+    exprs = [F.count(F.lit(1)).alias("__rows")]
     plan: dict[str, list[str]] = {}
     for i, name in enumerate(columns):
-        col = gated(F.col(f"`{name}`"))
+        col = F.col(f"`{name}`")
         kind = _kind(types[name])
         stats = ["non_null"]
         exprs.append(F.count(col).alias(f"c{i}_non_null"))
