@@ -412,20 +412,87 @@ def models_promote(
     name: str,
     version: str,
     alias: Annotated[str, typer.Option(help="Alias to point at the version.")] = "champion",
+    reason: Annotated[str, typer.Option(help="Why (recorded in the model's history).")] = "promoted by hand",
     config: ConfigOpt = None,
     set_: RegistrySetOpt = None,
 ) -> None:
-    """Point an alias (default ``champion``) at a model version.
+    """Point an alias (default ``champion``) at a model version; the move is recorded in the history.
 
     Example: sparkpipe models promote churn_model 3 --alias champion
     """
-    from sparkpipe.tracking import Registry
+    from sparkpipe.tracking import Registry, move_aliases
 
     cfg, _ = _load(config, set_)
     reg = Registry(cfg.mlflow)
     reg.resolve(f"{name}/{version}")  # fails clearly when the version does not exist
-    reg.set_alias(name, alias, version)
-    console.print(f"{name}@{alias} → version {version}")
+    moved = move_aliases(reg, name, {alias: version}, reason=reason, actor=_actor())
+    before = moved[0].from_version if moved else version
+    console.print(f"{name}@{alias} → version {version}" + ("" if moved else " (already there)"))
+    if moved:
+        console.print(f"  was {before or 'unset'}; undo with: sparkpipe models rollback {name} --alias {alias}")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: str,
+    alias: Annotated[str, typer.Option(help="Alias to move back.")] = "champion",
+    reason: Annotated[str, typer.Option(help="Why (recorded in the model's history).")] = "rolled back by hand",
+    config: ConfigOpt = None,
+    set_: RegistrySetOpt = None,
+) -> None:
+    """Point an alias (default ``champion``) back at the version it had before (from the history).
+
+    Example: sparkpipe models rollback churn_model
+    """
+    from sparkpipe.tracking import Registry, rollback_alias
+
+    cfg, _ = _load(config, set_)
+    move = rollback_alias(Registry(cfg.mlflow), name, alias, reason=reason, actor=_actor())
+    console.print(f"{name}@{alias} → version {move.to_version} (was {move.from_version})")
+
+
+@models_app.command("history")
+def models_history(
+    name: str,
+    alias: Annotated[str | None, typer.Option(help="Only this alias.")] = None,
+    config: ConfigOpt = None,
+    set_: RegistrySetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every recorded alias move of a model: time, alias, from, to, reason, actor.
+
+    Example: sparkpipe models history churn_model
+    """
+    from sparkpipe.tracking import Registry, alias_history
+
+    cfg, _ = _load(config, set_)
+    events = alias_history(Registry(cfg.mlflow), name, alias)
+    if as_json:
+        console.print_json(json.dumps(events))
+        return
+    table = Table(title=f"{name}: alias history ({len(events)} moves)")
+    for col in ("time (UTC)", "alias", "from", "to", "reason", "actor"):
+        table.add_column(col)
+    for e in events:
+        table.add_row(
+            str(e.get("time_iso", "")),
+            str(e.get("alias")),
+            str(e.get("from") or "-"),
+            str(e.get("to") or "-"),
+            str(e.get("reason", "")),
+            str(e.get("actor", "")),
+        )
+    console.print(table)
+
+
+def _actor() -> str:
+    """Who runs the CLI, for the alias history."""
+    import getpass
+
+    try:
+        return f"cli {getpass.getuser()}"
+    except Exception:
+        return "cli"
 
 
 # --------------------------------------------------------------------------------------- cluster

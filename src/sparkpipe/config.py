@@ -429,12 +429,46 @@ class OptimizationConfig(_Strict):
 
 
 class ABTestConfig(_Strict):
+    """``deployment.ab_testing``: champion/challenger routing of ``POST /predict`` and its report."""
+
     enabled: bool = False
-    model_name: str | None = None
-    champion: str = "champion"
-    challenger: str = "challenger"
+    model_name: str | None = Field(
+        default=None, description="registered model whose bare-name requests are routed (default: model_name)"
+    )
+    champion: str = Field(default="champion", description="alias (or version number) of the champion")
+    challenger: str = Field(default="challenger", description="alias (or version number) of the challenger")
     challenger_traffic: float = Field(default=0.1, ge=0, le=1)
-    sticky_key: str | None = None
+    mode: Literal["split", "shadow", "bandit"] = "split"
+    sticky_key: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,99}$",
+        description="request field whose value picks the variant (split); the request id when absent",
+    )
+    metric: Literal["conversion", "accuracy", "value", "abs_error"] = Field(
+        default="conversion",
+        description="online metric from feedback: conversion (share of label == 1), accuracy (prediction "
+        "== label), value (mean of value), abs_error (mean |prediction - value|, lower is better)",
+    )
+    minimum_detectable_effect: float = Field(default=0.05, gt=0)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    power: float = Field(default=0.8, gt=0, lt=1)
+    auto_promote: bool = False
+    min_samples: int = Field(
+        default=1000, ge=1, description="labelled outcomes per variant before auto-promotion"
+    )
+    max_error_rate: float | None = Field(
+        default=0.05, ge=0, le=1, description="challenger error rate that stops routing to it (auto-rollback)"
+    )
+    min_requests_for_rollback: int = Field(default=50, ge=1)
+
+
+class PredictionLogConfig(_Strict):
+    """``deployment.prediction_log``: every prediction appended to a SQLite (WAL) file."""
+
+    enabled: bool = True
+    path: str | None = Field(default=None, description="SQLite file; default: predictions.db beside jobs_dir")
+    flush_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    max_buffer: int = Field(default=50_000, ge=100)
 
 
 class DeploymentConfig(_Strict):
@@ -450,6 +484,7 @@ class DeploymentConfig(_Strict):
     jobs_dir: str = ".sparkpipe/jobs"
     reload_interval_seconds: float = Field(default=30.0, ge=0)
     ab_testing: ABTestConfig = Field(default_factory=ABTestConfig)
+    prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
 
 
 # ------------------------------------------------------------------------------------------ root

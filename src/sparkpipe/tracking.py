@@ -19,6 +19,7 @@ import re
 import shutil
 import sqlite3
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -289,7 +290,14 @@ class Tracker:
         except Exception as exc:
             raise SparkpipeError(f"registering model {name!r} failed: {exc}") from exc
         if alias:
-            Registry(self.mcfg).set_alias(name, alias, mv.version)
+            run = self.info.run_id if self.info is not None else None
+            move_aliases(
+                Registry(self.mcfg),
+                name,
+                {alias: str(mv.version)},
+                reason=f"registered by training run {run}" if run else "registered by a training run",
+                actor="sparkpipe training run",
+            )
         if self.info is not None:
             self.info.registered_name, self.info.registered_version = name, str(mv.version)
         return str(mv.version)
@@ -539,7 +547,29 @@ class Registry:
         return dict(self.client.get_run(run_id).data.metrics)
 
     def set_alias(self, name: str, alias: str, version: str | int) -> None:
+        """Low level: point the alias without recording history; use :func:`move_aliases`."""
         self.client.set_registered_model_alias(name, alias, str(version))
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """``{alias: version}`` of a registered model (:class:`ModelError` naming the known ones if
+        the name is unknown)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return alias_map(self.client.get_registered_model(name))
+        except MlflowException:
+            raise ModelError(self._unknown(name)) from None
+
+    def model_tags(self, name: str) -> dict[str, str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_registered_model(name).tags or {})
+        except MlflowException:
+            raise ModelError(self._unknown(name)) from None
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        self.client.set_registered_model_tag(name, key, value)
 
     def delete_alias(self, name: str, alias: str) -> None:
         self.client.delete_registered_model_alias(name, alias)
@@ -559,6 +589,139 @@ class Registry:
             return Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(tmp)))
 
         return publish_model_dir(Path(cache_dir) if cache_dir else self.default_cache_dir(), ref, fetch)
+
+
+# ======================================================================= alias moves and their history
+HISTORY_TAG_PREFIX = "sparkpipe.alias_move."
+"""Registered-model tags holding the alias history: one tag per move, ``<prefix><time_ns>-<n>``."""
+
+
+@dataclass
+class AliasMove:
+    """One recorded alias move."""
+
+    time: float
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    reason: str
+    actor: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time": self.time,
+            "time_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.time)),
+            "alias": self.alias,
+            "from": self.from_version,
+            "to": self.to_version,
+            "reason": self.reason,
+            "actor": self.actor,
+        }
+
+
+_move_lock = threading.Lock()
+
+
+def move_aliases(
+    registry: Registry, name: str, moves: dict[str, str | None], *, reason: str, actor: str
+) -> list[AliasMove]:
+    """Point each alias of ``moves`` at its version (``None``: delete the alias) and record every move.
+
+    The one function that moves aliases: training runs, ``sparkpipe models promote|rollback``, the
+    service's promote endpoints and the A/B promotion all call it. Each move is kept as a tag of the
+    registered model (``sparkpipe.alias_move.*``: time, alias, from, to, reason, actor), so the history
+    lives in the registry and survives restarts. Several aliases move together (A/B promotion swaps
+    ``champion`` and ``challenger``): if one move fails, those already made are put back before the
+    error is raised. An alias already at its target is not moved and not recorded.
+
+    Returns
+    -------
+    list[AliasMove]
+        The moves made, in order.
+    """
+    if not moves:
+        return []
+    with _move_lock:
+        current = registry.aliases(name)
+        done: list[AliasMove] = []
+        try:
+            for alias, version in moves.items():
+                before = current.get(alias)
+                target = None if version is None else str(version).strip()
+                if before == target:
+                    continue
+                if target is None:
+                    registry.delete_alias(name, alias)
+                else:
+                    registry.set_alias(name, alias, target)
+                done.append(AliasMove(time.time(), alias, before, target, reason, actor))
+        except Exception as exc:
+            for move in reversed(done):  # put back what moved before the failure
+                with contextlib.suppress(Exception):
+                    if move.from_version is None:
+                        registry.delete_alias(name, move.alias)
+                    else:
+                        registry.set_alias(name, move.alias, move.from_version)
+            if isinstance(exc, SparkpipeError):
+                raise
+            raise ModelError(f"moving aliases of {name!r} failed ({exc}); nothing was changed") from exc
+        for i, move in enumerate(done):
+            key = f"{HISTORY_TAG_PREFIX}{time.time_ns():020d}-{i}"
+            try:
+                registry.set_model_tag(name, key, json.dumps(move.to_dict())[:4900])
+            except Exception as exc:  # the alias moved; say loudly that its record did not land
+                log.error("%s@%s moved but its history record failed: %s", name, move.alias, exc)
+        for move in done:
+            log.info(
+                "%s@%s: %s -> %s (%s; %s)",
+                name,
+                move.alias,
+                move.from_version,
+                move.to_version,
+                move.reason,
+                move.actor,
+            )
+        return done
+
+
+def alias_history(registry: Registry, name: str, alias: str | None = None) -> list[dict[str, Any]]:
+    """The recorded alias moves of ``name`` (oldest first), optionally of one alias only."""
+    out = []
+    for key, value in sorted(registry.model_tags(name).items()):
+        if not key.startswith(HISTORY_TAG_PREFIX):
+            continue
+        try:
+            event = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and (alias is None or event.get("alias") == alias):
+            out.append(event)
+    return out
+
+
+def rollback_alias(
+    registry: Registry, name: str, alias: str = "champion", *, reason: str, actor: str
+) -> AliasMove:
+    """Point ``alias`` back at the version it pointed at before its current one (from the history).
+
+    Raises
+    ------
+    ModelError
+        No recorded earlier version (the history starts with the alias's first move).
+    """
+    current = registry.aliases(name).get(alias)
+    previous = None
+    for event in reversed(alias_history(registry, name, alias)):
+        if event.get("to") == current and event.get("from") not in (None, current):
+            previous = event["from"]
+            break
+    if previous is None:
+        raise ModelError(
+            f"{name}@{alias} has no recorded previous version to roll back to (now: {current}); "
+            f"point it explicitly with `sparkpipe models promote {name} VERSION --alias {alias}`"
+        )
+    registry.resolve(f"{name}/{previous}")  # the version still exists
+    return move_aliases(registry, name, {alias: previous}, reason=reason, actor=actor)[0]
 
 
 # ======================================================================= local registry (no MLflow)

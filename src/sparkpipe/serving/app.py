@@ -158,6 +158,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks.append(asyncio.create_task(run_in_threadpool(service.refresh)))
     if settings.reload_interval_seconds > 0:
         tasks.append(asyncio.create_task(service.poll_aliases(settings.reload_interval_seconds)))
+    experiments = getattr(app.state, "experiments", None)
+    if experiments is not None and experiments.predlog is not None:
+        tasks.append(asyncio.create_task(_sync_experiments(experiments)))
     log.info("sparkpipe serving %s", service.status())
     # start-up objects (FastAPI, pydantic, compiled plans, maybe MLflow) live forever: move them out of
     # the collector's reach so gen-2 collections on the request path stay cheap
@@ -172,7 +175,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(BaseException):
                 await task
         jobs.shutdown()
+        traffic = getattr(app.state, "traffic", None)
+        if traffic is not None:
+            await traffic.drain()  # shadow scoring of requests already answered
         service.close()
+        predlog = getattr(app.state, "predlog", None)
+        if predlog is not None:  # uvicorn has answered every request in progress: commit them all
+            await run_in_threadpool(predlog.close)
+
+
+async def _sync_experiments(experiments: Any, interval: float = 1.0) -> None:
+    """Forever: pick up routing other worker processes changed (``PUT /ab`` answered by one of them)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(experiments.sync)
+        except Exception:
+            log.exception("reading the experiments table failed")
 
 
 def _ref_name(spec: str) -> str | None:
@@ -240,8 +259,31 @@ def create_app(
     app.add_middleware(ErrorShieldMiddleware, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
-    app.lane = ScoringLane(service, metrics, settings.max_body_bytes)
+    predlog, experiments, traffic = _traffic(settings, service)
+    app.state.predlog = predlog
+    app.state.experiments = experiments
+    app.state.traffic = traffic
+    app.lane = ScoringLane(service, metrics, settings.max_body_bytes, traffic)
     return app
+
+
+def _traffic(settings: ServingSettings, service: ModelService) -> tuple[Any, Any, Any]:
+    """The prediction log (when enabled), the experiments and the traffic layer of a new app."""
+    from sparkpipe.serving.experiments import ExperimentManager
+    from sparkpipe.serving.predlog import PredictionLog
+    from sparkpipe.serving.routing import Traffic
+
+    cfg = settings.prediction_log
+    predlog = (
+        PredictionLog(settings.prediction_log_path(), cfg.flush_interval_seconds, cfg.max_buffer)
+        if cfg.enabled
+        else None
+    )
+    default = _ref_name(settings.model_name) if settings.model_name else None
+    experiments = ExperimentManager(predlog, settings.ab_testing, default)
+    experiments.registry_factory = lambda: service.registry
+    experiments.on_aliases_moved = lambda name: service.refresh(names=[name])
+    return predlog, experiments, Traffic(service, predlog, experiments)
 
 
 _BODY_ERRORS = {

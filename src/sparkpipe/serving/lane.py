@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 
 from sparkpipe.serving.metrics import ServiceMetrics
 from sparkpipe.serving.routes.predict import invocations_body, predict_body
+from sparkpipe.serving.routing import Traffic
 from sparkpipe.serving.schemas import ApiError, dumps
 from sparkpipe.serving.security import BodyTooLarge
 from sparkpipe.serving.service import ModelService
@@ -50,10 +51,14 @@ class ScoringLane:
         ``max_body_bytes``.
     """
 
-    def __init__(self, service: ModelService, metrics: ServiceMetrics, limit: int):
+    def __init__(
+        self, service: ModelService, metrics: ServiceMetrics, limit: int, traffic: Traffic | None = None
+    ):
         self.service = service
         self.metrics = metrics
         self.limit = limit
+        self.traffic = traffic
+        """Routing and the prediction log (:mod:`sparkpipe.serving.routing`); ``None``: neither."""
 
     @staticmethod
     def handles(scope: dict[str, Any]) -> bool:
@@ -68,15 +73,19 @@ class ScoringLane:
         answered = False
         try:
             try:
-                content_type, length = _headers(scope)
+                content_type, length, request_id = _headers(scope)
                 if length is not None and length > self.limit:
                     raise BodyTooLarge(self.limit)
                 body = await self._body(receive)
                 if path == "/predict":
-                    model, content = await predict_body(self.service, body, content_type, t0)
+                    model, content = await predict_body(
+                        self.service, body, content_type, t0, self.traffic, request_id
+                    )
                 else:
                     model_id = _query_value(scope, "model_id")
-                    model, content = await invocations_body(self.service, body, content_type, model_id)
+                    model, content = await invocations_body(
+                        self.service, body, content_type, model_id, self.traffic, request_id
+                    )
                 label, status, answered = model.label, 200, True
                 await _answer(send, 200, content)
             except ApiError as exc:
@@ -122,12 +131,14 @@ class ScoringLane:
             chunks.append(chunk)
 
 
-def _headers(scope: dict[str, Any]) -> tuple[str | None, int | None]:
-    """``Content-Type`` and ``Content-Length`` (400 when the length is not an integer)."""
-    content_type = length = None
+def _headers(scope: dict[str, Any]) -> tuple[str | None, int | None, str | None]:
+    """``Content-Type``, ``Content-Length`` (400 when not an integer) and ``X-Request-ID``."""
+    content_type = length = request_id = None
     for name, value in scope["headers"]:
         if name == b"content-type":
             content_type = value.decode("latin-1")
+        elif name == b"x-request-id":
+            request_id = value.decode("latin-1")
         elif name == b"content-length":
             try:
                 length = int(value)
@@ -135,7 +146,7 @@ def _headers(scope: dict[str, Any]) -> tuple[str | None, int | None]:
                 raise ApiError(
                     400, "invalid Content-Length header", [("Content-Length", "not an integer")]
                 ) from None
-    return content_type, length
+    return content_type, length, request_id
 
 
 def _query_value(scope: dict[str, Any], key: str) -> str | None:

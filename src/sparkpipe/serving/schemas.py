@@ -182,7 +182,73 @@ class PredictResponse(BaseModel):
         description="input columns a named row left out, scored as missing values (imputed like null); "
         "absent when every column was sent",
     )
+    variant: str | None = Field(
+        default=None,
+        description="champion or challenger when an A/B experiment routed the request, else null",
+    )
+    request_id: str | None = Field(
+        default=None, description="the X-Request-ID sent, or a new id; POST /feedback refers to it"
+    )
     latency_ms: float
+
+
+class FeedbackRequest(BaseModel):
+    """Body of ``POST /feedback``: the outcome of a logged prediction."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"request_id": "req-42", "label": 1}, {"request_id": "req-43", "value": 12.5}]
+        },
+    )
+
+    request_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
+    label: float | int | bool | Annotated[str, Field(max_length=200)] | None = Field(
+        default=None, description="the observed class (1 = converted for the conversion metric)"
+    )
+    value: float | None = Field(default=None, description="the observed value (regression, revenue)")
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+
+class RoutingUpdate(BaseModel):
+    """Body of ``PUT /ab/{model}``: the routing fields to change (the rest is kept)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"challenger": "challenger", "challenger_traffic": 0.2, "mode": "split"}]
+        },
+    )
+
+    enabled: bool | None = None
+    champion: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]{1,100}$")
+    challenger: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]{1,100}$")
+    challenger_traffic: float | None = Field(default=None, ge=0, le=1)
+    mode: Literal["split", "shadow", "bandit"] | None = None
+    sticky_key: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,99}$")
+    metric: Literal["conversion", "accuracy", "value", "abs_error"] | None = None
+    minimum_detectable_effect: float | None = Field(default=None, gt=0)
+    alpha: float | None = Field(default=None, gt=0, lt=1)
+    power: float | None = Field(default=None, gt=0, lt=1)
+    auto_promote: bool | None = None
+    min_samples: int | None = Field(default=None, ge=1)
+    max_error_rate: float | None = Field(default=None, ge=0, le=1)
+    min_requests_for_rollback: int | None = Field(default=None, ge=1)
+
+
+class RollbackRequest(BaseModel):
+    """Body of ``POST /models/{name}/rollback`` (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alias: str = Field(default="champion", pattern=r"^[A-Za-z0-9_.\-]*[A-Za-z_.\-][A-Za-z0-9_.\-]*$")
+    reason: str | None = Field(default=None, max_length=500)
 
 
 class InvocationsRequest(BaseModel):
@@ -275,6 +341,7 @@ class AliasRequest(BaseModel):
     version: Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=r"^\s*[0-9]+\s*$")] = Field(
         description="the version the alias should point at"
     )
+    reason: str | None = Field(default=None, max_length=500, description="recorded in the model's history")
 
     @field_validator("version")
     @classmethod

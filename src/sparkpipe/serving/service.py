@@ -1113,15 +1113,22 @@ class ModelService:
             log.debug("could not write %s: %s", self._bindings_file(), exc)
 
     # ------------------------------------------------------------------ registry views
-    def set_alias(self, name: str, alias: str, version: str) -> dict[str, Any]:
-        """Point ``name@alias`` at ``version`` in the registry, then refresh what serves ``name``."""
+    def set_alias(
+        self, name: str, alias: str, version: str, reason: str | None = None, actor: str = "http"
+    ) -> dict[str, Any]:
+        """Point ``name@alias`` at ``version`` in the registry (recorded in the model's history), then
+        refresh what serves ``name``."""
+        from sparkpipe.tracking import move_aliases
+
         try:
             self.registry.client.get_model_version(name, version)
         except Exception as exc:
             raise ApiError(
                 404, f"model {name!r} has no version {version}", [("version", str(exc)[:200])]
             ) from None
-        self.registry.set_alias(name, alias, version)
+        move_aliases(
+            self.registry, name, {alias: version}, reason=reason or "promoted over HTTP", actor=actor
+        )
         result = self.refresh(names=[name])
         result["errors"] = {k: self.scrub.text(v) for k, v in result["errors"].items()}
         return {"name": name, "alias": alias, "version": version, **result}

@@ -12,13 +12,20 @@ injected into routes through :func:`get_settings`; there is no module-level glob
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from sparkpipe.config import DeploymentConfig, MlflowConfig, PipelineConfig
+from sparkpipe.config import (
+    ABTestConfig,
+    DeploymentConfig,
+    MlflowConfig,
+    PipelineConfig,
+    PredictionLogConfig,
+)
 
 
 class ServingSettings(BaseSettings):
@@ -80,6 +87,10 @@ class ServingSettings(BaseSettings):
     """On SIGTERM, how long idle keep-alive connections stay open to answer requests already sent."""
     shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
     """On SIGTERM, how long requests in progress may take before they are cancelled."""
+    ab_testing: ABTestConfig = Field(default_factory=ABTestConfig)
+    """``deployment.ab_testing``: champion/challenger routing (changeable at runtime: ``PUT /ab``)."""
+    prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
+    """``deployment.prediction_log``: where and how predictions are logged."""
 
     @classmethod
     def settings_customise_sources(
@@ -136,6 +147,8 @@ class ServingSettings(BaseSettings):
             "max_batch_rows": dep.max_batch_rows,
             "jobs_dir": dep.jobs_dir,
             "reload_interval_seconds": dep.reload_interval_seconds,
+            "ab_testing": dep.ab_testing,
+            "prediction_log": dep.prediction_log,
             "tracking_uri": resolve_tracking_uri(mcfg),
             "registry_uri": mcfg.registry_uri,
         }
@@ -155,6 +168,11 @@ class ServingSettings(BaseSettings):
     def mlflow_config(self) -> MlflowConfig:
         """An :class:`~sparkpipe.config.MlflowConfig` pointing at the configured stores."""
         return MlflowConfig(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+
+    def prediction_log_path(self) -> Path:
+        """The prediction log's SQLite file: configured, else ``predictions.db`` beside ``jobs_dir``."""
+        configured = self.prediction_log.path
+        return Path(configured) if configured else Path(self.jobs_dir).parent / "predictions.db"
 
     def api_key_value(self) -> str | None:
         """The API key in clear, or ``None`` when the mutating endpoints are open."""

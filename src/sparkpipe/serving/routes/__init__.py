@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sparkpipe.serving.routes import health, jobs, metrics, models, predict
+from sparkpipe.serving.routes import ab, health, jobs, metrics, models, predict
 
-ROUTERS = (health.router, predict.router, models.router, jobs.router, metrics.router)
+ROUTERS = (health.router, predict.router, models.router, jobs.router, metrics.router, ab.router)
 
 __all__ = ["ROUTERS"]

@@ -11,6 +11,7 @@ from sparkpipe.serving.schemas import (
     AliasRequest,
     ApiError,
     ErrorResponse,
+    RollbackRequest,
     dumps,
     json_body_doc,
     parse_json,
@@ -72,7 +73,79 @@ async def set_alias(
 ) -> Response:
     from starlette.concurrency import run_in_threadpool
 
+    from sparkpipe.serving.routes.ab import actor_of
+
     body = validate_model(AliasRequest, parse_json(await request.body(), request.headers.get("content-type")))
     if alias.isdigit():
         raise ApiError(422, "an alias cannot be a number", [("alias", "must not be all digits")])
-    return _json(await run_in_threadpool(service.set_alias, name, alias, str(body.version)))
+    return _json(
+        await run_in_threadpool(
+            service.set_alias, name, alias, str(body.version), body.reason, actor_of(request)
+        )
+    )
+
+
+def _model_error(exc: Exception, field: str) -> ApiError:
+    return ApiError(404, str(exc).splitlines()[0][:500], [(field, "not found")])
+
+
+@router.get(
+    "/{name}/history",
+    summary="Every recorded alias move: time, alias, from, to, reason, actor (oldest first)",
+    responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+)
+def alias_history(
+    name: NameParam,
+    service: ServiceDep,
+    alias: Annotated[str | None, Query(max_length=100, description="only this alias")] = None,
+) -> Response:
+    from sparkpipe.errors import ModelError
+    from sparkpipe.tracking import alias_history as history
+
+    try:
+        events = history(service.registry, name, alias)
+    except ModelError as exc:
+        raise _model_error(exc, "name") from None
+    return _json({"name": name, "history": events})
+
+
+@router.post(
+    "/{name}/rollback",
+    dependencies=[ApiKeyDep],
+    summary="Point an alias (default champion) back at its previous version",
+    responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
+    openapi_extra=json_body_doc(RollbackRequest),
+)
+async def rollback(name: NameParam, request: Request, service: ServiceDep) -> Response:
+    from starlette.concurrency import run_in_threadpool
+
+    from sparkpipe.errors import ModelError
+    from sparkpipe.serving.routes.ab import actor_of
+    from sparkpipe.tracking import rollback_alias
+
+    raw = await request.body()
+    body = (
+        validate_model(RollbackRequest, parse_json(raw, request.headers.get("content-type")))
+        if raw.strip()
+        else RollbackRequest()
+    )
+
+    def run() -> dict[str, Any]:
+        try:
+            service.registry.aliases(name)
+        except ModelError as exc:
+            raise _model_error(exc, "name") from None
+        try:
+            move = rollback_alias(
+                service.registry,
+                name,
+                body.alias,
+                reason=body.reason or "rollback over HTTP",
+                actor=actor_of(request),
+            )
+        except ModelError as exc:
+            raise ApiError(409, str(exc), [("alias", "no previous version")]) from None
+        result = service.refresh(names=[name])
+        return {"name": name, "move": move.to_dict(), "changed": result["changed"]}
+
+    return _json(await run_in_threadpool(run))

@@ -18,6 +18,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from sparkpipe.serving.routing import Traffic, request_id_from
 from sparkpipe.serving.schemas import (
     ErrorResponse,
     InvocationsRequest,
@@ -37,9 +38,19 @@ MODEL_ID_MAX = 300
 
 
 async def predict_body(
-    service: ModelService, body: bytes, content_type: str | None, t0: float
+    service: ModelService,
+    body: bytes,
+    content_type: str | None,
+    t0: float,
+    traffic: Traffic | None = None,
+    request_id: str | None = None,
 ) -> tuple[LoadedModel, bytes]:
-    """Answer a ``/predict`` body: the model used and the JSON response (``t0``: request start)."""
+    """Answer a ``/predict`` body: the model used and the JSON response (``t0``: request start).
+
+    With ``traffic`` (the running service's), the request is routed by its A/B experiment and logged.
+    """
+    if traffic is not None:
+        return await traffic.predict(body, content_type, t0, request_id_from(request_id))
     model, predictions, imputed = await service.predict(parse_json(body, content_type))
     answer = {"model": model.name, "version": model.version, "predictions": predictions}
     if imputed:  # columns left out of a named row: scored as missing values
@@ -49,9 +60,21 @@ async def predict_body(
 
 
 async def invocations_body(
-    service: ModelService, body: bytes, content_type: str | None, model_id: str | None
+    service: ModelService,
+    body: bytes,
+    content_type: str | None,
+    model_id: str | None,
+    traffic: Traffic | None = None,
+    request_id: str | None = None,
 ) -> tuple[LoadedModel, bytes]:
-    """Answer an ``/invocations`` body (JSON or ``text/csv``) for ``model_id`` (``None``: default)."""
+    """Answer an ``/invocations`` body (JSON or ``text/csv``) for ``model_id`` (``None``: default);
+    logged (never routed) when ``traffic`` is given."""
+    if traffic is not None:
+        t0 = time.perf_counter()
+        rid = request_id_from(request_id)
+        model, content = await invocations_body(service, body, content_type, model_id)
+        traffic.log("/invocations", rid, model, body, content, t0)
+        return model, content
     if model_id is not None and len(model_id) > MODEL_ID_MAX:
         raise invalid("model_id", f"at most {MODEL_ID_MAX} characters")
     ctype = (content_type or "").split(";", 1)[0].strip().lower()
@@ -71,7 +94,12 @@ async def invocations_body(
 async def predict(request: Request, service: ServiceDep) -> Response:
     t0 = time.perf_counter()
     model, content = await predict_body(
-        service, await request.body(), request.headers.get("content-type"), t0
+        service,
+        await request.body(),
+        request.headers.get("content-type"),
+        t0,
+        getattr(request.app.state, "traffic", None),
+        request.headers.get("x-request-id"),
     )
     request.scope["sparkpipe.model"] = model.label
     return Response(content, media_type="application/json")
@@ -89,7 +117,12 @@ async def invocations(
     model_id: Annotated[str | None, Query(max_length=MODEL_ID_MAX)] = None,
 ) -> Response:
     model, content = await invocations_body(
-        service, await request.body(), request.headers.get("content-type"), model_id
+        service,
+        await request.body(),
+        request.headers.get("content-type"),
+        model_id,
+        getattr(request.app.state, "traffic", None),
+        request.headers.get("x-request-id"),
     )
     request.scope["sparkpipe.model"] = model.label
     return Response(content, media_type="application/json")
