@@ -73,14 +73,18 @@ def ensure_store(workdir: Path) -> str:
     from sparkpipe.tracking import Registry, move_aliases
 
     reg = Registry(MlflowConfig(tracking_uri=uri))
-    move_aliases(reg, MODEL, {"champion": "1", "challenger": "2"}, reason="benchmark set-up", actor="benchmark")
+    move_aliases(
+        reg, MODEL, {"champion": "1", "challenger": "2"}, reason="benchmark set-up", actor="benchmark"
+    )
     return uri
 
 
 class Server:
     """``python -m sparkpipe serve`` with one worker (see the module docstring)."""
 
-    def __init__(self, workdir: Path, uri: str, predlog: dict | None, extra_env: dict[str, str] | None = None):
+    def __init__(
+        self, workdir: Path, uri: str, predlog: dict | None, extra_env: dict[str, str] | None = None
+    ):
         self.port = free_port()
         self.workdir = workdir
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SPARKPIPE_"))}
@@ -108,7 +112,9 @@ class Server:
         deadline = time.monotonic() + 120
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(workdir / f'serve-{self.port}.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"server exited: {(workdir / f'serve-{self.port}.log').read_text()[-2000:]}"
+                )
             try:
                 c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                 c.request("GET", "/ready")

@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from abtest_store import Server, ensure_store  # noqa: E402
-from serving import concurrent  # noqa: E402
+from abtest_store import Server, ensure_store
+
+from serving import concurrent
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -50,8 +51,14 @@ def throughput(workdir: Path, uri: str, args: argparse.Namespace) -> dict:
             tool = res["tool"]
             print(f"round {r + 1} logging {mode}: {res['rps']:.0f} req/s", file=sys.stderr, flush=True)
     off, on = statistics.median(runs["off"]), statistics.median(runs["on"])
-    return {"tool": tool, "rps_off": runs["off"], "rps_on": runs["on"], "median_off": off, "median_on": on,
-            "ratio": on / off}
+    return {
+        "tool": tool,
+        "rps_off": runs["off"],
+        "rps_on": runs["on"],
+        "median_off": off,
+        "median_on": on,
+        "ratio": on / off,
+    }
 
 
 def sigterm(workdir: Path, uri: str, args: argparse.Namespace) -> dict:
@@ -70,8 +77,12 @@ def sigterm(workdir: Path, uri: str, args: argparse.Namespace) -> dict:
             rid = f"c{i}-{n}"
             n += 1
             try:
-                conn.request("POST", "/predict", body=body,
-                             headers={"Content-Type": "application/json", "X-Request-ID": rid})
+                conn.request(
+                    "POST",
+                    "/predict",
+                    body=body,
+                    headers={"Content-Type": "application/json", "X-Request-ID": rid},
+                )
                 resp = conn.getresponse()
                 resp.read()
             except OSError:
