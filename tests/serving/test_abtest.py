@@ -7,7 +7,10 @@ Each test works on its own copy of the session's registry (``churn_lr`` v1 and v
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +319,135 @@ def test_prediction_log_window_for_drift(store: dict[str, Any], tmp_path: Path) 
         {"plan": "max", "age": 22.0, "calls": 0},
         {"plan": "pro", "age": 33.5, "calls": 4},
     ]
+
+
+# ------------------------------------------------------------- a real server: promotion and SIGTERM
+class _Client(threading.Thread):
+    """Keep-alive ``/predict`` requests with unique request ids until the server says close."""
+
+    def __init__(self, port: int, n: int, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.port, self.n, self.stop = port, n, stop
+        self.answers: list[tuple[str, int, str | None]] = []
+        self.lost = 0
+
+    def run(self) -> None:
+        import http.client
+        import json
+
+        body = json.dumps({"features": ROW})
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        i = 0
+        while True:
+            rid = f"t{self.n}-{i}"
+            i += 1
+            try:
+                conn.request(
+                    "POST",
+                    "/predict",
+                    body=body,
+                    headers={"Content-Type": "application/json", "X-Request-ID": rid},
+                )
+                resp = conn.getresponse()
+                data = resp.read()
+            except OSError:
+                self.lost += 1  # sent and never answered
+                return
+            version = json.loads(data).get("version") if resp.status == 200 else None
+            self.answers.append((rid, resp.status, version))
+            if resp.getheader("connection", "").lower() == "close":
+                return
+            time.sleep(0.001)
+
+
+def test_promotion_and_sigterm_under_load(store: dict[str, Any], tmp_path: Path) -> None:
+    """16 keep-alive clients on a real ``sparkpipe serve``: the champion moves 1 -> 2 mid-load (every
+    client's answers switch version once, all 200), then SIGTERM: every request answered 200 is in the
+    prediction log, and nothing else is."""
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "data").mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARKPIPE_", "MLFLOW_"))}
+    env.update(
+        {
+            "SPARKPIPE_PORT": str(port),
+            "SPARKPIPE_TRACKING_URI": store["tracking_uri"],
+            "SPARKPIPE_MODEL_NAME": MODEL,
+            "SPARKPIPE_MODEL_CACHE_DIR": str(store["root"] / "cache"),
+            "SPARKPIPE_JOBS_DIR": str(tmp_path / "jobs"),
+            "SPARKPIPE_ALLOWED_DATA_ROOTS": json.dumps([str(tmp_path / "data")]),
+            "SPARKPIPE_RELOAD_INTERVAL_SECONDS": "0",
+            "SPARKPIPE_LOG_LEVEL": "WARNING",
+            "SPARKPIPE_PREDICTION_LOG": json.dumps({"path": str(store["db"]), "flush_interval_seconds": 1}),
+        }
+    )
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparkpipe", "serve"], env=env, stdout=log, stderr=log, start_new_session=True
+    )
+    clients: list[_Client] = []
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the server did not become ready"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        stop = threading.Event()
+        clients = [_Client(port, n, stop) for n in range(16)]
+        for c in clients:
+            c.start()
+
+        def wait_each(k: int) -> None:
+            marks = [len(c.answers) for c in clients]
+            end = time.monotonic() + 60
+            while any(len(c.answers) < m + k for c, m in zip(clients, marks, strict=True)):
+                assert all(c.is_alive() for c in clients), [c.lost for c in clients]
+                assert time.monotonic() < end, "clients stalled"
+                time.sleep(0.01)
+
+        wait_each(20)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/models/{MODEL}/aliases/champion",
+            data=json.dumps({"version": "2", "reason": "load test"}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 200
+        wait_each(20)
+        proc.send_signal(signal.SIGTERM)
+        for c in clients:
+            c.join(timeout=60)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+    assert code in (0, -signal.SIGTERM), (tmp_path / "server.log").read_text()[-2000:]
+    assert sum(c.lost for c in clients) == 0
+    answers = [a for c in clients for a in c.answers]
+    assert {status for _, status, _ in answers} == {200}
+    for c in clients:
+        versions = [v for _, _, v in c.answers]
+        switches = sum(a != b for a, b in itertools.pairwise(versions))
+        assert versions[0] == "1" and versions[-1] == "2" and switches == 1, versions
+    with sqlite3.connect(store["db"]) as conn:
+        logged = [r[0] for r in conn.execute("SELECT request_id FROM predictions WHERE status = 200")]
+    assert len(logged) == len(set(logged))
+    assert set(logged) == {rid for rid, _, _ in answers}

@@ -44,6 +44,8 @@ COVERED_ELSEWHERE = {
     "sparkpipe compare": "tests/integration/test_compare.py",
     "sparkpipe data generate": "tests/integration/test_datasets.py (100M rows is not a test size)",
     "sparkpipe models promote": "tests/serving/test_models.py (needs a version 3)",
+    "sparkpipe models rollback": "tests/serving/test_abtest.py (would move the champion this module's server "
+    "test waits for)",
     "sparkpipe serve": "this module's server process (the Quick start line)",
     "sparkpipe cluster": "tests/cluster/test_standalone_cluster.py",
     "sparkpipe run --config config/examples/cluster.yaml": "tests/cluster/test_standalone_cluster.py "
@@ -250,6 +252,12 @@ def test_every_readme_curl_example(served):
             assert answer["predictions"][0] in (0.0, 1.0)
         elif "/train" in command:
             job_id = answer["id"]
+        elif "/history" in command:
+            assert answer["history"][0]["to"] == "1" and answer["history"][0]["actor"]
+        elif "/ab/churn_model" in command and "PUT" not in command:
+            assert set(answer["variants"]) == {"champion", "challenger"} and answer["recommendation"]
+        elif "/feedback" in command:
+            assert answer["joined"][0]["model"] == "churn_model"
         elif "/models/churn_model" in command:
             assert answer["loaded"][0]["input_schema"] and answer["aliases"]["champion"] == "1"
     assert job_id
