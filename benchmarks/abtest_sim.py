@@ -124,15 +124,19 @@ async def simulate(args: argparse.Namespace, uri: str) -> dict[str, Any]:
                 print(
                     f"power run {run + 1}: n={n} (required {required}) p={p:.4f}", file=sys.stderr, flush=True
                 )
-            out["power"] = {
-                "runs": power,
-                "detection_rate_at_required_n": sum(r["detected"] for r in power) / len(power),
-                "median_required": statistics.median(r["required_per_variant"] for r in power),
-                "median_first_detection_n": statistics.median(
-                    [r["first_detection_n"] for r in power if r["first_detection_n"] is not None] or [0]
-                ),
-                "seconds": time.perf_counter() - t0,
-            }
+            out["power"] = (
+                {}
+                if not power
+                else {
+                    "runs": power,
+                    "detection_rate_at_required_n": sum(r["detected"] for r in power) / len(power),
+                    "median_required": statistics.median(r["required_per_variant"] for r in power),
+                    "median_first_detection_n": statistics.median(
+                        [r["first_detection_n"] for r in power if r["first_detection_n"] is not None] or [0]
+                    ),
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
             # ------------------------------------------------------------------ A/A
             t0 = time.perf_counter()
             aa = []
@@ -201,6 +205,16 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "abtest_sim.json").write_text(json.dumps(out, indent=2))
     p, aa, s = out["power"], out["aa"], out["stats_only"]
+    power_lines = (
+        [
+            f"| sample size the report predicted (per variant, median of runs) | {p['median_required']:.0f} |",
+            f"| +5 points detected (p < 0.05) at that size | {p['detection_rate_at_required_n']:.0%} of "
+            f"{len(p['runs'])} runs (design power 80 %) |",
+            f"| first n with p < 0.05 (median) | {p['median_first_detection_n']:.0f} |",
+        ]
+        if p
+        else []
+    )
     lines = [
         "# A/B simulator",
         "",
@@ -209,10 +223,7 @@ def main() -> None:
         "",
         "| question | result |",
         "|---|---|",
-        f"| sample size the report predicted (per variant, median of runs) | {p['median_required']:.0f} |",
-        f"| +5 points detected (p < 0.05) at that size | {p['detection_rate_at_required_n']:.0%} of "
-        f"{len(p['runs'])} runs (design power 80 %) |",
-        f"| first n with p < 0.05 (median) | {p['median_first_detection_n']:.0f} |",
+        *power_lines,
         f"| A/A false-positive rate | {aa['false_positive_rate']:.1%} ({aa['false_positives']} of "
         f"{aa['experiments']} experiments of {aa['users_per_experiment']} users; 95 % CI "
         f"{aa['false_positive_rate_ci95'][0]:.1%}-{aa['false_positive_rate_ci95'][1]:.1%}) |",

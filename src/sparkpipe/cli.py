@@ -429,14 +429,18 @@ def models_promote(
     before = moved[0].from_version if moved else version
     console.print(f"{name}@{alias} → version {version}" + ("" if moved else " (already there)"))
     if moved:
-        console.print(f"  was {before or 'unset'}; undo with: sparkpipe models rollback {name} --alias {alias}")
+        console.print(
+            f"  was {before or 'unset'}; undo with: sparkpipe models rollback {name} --alias {alias}"
+        )
 
 
 @models_app.command("rollback")
 def models_rollback(
     name: str,
     alias: Annotated[str, typer.Option(help="Alias to move back.")] = "champion",
-    reason: Annotated[str, typer.Option(help="Why (recorded in the model's history).")] = "rolled back by hand",
+    reason: Annotated[
+        str, typer.Option(help="Why (recorded in the model's history).")
+    ] = "rolled back by hand",
     config: ConfigOpt = None,
     set_: RegistrySetOpt = None,
 ) -> None:

@@ -140,7 +140,8 @@ async def update_routing(model: NameParam, request: Request, experiments: Experi
     body = validate_model(
         RoutingUpdate, parse_json(await request.body(), request.headers.get("content-type"))
     )
-    changes = body.model_dump(exclude_unset=True)
+    nullable = {"sticky_key", "max_error_rate"}  # null clears these; for the others null means "keep"
+    changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None or k in nullable}
     exp = await run_in_threadpool(experiments.update, model, changes)
     return _json(exp.describe())
 
