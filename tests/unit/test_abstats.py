@@ -111,3 +111,26 @@ def test_outcomes_per_metric() -> None:
     assert outcome("accuracy", out, 1, None) == 1.0 and outcome("accuracy", out, "0", None) == 0.0
     assert outcome("value", out, None, 12.5) == 12.5
     assert outcome("abs_error", out, None, 3.0) == 2.0
+
+
+def test_ab_testing_and_prediction_log_config_keys(tmp_path: object) -> None:
+    from sparkpipe.config import build_config
+    from sparkpipe.errors import ConfigError
+    from sparkpipe.serving.settings import ServingSettings
+
+    cfg = build_config(
+        {
+            "deployment": {
+                "model_name": "churn_model",
+                "jobs_dir": "state/jobs",
+                "ab_testing": {"enabled": True, "mode": "shadow", "metric": "accuracy", "sticky_key": "user"},
+                "prediction_log": {"flush_interval_seconds": 0.5},
+            }
+        },
+        semantic=False,
+    )
+    settings = ServingSettings.from_config(cfg)
+    assert settings.ab_testing.mode == "shadow" and settings.ab_testing.sticky_key == "user"
+    assert settings.prediction_log_path().as_posix() == "state/predictions.db"
+    with pytest.raises(ConfigError, match=r"deployment\.ab_testing\.mode"):
+        build_config({"deployment": {"ab_testing": {"mode": "canary"}}}, semantic=False)
