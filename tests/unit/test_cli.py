@@ -154,6 +154,8 @@ SET_SECTIONS = {
     "data generate": "spark.",
     "models list": "mlflow.",
     "models promote": "mlflow.",
+    "models rollback": "mlflow.",
+    "models history": "mlflow.",
 }
 
 
