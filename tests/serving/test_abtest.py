@@ -451,3 +451,23 @@ def test_promotion_and_sigterm_under_load(store: dict[str, Any], tmp_path: Path)
         logged = [r[0] for r in conn.execute("SELECT request_id FROM predictions WHERE status = 200")]
     assert len(logged) == len(set(logged))
     assert set(logged) == {rid for rid, _, _ in answers}
+
+
+def test_bandit_sends_traffic_to_the_variant_that_converts(store: dict[str, Any], tmp_path: Path) -> None:
+    """Thompson sampling over HTTP: the challenger converts 60 %, the champion 10 %; after 150 users
+    most requests go to the challenger."""
+    import random
+
+    settings = _settings(store, tmp_path, {"mode": "bandit", "max_error_rate": None})
+    rng = random.Random(4)
+    truth = {"champion": 0.10, "challenger": 0.60}
+    with TestClient(create_app(settings)) as c:
+        seen = []
+        for i in range(200):
+            r = c.post("/predict", json={"features": ROW}, headers={"X-Request-ID": f"b{i}"}).json()
+            seen.append(r["variant"])
+            assert r["version"] == {"champion": "1", "challenger": "2"}[r["variant"]]
+            label = int(rng.random() < truth[r["variant"]])
+            assert c.post("/feedback", json={"request_id": f"b{i}", "label": label}).status_code == 200
+    assert seen[:50].count("champion") > 0  # it explored
+    assert seen[-50:].count("challenger") >= 40

@@ -100,7 +100,8 @@ class PredictionLog:
         self._buf: collections.deque[tuple[Any, ...]] = collections.deque()
         self._wake = threading.Event()
         self._stop = False
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
         self._schemas_seen: set[tuple[str, str]] = set()
         self.written = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,14 +114,15 @@ class PredictionLog:
     # ------------------------------------------------------------------ connections
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
-        """A short-lived connection (commits on success); WAL readers never block the writer."""
-        conn = sqlite3.connect(self.path, timeout=30)
-        try:
-            conn.execute("PRAGMA synchronous=NORMAL")
-            with conn:
-                yield conn
-        finally:
-            conn.close()
+        """This process's one connection, held under the log's lock, inside a transaction (committed
+        on success). One connection serializes this process's writes without SQLite's busy waits;
+        other processes (workers, readers) use their own, and WAL readers never block the writer."""
+        with self._write_lock:
+            if self._conn is None:
+                self._conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+            with self._conn:
+                yield self._conn
 
     # ------------------------------------------------------------------ request path
     def append(
@@ -219,6 +221,10 @@ class PredictionLog:
                 time.sleep(0.2)
         if self._buf:
             log.error("%d predictions could not be written to %s", len(self._buf), self.path)
+        with self._write_lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     # ------------------------------------------------------------------ reads
     def find(self, request_id: str) -> list[dict[str, Any]]:
