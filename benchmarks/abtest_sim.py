@@ -17,6 +17,7 @@ is drawn from it and sent to ``POST /feedback``; ``GET /ab/churn_model`` is the 
 Usage::
 
     .venv/bin/python benchmarks/abtest_sim.py --workdir /tmp/sparkpipe-abbench   # results/abtest_sim.{json,md}
+    .venv/bin/python benchmarks/abtest_sim.py --power-runs 0    # only the A/A part (the power result is kept)
 """
 
 from __future__ import annotations
@@ -152,14 +153,18 @@ async def simulate(args: argparse.Namespace, uri: str) -> dict[str, Any]:
                     rate = sum(p < 0.05 for p in aa) / len(aa)
                     print(f"A/A {run + 1}: false positives {rate:.3f}", file=sys.stderr, flush=True)
             fp = sum(p < 0.05 for p in aa)
-            out["aa"] = {
-                "experiments": len(aa),
-                "users_per_experiment": args.aa_users,
-                "false_positives": fp,
-                "false_positive_rate": fp / len(aa),
-                "false_positive_rate_ci95": list(stats.wilson_interval(fp, len(aa))),
-                "seconds": time.perf_counter() - t0,
-            }
+            out["aa"] = (
+                {}
+                if not aa
+                else {
+                    "experiments": len(aa),
+                    "users_per_experiment": args.aa_users,
+                    "false_positives": fp,
+                    "false_positive_rate": fp / len(aa),
+                    "false_positive_rate_ci95": list(stats.wilson_interval(fp, len(aa))),
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
     out["stats_only"] = stats_only(args)
     return out
 
@@ -201,10 +206,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=13)
     args = ap.parse_args()
     uri = ensure_store(args.workdir)
-    out = asyncio.run(simulate(args, uri))
+    fresh = asyncio.run(simulate(args, uri))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "abtest_sim.json").write_text(json.dumps(out, indent=2))
-    p, aa, s = out["power"], out["aa"], out["stats_only"]
+    path = RESULTS / "abtest_sim.json"
+    out = json.loads(path.read_text()) if path.is_file() else {}
+    out.update({k: v for k, v in fresh.items() if v})  # a part skipped (0 runs) keeps its last result
+    path.write_text(json.dumps(out, indent=2))
+    p, aa, s = out.get("power") or {}, out.get("aa") or {}, out["stats_only"]
     power_lines = (
         [
             f"| sample size the report predicted (per variant, median of runs) | {p['median_required']:.0f} |",
@@ -213,6 +221,15 @@ def main() -> None:
             f"| first n with p < 0.05 (median) | {p['median_first_detection_n']:.0f} |",
         ]
         if p
+        else []
+    )
+    aa_lines = (
+        [
+            f"| A/A false-positive rate | {aa['false_positive_rate']:.1%} ({aa['false_positives']} of "
+            f"{aa['experiments']} experiments of {aa['users_per_experiment']} users; 95 % CI "
+            f"{aa['false_positive_rate_ci95'][0]:.1%}-{aa['false_positive_rate_ci95'][1]:.1%}) |",
+        ]
+        if aa
         else []
     )
     lines = [
@@ -224,9 +241,7 @@ def main() -> None:
         "| question | result |",
         "|---|---|",
         *power_lines,
-        f"| A/A false-positive rate | {aa['false_positive_rate']:.1%} ({aa['false_positives']} of "
-        f"{aa['experiments']} experiments of {aa['users_per_experiment']} users; 95 % CI "
-        f"{aa['false_positive_rate_ci95'][0]:.1%}-{aa['false_positive_rate_ci95'][1]:.1%}) |",
+        *aa_lines,
         f"| statistics only: power at n = {s['required_per_variant']} | {s['power_at_required_n']:.1%} "
         f"({s['runs']} runs) |",
         f"| statistics only: A/A false-positive rate | {s['aa_false_positive_rate']:.1%} ({s['runs']} runs) |",
