@@ -139,7 +139,7 @@ def run(config: ConfigOpt = None, set_: RunSetOpt = None, as_json: JsonOpt = Fal
 
     Example: sparkpipe run --config config/pipeline_config.yaml --set model.algorithm=gbt
     """
-    from sparkpipe.pipeline import run_pipeline
+    from sparkpipe.flow.run import run_pipeline
 
     cfg, raw = _load(config, set_)
     _print_run(run_pipeline(cfg, raw), as_json)
@@ -157,7 +157,7 @@ def train(
 
     Example: sparkpipe train --algorithm random_forest --data builtin:churn --set model.hyperparameters.numTrees=50
     """
-    from sparkpipe.pipeline import run_pipeline
+    from sparkpipe.flow.run import run_pipeline
 
     overrides = list(set_ or [])
     if algorithm:
@@ -198,6 +198,8 @@ def compare(
         overrides.append(f"compare.algorithms={json.dumps(names)}")
     cfg, raw = _load(config, overrides)
     result = run_compare(cfg, tune=tune, raw_yaml=raw)
+    for warning in result.warnings:  # stderr, so --json output stays clean
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
     if as_json:
         console.print_json(json.dumps(result.to_dict(), default=str))
         return
@@ -234,7 +236,7 @@ def evaluate(
 
     Example: sparkpipe evaluate --model models:/churn_model@champion --data builtin:churn
     """
-    from sparkpipe.pipeline import evaluate_saved
+    from sparkpipe.flow.batch import evaluate_saved
 
     cfg, _ = _load(config, set_)
     metrics = evaluate_saved(model, data, cfg, target=target)
@@ -257,7 +259,7 @@ def predict(
 
     Example: sparkpipe predict --model models:/churn_model@champion --input data/new.csv --output output/scored --format parquet
     """
-    from sparkpipe.pipeline import batch_predict
+    from sparkpipe.flow.batch import batch_predict
 
     cfg, _ = _load(config, set_)
     res = batch_predict(model, input, output, cfg.spark, output_format=format, mlflow_cfg=cfg.mlflow)
@@ -347,7 +349,7 @@ def data_generate(
 
     from sparkpipe.data.datasets import generate
     from sparkpipe.data.io import write_dataset
-    from sparkpipe.pipeline import setup_logging
+    from sparkpipe.flow.prepare import setup_logging
     from sparkpipe.session import get_spark
 
     cfg, _ = _load(config, set_)

@@ -1,7 +1,7 @@
 """Model comparison: several algorithms on the same split, a leaderboard, the winner registered.
 
 ``sparkpipe compare --config FILE --algorithms logistic_regression,random_forest,gbt`` (or a
-``compare:`` section) reads and splits the data **once** (:func:`sparkpipe.pipeline.prepare_data`),
+``compare:`` section) reads and splits the data **once** (:func:`sparkpipe.flow.prepare.prepare_data`),
 then for each algorithm fits its feature stages and model on the same training rows — tuned first when
 ``compare.tune: true``, with the ``tuning`` section's settings and the algorithm's ``param_grid`` /
 ``search_space`` entry or default space — and scores it on the same validation and test rows.
@@ -29,7 +29,6 @@ winner's ``PipelineModel`` is logged in the parent run and registered under ``ml
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -49,6 +48,9 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from sparkpipe.config import PipelineConfig
+    from sparkpipe.core import Evaluation, FitResult, PreparedData, RunResult
+    from sparkpipe.progress import Progress
+    from sparkpipe.tracking import RunInfo, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,8 @@ class CompareResult:
     note: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    """Analysis steps (explain, report) of the winner that failed; the model is complete."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,11 +123,13 @@ def bootstrap_scores(pred: DataFrame, scorer: Any, model: Any, samples: int, see
 
 
 # ------------------------------------------------------------------------------------------- compare
-def _num_classes(data: Any) -> int | None:
+def _num_classes(data: PreparedData) -> int | None:
     if data.task != "classification":
         return None
     if data.label_labels:
         return len(data.label_labels)
+    if data.num_classes:
+        return data.num_classes
     from pyspark.sql import functions as F
 
     top = data.train.agg(F.max("label")).first()[0]
@@ -195,6 +201,12 @@ def compare(
 ) -> CompareResult:
     """Train (optionally tune) each algorithm on the same split; rank, track, register the winner.
 
+    A loop over the training path (:mod:`sparkpipe.flow`): the data is prepared once, each algorithm
+    is fitted and evaluated exactly as ``sparkpipe run`` would (``fit → evaluate``, in a child run),
+    and the winner is published by the same :func:`~sparkpipe.flow.publish.publish` (so it carries
+    the same metadata, explanation and registry steps as a run), with the comparison's report and
+    record (``compare.json``).
+
     Parameters
     ----------
     cfg
@@ -217,22 +229,76 @@ def compare(
     ConfigError
         Fewer than two algorithms.
     """
-    from sparkpipe.evaluation import canonical_metric, default_primary_metric, metric_direction
-    from sparkpipe.models.algorithms import get_algorithm, normalize_name
-    from sparkpipe.pipeline import (
-        _input_example,
-        _model_params,
-        evaluate_model,
-        feature_names_meta,
-        fit_model,
-        model_signature,
-        prepare_data,
-        setup_logging,
-    )
-    from sparkpipe.progress import Progress
-    from sparkpipe.session import get_spark
+    from sparkpipe.flow.prepare import prepare_data, start
     from sparkpipe.tracking import Tracker
-    from sparkpipe.tuning import make_scorer
+
+    ccfg = cfg.compare
+    names = _algorithm_names(cfg, algorithms)
+    do_tune = tune if tune is not None else bool(ccfg and ccfg.tune)
+    samples = ccfg.bootstrap_samples if ccfg else 20
+    t_start = time.perf_counter()
+    spark, progress = start(cfg, spark)
+    data = prepare_data(spark, cfg, progress)
+    board = _Board.build(cfg, data, samples)
+    try:
+        algo_cfg = cfg.model_copy(
+            update={"tuning": cfg.tuning.model_copy(update={"enabled": do_tune, "metric": board.metric})}
+        )
+        tracker = Tracker(cfg)
+        log.info(
+            "comparing %s on %s (%s, %d %s rows)%s",
+            ", ".join(names),
+            cfg.data.input_path,
+            board.metric,
+            board.eval_rows,
+            board.eval_name,
+            " with tuning" if do_tune else "",
+        )
+        result = CompareResult(
+            run_id=None,
+            task=data.task,
+            metric=board.metric,
+            direction=board.direction,
+            leaderboard=[],
+            winner="",
+            algorithms=names,
+            output_path=cfg.data.output_path,
+            lineage=data.lineage,
+            note=BOOTSTRAP_NOTE.format(n=samples, rows=board.eval_rows)
+            if samples
+            else "ranked on validation; no bootstrap (compare.bootstrap_samples: 0)",
+        )
+        with tracker.run(
+            run_name=f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
+            tags={"sparkpipe.task": data.task, "sparkpipe.compare": ",".join(names)},
+        ) as run:
+            tracker.log_params(
+                {
+                    "compare.algorithms_run": ",".join(names),
+                    "compare.metric_used": board.metric,
+                    "compare.tuned": do_tune,
+                }
+            )
+            fitted: dict[str, tuple[FitResult, Evaluation]] = {}
+            rows = []
+            for algo in names:
+                row, fit, evaluation = _fit_one(spark, cfg, algo_cfg, data, algo, board, tracker, progress)
+                rows.append(row)
+                fitted[algo] = (fit, evaluation)
+            ranked = _rank(rows, board.direction)
+            result.leaderboard, result.winner = ranked, ranked[0]["algorithm"]
+            _log_leaderboard(tracker, ranked, board)
+            fit, evaluation = fitted[result.winner]
+            _publish_winner(cfg, tracker, run, fit, evaluation, progress, result, raw_yaml, t_start)
+    finally:
+        board.release()
+        data.release()
+    return result
+
+
+def _algorithm_names(cfg: PipelineConfig, algorithms: list[str] | None) -> list[str]:
+    """The algorithms to compare (normalized, deduplicated); at least two."""
+    from sparkpipe.models.algorithms import normalize_name
 
     ccfg = cfg.compare
     names = [normalize_name(a) for a in (algorithms or (ccfg.algorithms if ccfg else []))]
@@ -247,225 +313,197 @@ def compare(
                 )
             ]
         )
-    do_tune = tune if tune is not None else bool(ccfg and ccfg.tune)
-    samples = ccfg.bootstrap_samples if ccfg else 20
+    return names
 
-    setup_logging(cfg)
-    t_start = time.perf_counter()
-    if spark is None:
-        from sparkpipe.preflight import check_preflight
 
-        check_preflight(cfg)  # master reachable, connectors, input and target: before any JVM
-    spark = spark or get_spark(cfg.spark, cfg.optimization)
-    progress = Progress(spark=spark)
-    data = prepare_data(spark, cfg, progress)
-    num_classes = _num_classes(data)
-    metric = canonical_metric(
-        (ccfg.metric if ccfg else None)
-        or cfg.tuning.metric
-        or cfg.evaluation.primary_metric
-        or default_primary_metric(data.task, num_classes)
-    )
-    direction = metric_direction(metric, data.task)
-    eval_name, eval_df = (
-        ("validation", data.validation) if data.validation is not None else ("test", data.test)
-    )
-    if eval_df is None:
-        raise ConfigError(
-            [
-                (
-                    "data.validation_split",
-                    "comparison needs a validation (or test) split; set data.validation_split: 0.15",
-                )
-            ]
+@dataclass(frozen=True)
+class _Board:
+    """How the leaderboard ranks: the metric, its direction, and the split it is computed on (cached
+    for the comparison)."""
+
+    metric: str
+    direction: str
+    eval_name: str
+    eval_df: DataFrame
+    eval_rows: int
+    samples: int
+    seed: int
+    k: int
+
+    @classmethod
+    def build(cls, cfg: PipelineConfig, data: PreparedData, samples: int) -> _Board:
+        from sparkpipe.evaluation import canonical_metric, default_primary_metric, metric_direction
+
+        ccfg = cfg.compare
+        metric = canonical_metric(
+            (ccfg.metric if ccfg else None)
+            or cfg.tuning.metric
+            or cfg.evaluation.primary_metric
+            or default_primary_metric(data.task, _num_classes(data))
         )
-    if eval_name == "test":
-        log.warning(
-            "no validation split: the leaderboard ranks on the test split (set data.validation_split)"
+        eval_name, eval_df = (
+            ("validation", data.validation) if data.validation is not None else ("test", data.test)
         )
-    eval_df = eval_df.cache()
-    eval_rows = eval_df.count()
-    algo_cfg = cfg.model_copy(
-        update={"tuning": cfg.tuning.model_copy(update={"enabled": do_tune, "metric": metric})}
-    )
-    tracker = Tracker(cfg)
-    rows: list[dict[str, Any]] = []
-    fitted: dict[str, tuple[Any, dict[str, Any]]] = {}
-    log.info(
-        "comparing %s on %s (%s, %d %s rows)%s",
-        ", ".join(names),
-        cfg.data.input_path,
-        metric,
-        eval_rows,
-        eval_name,
-        " with tuning" if do_tune else "",
-    )
-    result = CompareResult(
-        run_id=None,
-        task=data.task,
-        metric=metric,
-        direction=direction,
-        leaderboard=[],
-        winner="",
-        algorithms=names,
-        output_path=cfg.data.output_path,
-        lineage=data.lineage,
-        note=BOOTSTRAP_NOTE.format(n=samples, rows=eval_rows)
-        if samples
-        else "ranked on validation; no bootstrap (compare.bootstrap_samples: 0)",
-    )
-    with tracker.run(
-        run_name=f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags={"sparkpipe.task": data.task, "sparkpipe.compare": ",".join(names)},
-    ) as run:
-        tracker.log_config(cfg, raw_yaml)
-        tracker.log_params(
+        if eval_df is None:
+            raise ConfigError(
+                [
+                    (
+                        "data.validation_split",
+                        "comparison needs a validation (or test) split; set data.validation_split: 0.15",
+                    )
+                ]
+            )
+        if eval_name == "test":
+            log.warning(
+                "no validation split: the leaderboard ranks on the test split (set data.validation_split)"
+            )
+        eval_df = eval_df.cache()
+        return cls(
+            metric,
+            metric_direction(metric, data.task),
+            eval_name,
+            eval_df,
+            eval_df.count(),
+            samples,
+            cfg.data.seed,
+            cfg.evaluation.k,
+        )
+
+    def release(self) -> None:
+        self.eval_df.unpersist()
+
+
+def _fit_one(
+    spark: SparkSession,
+    cfg: PipelineConfig,
+    algo_cfg: PipelineConfig,
+    data: PreparedData,
+    algo: str,
+    board: _Board,
+    tracker: Tracker,
+    progress: Progress,
+) -> tuple[dict[str, Any], FitResult, Evaluation]:
+    """Fit and evaluate one algorithm in its own child run, exactly as a run would; score it for the
+    leaderboard (with bootstrap resamples). Returns its leaderboard row, fit and evaluation."""
+    from sparkpipe.flow.evaluate import evaluate_fit
+    from sparkpipe.flow.fit import classifier_stage, fit_model
+    from sparkpipe.flow.publish import model_params
+    from sparkpipe.models.algorithms import normalize_name
+    from sparkpipe.tuning import make_scorer
+
+    ccfg = cfg.compare
+    hyper = dict(cfg.model.hyperparameters) if normalize_name(cfg.model.algorithm) == algo else {}
+    per_algo = {normalize_name(k): v for k, v in (ccfg.hyperparameters if ccfg else {}).items()}
+    hyper.update(per_algo.get(algo, {}))
+    with (
+        tracker.run(
+            run_name=algo, nested=True, tags={"sparkpipe.algorithm": algo, "sparkpipe.task": data.task}
+        ),
+        progress.step(f"compare: {algo}"),
+    ):
+        fit = fit_model(
+            spark, algo_cfg, data, progress, algorithm=algo, hyperparameters=hyper, tracker=tracker
+        )
+        evaluation = evaluate_fit(fit, cfg.evaluation, progress, keep_report=False)
+        model, last = fit.model, classifier_stage(fit.model)
+        scorer = make_scorer(data.task, board.metric, fit.num_classes, fit.spec.supports_probability, board.k)
+        score = scorer(model.transform(board.eval_df), last)
+        test = fit.data.test
+        test_score = scorer(model.transform(test), last) if test is not None else None
+        boot = bootstrap_scores(model.transform(board.eval_df), scorer, last, board.samples, board.seed)
+        tuning = fit.tuning
+        row = {
+            "algorithm": algo,
+            "score": score,
+            "score_std": statistics.pstdev(boot) if len(boot) > 1 else None,
+            "bootstrap_mean": statistics.fmean(boot) if boot else None,
+            "test_score": test_score,
+            "train_seconds": fit.train_seconds,
+            "cv_score": tuning["best_score"] if tuning else None,
+            "best_params": tuning["best_params"] if tuning else None,
+            "metrics": evaluation.metrics,
+        }
+        tracker.log_params({"algorithm": algo, "hyperparameters": model_params(model)})
+        tracker.log_metrics(
             {
-                "compare.algorithms_run": ",".join(names),
-                "compare.metric_used": metric,
-                "compare.tuned": do_tune,
+                **evaluation.metrics,
+                f"{board.eval_name}_{board.metric}_bootstrap_std": row["score_std"],
+                "train_seconds": fit.train_seconds,
             }
         )
-        for algo in names:
-            spec = get_algorithm(algo, data.task)
-            hyper = dict(cfg.model.hyperparameters) if normalize_name(cfg.model.algorithm) == algo else {}
-            per_algo = {normalize_name(k): v for k, v in (ccfg.hyperparameters if ccfg else {}).items()}
-            hyper.update(per_algo.get(algo, {}))
-            with (
-                tracker.run(
-                    run_name=algo,
-                    nested=True,
-                    tags={"sparkpipe.algorithm": algo, "sparkpipe.task": data.task},
-                ),
-                progress.step(f"compare: {algo}"),
-            ):
-                t0 = time.perf_counter()
-                model, info = fit_model(
-                    spark, algo_cfg, data, progress, algorithm=algo, hyperparameters=hyper, tracker=tracker
-                )
-                train_seconds = time.perf_counter() - t0
-                metrics: dict[str, float] = {}
-                for split_name, split_df in (("validation", data.validation), ("test", data.test)):
-                    for name, value in evaluate_model(
-                        model, split_df, cfg, data.task, info["num_classes"], data.user_col, data.item_col
-                    ).items():
-                        metrics[f"{split_name}_{name}"] = value
-                scorer = make_scorer(
-                    data.task, metric, num_classes, spec.supports_probability, cfg.evaluation.k
-                )
-                last = (
-                    model.stages[-2]
-                    if type(model.stages[-1]).__name__ == "IndexToString"
-                    else model.stages[-1]
-                )
-                score = scorer(model.transform(eval_df), last)
-                test_score = scorer(model.transform(data.test), last) if data.test is not None else None
-                boot = bootstrap_scores(model.transform(eval_df), scorer, last, samples, cfg.data.seed)
-                tuning = info.get("tuning")
-                row = {
-                    "algorithm": algo,
-                    "score": score,
-                    "score_std": statistics.pstdev(boot) if len(boot) > 1 else None,
-                    "bootstrap_mean": statistics.fmean(boot) if boot else None,
-                    "test_score": test_score,
-                    "train_seconds": train_seconds,
-                    "cv_score": tuning["best_score"] if tuning else None,
-                    "best_params": tuning["best_params"] if tuning else None,
-                    "metrics": metrics,
-                }
-                rows.append(row)
-                fitted[algo] = (model, info)
-                tracker.log_params({"algorithm": algo, "hyperparameters": _model_params(model)})
-                tracker.log_metrics(
-                    {
-                        **metrics,
-                        f"{eval_name}_{metric}_bootstrap_std": row["score_std"],
-                        "train_seconds": train_seconds,
-                    }
-                )
-                if tuning:
-                    tracker.log_dict(tuning, "tuning/summary.json")
-                log.info(
-                    "compare %s: %s %s=%.4f%s, test %s, %.1fs",
-                    algo,
-                    eval_name,
-                    metric,
-                    score,
-                    f" ± {row['score_std']:.4f}" if row["score_std"] is not None else "",
-                    f"{test_score:.4f}" if test_score is not None else "—",
-                    train_seconds,
-                )
+        if tuning:
+            tracker.log_dict(tuning, "tuning/summary.json")
+    log.info(
+        "compare %s: %s %s=%.4f%s, test %s, %.1fs",
+        algo,
+        board.eval_name,
+        board.metric,
+        score,
+        f" ± {row['score_std']:.4f}" if row["score_std"] is not None else "",
+        f"{test_score:.4f}" if test_score is not None else "—",
+        fit.train_seconds,
+    )
+    return row, fit, evaluation
 
-        ranked = _rank(rows, direction)
-        result.leaderboard = ranked
-        winner = ranked[0]["algorithm"]
-        result.winner = winner
-        columns, table = leaderboard_table(ranked, metric)
-        tracker.log_dict({"columns": columns, "data": table}, "compare/leaderboard.json")
-        tracker.log_text(_markdown(columns, table), "compare/leaderboard.md")
-        tracker.log_text(_csv(columns, table), "compare/leaderboard.csv")
-        parent_metrics: dict[str, float] = {}
-        for r in ranked:
-            parent_metrics[f"{r['algorithm']}.{eval_name}_{metric}"] = r["score"]
-            parent_metrics[f"{r['algorithm']}.test_{metric}"] = r["test_score"]
-            parent_metrics[f"{r['algorithm']}.train_seconds"] = r["train_seconds"]
-            parent_metrics[f"{r['algorithm']}.rank"] = r["rank"]
-        parent_metrics.update({f"{k}": v for k, v in ranked[0]["metrics"].items()})
-        tracker.log_metrics(parent_metrics)
-        tracker.set_tags({"sparkpipe.winner": winner, "sparkpipe.algorithm": winner})
 
-        model, info = fitted[winner]
-        plan = info["feature_plan"]
-        win_cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"algorithm": winner})})
-        reg_name = win_cfg.registered_model_name()
-        if run is not None:
-            with progress.step("register winner"):
-                input_cols = [n for n, _ in plan.input_schema]
-                example = (
-                    _input_example(data.train, input_cols)
-                    if cfg.mlflow.log_input_example and input_cols
-                    else None
-                )
-                meta = {
-                    "task": data.task,
-                    "algorithm": winner,
-                    "target": data.target,
-                    "label_labels": data.label_labels,
-                    **feature_names_meta(plan),
-                    "input_schema": [list(x) for x in plan.input_schema],
-                    "user_col": data.user_col,
-                    "item_col": data.item_col,
-                }
-                result.model_uri = tracker.log_spark_model(
-                    model,
-                    input_example=example,
-                    metadata={"sparkpipe": meta},
-                    signature=model_signature(plan.input_schema, data.task, data.task == "classification"),
-                )
-                if cfg.mlflow.register_model:
-                    result.registered_version = tracker.register(
-                        result.model_uri,
-                        reg_name,
-                        alias=cfg.mlflow.alias,
-                        tags={"task": data.task, "algorithm": winner, "compare": ",".join(names)},
-                    )
-                    result.registered_name = reg_name
-            result.run_id, result.tracking_uri = run.run_id, run.tracking_uri
-        if cfg.evaluation.report:
-            from sparkpipe.report import compare_report
+def _log_leaderboard(tracker: Tracker, ranked: list[dict[str, Any]], board: _Board) -> None:
+    """The leaderboard as artifacts (JSON, Markdown, CSV) and per-algorithm metrics of the parent run."""
+    metric = board.metric
+    columns, table = leaderboard_table(ranked, metric)
+    tracker.log_dict({"columns": columns, "data": table}, "compare/leaderboard.json")
+    tracker.log_text(_markdown(columns, table), "compare/leaderboard.md")
+    tracker.log_text(_csv(columns, table), "compare/leaderboard.csv")
+    parent_metrics: dict[str, float] = {}
+    for r in ranked:
+        parent_metrics[f"{r['algorithm']}.{board.eval_name}_{metric}"] = r["score"]
+        parent_metrics[f"{r['algorithm']}.test_{metric}"] = r["test_score"]
+        parent_metrics[f"{r['algorithm']}.train_seconds"] = r["train_seconds"]
+        parent_metrics[f"{r['algorithm']}.rank"] = r["rank"]
+    tracker.log_metrics(parent_metrics)
+    winner = ranked[0]["algorithm"]
+    tracker.set_tags({"sparkpipe.winner": winner, "sparkpipe.algorithm": winner})
 
-            with progress.step("report"):
-                result.report_path = compare_report(cfg, result, model, data, info, tracker)
-        result.timings = dict(progress.timings)
-        result.timings["total"] = time.perf_counter() - t_start
-        out = _write_result(cfg, result)
-        if run is not None:
-            tracker.log_artifact(out)
-    eval_df.unpersist()
-    with contextlib.suppress(Exception):
-        data.train.unpersist()
-    data.release()
-    return result
+
+def _publish_winner(
+    cfg: PipelineConfig,
+    tracker: Tracker,
+    run: RunInfo | None,
+    fit: FitResult,
+    evaluation: Evaluation,
+    progress: Progress,
+    result: CompareResult,
+    raw_yaml: str | None,
+    started: float,
+) -> None:
+    """Publish the winner in the parent run through the one publish step, with the comparison's
+    report and record (``compare.json``); ``result`` gets the run, model, report and registry fields."""
+    from sparkpipe.flow.publish import publish
+    from sparkpipe.report import compare_report
+
+    def report(res: RunResult) -> str:
+        result.run_id, result.tracking_uri = res.run_id, res.tracking_uri
+        return compare_report(cfg, result, fit, tracker)
+
+    def record(res: RunResult) -> RunResult:
+        result.run_id, result.tracking_uri, result.model_uri = res.run_id, res.tracking_uri, res.model_uri
+        result.report_path = res.report_path
+        result.registered_name, result.registered_version = res.registered_name, res.registered_version
+        result.timings, result.warnings = dict(res.timings), list(res.warnings)
+        return res.with_(record_path=str(_write_result(cfg, result)))
+
+    publish(
+        cfg,
+        tracker,
+        run,
+        fit,
+        evaluation,
+        progress,
+        raw_yaml=raw_yaml,
+        report=report,
+        record=record,
+        register_tags={"compare": ",".join(result.algorithms)},
+        started=started,
+    )
 
 
 def _write_result(cfg: PipelineConfig, result: CompareResult) -> Path:

@@ -49,7 +49,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
+    from sparkpipe.compare import CompareResult
     from sparkpipe.config import PipelineConfig
+    from sparkpipe.core import Evaluation, FitResult, PreparedData, RunResult
     from sparkpipe.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -731,7 +733,7 @@ def _problems_html(problems: list[str]) -> str:
     return "".join(f'<p class="note">⚠ {_esc(p)}</p>' for p in problems)
 
 
-def _split(data: Any) -> tuple[str, Any]:
+def _split(data: PreparedData) -> tuple[str, DataFrame | None]:
     if data.test is not None:
         return "test", data.test
     return "validation", data.validation
@@ -790,12 +792,10 @@ def _bounded(pred: DataFrame, seed: int, rows: int | None = None) -> DataFrame |
 
 def run_report(
     cfg: PipelineConfig,
-    result: Any,
-    model: Any,
-    data: Any,
-    info: dict[str, Any],
+    result: RunResult,
+    fit: FitResult,
+    evaluation: Evaluation | None = None,
     tracker: Tracker | None = None,
-    predictions: DataFrame | None = None,
 ) -> str:
     """Build the report of one pipeline run; write ``<output_path>/report.html`` and log it.
 
@@ -804,19 +804,16 @@ def run_report(
     cfg
         The pipeline config.
     result
-        The :class:`~sparkpipe.pipeline.RunResult` so far (metrics, run id, registered model).
-    model
-        The fitted ``PipelineModel``.
-    data
-        The :class:`~sparkpipe.pipeline.PreparedData` (the test split is scored for the plots).
-    info
-        ``fit_model``'s info (``num_classes``, ``tuning``, ``feature_plan``).
+        The :class:`~sparkpipe.core.RunResult` so far (metrics, run id).
+    fit
+        The :class:`~sparkpipe.core.FitResult`: the model, its data (the test split, else validation, is
+        plotted), class count, tuning summary and feature plan.
+    evaluation
+        Its :class:`~sparkpipe.core.Evaluation`: ``predictions`` are the model's predictions on the
+        split plotted, already scored and persisted; plotted from a seeded sample of at most
+        :data:`MAX_PLOT_ROWS` rows. Without them the split is scored here.
     tracker
         Logs the plots and the page to the active run when given.
-    predictions
-        The model's predictions on the split plotted (test, else validation), already scored and
-        persisted by the evaluation; plotted from a seeded sample of at most
-        :data:`MAX_PLOT_ROWS` rows. ``None``: the split is scored here.
 
     Returns
     -------
@@ -824,13 +821,14 @@ def run_report(
         Absolute path of ``report.html``.
     """
     t0 = time.perf_counter()
+    data = fit.data
     split_name, split_df = _split(data)
     plots: list[Plot] = []
     problems: list[str] = []
     if split_df is not None:
-        plan = info.get("feature_plan")
+        predictions = evaluation.predictions if evaluation is not None else None
         if predictions is None:
-            pred, rows = model.transform(split_df), None
+            pred, rows = fit.model.transform(split_df), None
         else:  # the evaluation counted the split it scored
             pred, rows = predictions, data.lineage.get(f"{split_name}_rows")
         sampled = _bounded(pred, cfg.data.seed, rows)
@@ -841,15 +839,15 @@ def run_report(
             evaluation_plots,
             pred,
             data.task,
-            info.get("num_classes"),
+            fit.num_classes,
             data.label_labels,
-            getattr(plan, "features_col", "features"),
+            fit.plan.features_col or "features",
             result.metrics.get(f"{split_name}_silhouette"),
             cfg.data.seed,
         )
         if sampled is not None:
             sampled.unpersist()
-    tuning = info.get("tuning")
+    tuning = fit.tuning
     tuning_figs = _guarded("tuning", problems, tuning_plots, tuning) if tuning else []
     sections = [
         ("Summary", html_table(["", ""], _summary_rows(result, cfg))),
@@ -888,7 +886,7 @@ _METHOD_NOTE = (
 )
 
 
-def _summary_rows(result: Any, cfg: PipelineConfig) -> list[list[Any]]:
+def _summary_rows(result: RunResult, cfg: PipelineConfig) -> list[list[Any]]:
     lineage = result.lineage or {}
     rows = [
         ["algorithm", result.algorithm],
@@ -903,10 +901,8 @@ def _summary_rows(result: Any, cfg: PipelineConfig) -> list[list[Any]]:
 
 def compare_report(
     cfg: PipelineConfig,
-    comparison: Any,
-    model: Any,
-    data: Any,
-    info: dict[str, Any],
+    comparison: CompareResult,
+    fit: FitResult,
     tracker: Tracker | None = None,
 ) -> str:
     """Build the report of a model comparison: leaderboard, its chart, and the winner's plots.
@@ -917,8 +913,8 @@ def compare_report(
         The pipeline config.
     comparison
         The :class:`~sparkpipe.compare.CompareResult` so far.
-    model, data, info
-        The winner's ``PipelineModel``, the shared prepared data, and the winner's ``fit_model`` info.
+    fit
+        The winner's :class:`~sparkpipe.core.FitResult` (model, data, class count, tuning, plan).
     tracker
         Logs the plots and the page to the active (parent) run when given.
 
@@ -931,19 +927,19 @@ def compare_report(
     metric = comparison.metric
     problems: list[str] = []
     board = leaderboard_plot(rows, metric)
+    data = fit.data
     split_name, split_df = _split(data)
     plots: list[Plot] = []
     if split_df is not None:
-        plan = info.get("feature_plan")
         plots = _guarded(
             "evaluation",
             problems,
             evaluation_plots,
-            model.transform(split_df),
+            fit.model.transform(split_df),
             data.task,
-            info.get("num_classes"),
+            fit.num_classes,
             data.label_labels,
-            getattr(plan, "features_col", "features"),
+            fit.plan.features_col or "features",
             None,
             cfg.data.seed,
         )
@@ -967,7 +963,7 @@ def compare_report(
         ("Leaderboard", table + f'<p class="note">{_esc(comparison.note)}</p>' + plots_html([board])),
         (f"Winner: {comparison.winner} ({split_name} split)", plots_html(plots) + _problems_html(problems)),
     ]
-    tuning = info.get("tuning")
+    tuning = fit.tuning
     tuning_figs = _guarded("tuning", problems, tuning_plots, tuning) if tuning else []
     if tuning:
         sections.append(("Winner's tuning", _tuning_section(tuning) + plots_html(tuning_figs)))

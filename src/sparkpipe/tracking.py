@@ -22,11 +22,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sparkpipe.config import MlflowConfig, PipelineConfig
+from sparkpipe.core import MODEL_REF_RE as MODEL_REF_RE  # re-exported: the one parser is core.ModelRef
+from sparkpipe.core import ModelRef, parse_model_ref
 from sparkpipe.errors import ModelError, SparkpipeError
 
 if TYPE_CHECKING:
@@ -304,22 +306,6 @@ class Tracker:
 
 
 # ============================================================================ registry (client side)
-@dataclass
-class ModelRef:
-    """A resolved reference to one registered model version."""
-
-    name: str
-    version: str
-    run_id: str | None
-    source: str
-    aliases: list[str] = field(default_factory=list)
-    tags: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
-
-
 def model_cache_dir(tracking_uri: str, base: str | Path | None = None) -> Path:
     """Absolute local cache of downloaded model versions for one tracking store.
 
@@ -400,27 +386,6 @@ def publish_model_dir(root: Path, ref: ModelRef, fetch: Callable[[Path], Path]) 
 def discard_cache_entry(path: Path) -> None:
     """Remove a cached model version so the next fetch copies it again."""
     shutil.rmtree(path, ignore_errors=True)
-
-
-MODEL_REF_RE = re.compile(
-    r"^(?:models:/)?(?P<name>[^@/\s]+)(?:@(?P<alias>[^/\s]+)|/(?P<version>\d+|latest))?$"
-)
-"""``name``, ``name@alias``, ``name/N`` or ``name/latest``, each optionally prefixed with ``models:/``."""
-
-
-def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
-    """``(name, alias, version)`` of a model reference (see :data:`MODEL_REF_RE`); the one parser the
-    registry, the model service and the job hooks share.
-
-    Raises
-    ------
-    ModelError
-        ``ref`` is not such a reference.
-    """
-    m = MODEL_REF_RE.match(ref.strip())
-    if not m:
-        raise ModelError(f"model reference {ref!r} is not NAME, NAME@ALIAS or NAME/VERSION")
-    return m.group("name"), m.group("alias"), m.group("version")
 
 
 def alias_map(rm: Any) -> dict[str, str]:

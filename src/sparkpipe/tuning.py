@@ -88,6 +88,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from sparkpipe.config import PipelineConfig
+    from sparkpipe.core import PreparedData
+    from sparkpipe.models.algorithms import AlgorithmSpec
     from sparkpipe.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,7 @@ FOLD_COL = "_sparkpipe_fold"
 
 
 # ------------------------------------------------------------------------------------ search spaces
-def grid_for(cfg: PipelineConfig, algorithm: str, spec: Any = None) -> dict[str, list[Any]]:
+def grid_for(cfg: PipelineConfig, algorithm: str, spec: AlgorithmSpec | None = None) -> dict[str, list[Any]]:
     """The param grid for ``algorithm``.
 
     The user's ``param_grid`` in either format (``{algorithm: {param: [values]}}`` or, for the
@@ -113,7 +115,9 @@ def grid_for(cfg: PipelineConfig, algorithm: str, spec: Any = None) -> dict[str,
     return discretise(space_for(cfg, algorithm, spec))
 
 
-def space_for(cfg: PipelineConfig, algorithm: str, spec: Any = None) -> dict[str, dict[str, Any]]:
+def space_for(
+    cfg: PipelineConfig, algorithm: str, spec: AlgorithmSpec | None = None
+) -> dict[str, dict[str, Any]]:
     """The search space (neutral format) for ``algorithm``: the user's ``search_space`` when given,
     else the algorithm's default space."""
     from sparkpipe.config_checks import search_space_for
@@ -123,7 +127,7 @@ def space_for(cfg: PipelineConfig, algorithm: str, spec: Any = None) -> dict[str
     return search_space_for(cfg, spec)
 
 
-def _user_space(cfg: PipelineConfig, spec: Any) -> dict[str, dict[str, Any]]:
+def _user_space(cfg: PipelineConfig, spec: AlgorithmSpec | None) -> dict[str, dict[str, Any]]:
     """The user's own search space for ``spec`` (empty when they wrote none)."""
     from sparkpipe.config_checks import search_space_for
 
@@ -725,10 +729,10 @@ def resolve_metric(cfg: PipelineConfig, task: str, num_classes: int | None) -> s
     return canonical_metric(name)
 
 
-def _num_classes(train: DataFrame, data: Any) -> int | None:
+def _num_classes(train: DataFrame, data: PreparedData) -> int | None:
     if data.task != "classification":
         return None
-    if getattr(data, "label_labels", None):
+    if data.label_labels:
         return len(data.label_labels)
     from pyspark.sql import functions as F
 
@@ -739,10 +743,10 @@ def _num_classes(train: DataFrame, data: Any) -> int | None:
 def tune(
     spark: SparkSession,
     cfg: PipelineConfig,
-    spec: Any,
+    spec: AlgorithmSpec,
     estimator: Estimator,
     train: DataFrame,
-    data: Any,
+    data: PreparedData,
     tracker: Tracker | None = None,
 ) -> tuple[Model, dict[str, Any]]:
     """Search hyperparameters of ``estimator`` on ``train``; refit the best on all of ``train``.
@@ -760,7 +764,7 @@ def tune(
     train
         The feature-transformed training frame (feature stages are fitted once, before tuning).
     data
-        The :class:`~sparkpipe.pipeline.PreparedData` (task, label names).
+        The :class:`~sparkpipe.core.PreparedData` (task, label names).
     tracker
         When given with an active run, each trial is logged as a nested child run.
 
@@ -792,7 +796,7 @@ def tune(
         task,
         metric,
         num_classes,
-        probability=bool(getattr(spec, "supports_probability", False)),
+        probability=spec.supports_probability,
         k=cfg.evaluation.k,
     )
 

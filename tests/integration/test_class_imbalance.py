@@ -311,9 +311,10 @@ def test_tuning_fits_every_candidate_with_the_weights(spark, tmp_path):
     )
     data = prepare_data(spark, cfg)
     try:
-        model, info = fit_model(spark, cfg, data)
+        fit = fit_model(spark, cfg, data)
+        model = fit.model
         assert classifier_stage(model).getOrDefault("weightCol") == WEIGHT_COL
-        assert info["tuning"] and info["class_weights"]["1"] > 1.0 > info["class_weights"]["0"]
+        assert fit.tuning and fit.class_weights["1"] > 1.0 > fit.class_weights["0"]
         # serving needs neither the label nor the weight column
         raw = data.test.drop("label", "churned")
         assert model.transform(raw).select("prediction").count() == raw.count()

@@ -219,7 +219,7 @@ def test_registered_model_reloads_with_identical_predictions(spark, store, tmp_p
         }
     )
     data = prepare_data(spark, cfg)
-    model, _ = fit_model(spark, cfg, data)
+    model = fit_model(spark, cfg, data).model
     fresh = load_builtin(spark, "churn", rows=300, seed=7)
 
     def scored(m):

@@ -93,7 +93,7 @@ def test_default_config_trains_200k_rows_with_a_512mb_heap(tmp_path):
 
 
 def test_profile_of_a_large_training_split_is_a_bounded_sample(spark, monkeypatch):
-    import sparkpipe.pipeline as pipeline
+    import sparkpipe.flow.fit as pipeline
     from sparkpipe.data.datasets import generate
 
     monkeypatch.setattr(pipeline, "PROFILE_MAX_ROWS", 1_000)

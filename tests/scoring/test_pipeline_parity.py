@@ -74,12 +74,13 @@ def test_default_churn_pipeline_scores_identically(spark, tmp_path, algorithm):
         }
     )
     data = prepare_data(spark, cfg)
-    model, info = fit_model(spark, cfg, data)
+    fit = fit_model(spark, cfg, data)
+    model = fit.model
     fresh = data.test.drop("label").limit(200)
     nasty = _nasty_churn_rows(spark, fresh)
     rows = fresh.select([fresh[c].cast(t) for c, t in nasty.dtypes]).unionByName(nasty)
     served = rows.drop("churned")  # requests carry no label
-    assert_parity(model, served, tmp_path, input_schema=info["feature_plan"].input_schema)
+    assert_parity(model, served, tmp_path, input_schema=fit.plan.input_schema)
 
 
 @pytest.mark.parametrize(
@@ -95,6 +96,7 @@ def test_other_default_pipelines_score_identically(spark, tmp_path, dataset, alg
         }
     )
     data = prepare_data(spark, cfg)
-    model, info = fit_model(spark, cfg, data)
+    fit = fit_model(spark, cfg, data)
+    model = fit.model
     served = (data.test or data.train).drop("label", *([data.target] if data.target else [])).limit(200)
-    assert_parity(model, served, tmp_path, input_schema=info["feature_plan"].input_schema)
+    assert_parity(model, served, tmp_path, input_schema=fit.plan.input_schema)

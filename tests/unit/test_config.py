@@ -612,7 +612,7 @@ def test_a_name_of_no_algorithm_is_still_an_error_with_a_hint() -> None:
 
 def test_changing_the_algorithm_of_the_default_config_works(capsys, monkeypatch) -> None:
     """README: `sparkpipe run --set model.algorithm=gbt` on the default config (LR hyperparameters)."""
-    import sparkpipe.pipeline
+    import sparkpipe.flow.run
     from sparkpipe.cli import main
 
     seen = {}
@@ -621,7 +621,7 @@ def test_changing_the_algorithm_of_the_default_config_works(capsys, monkeypatch)
         seen["cfg"] = cfg
         raise SystemExit(0)
 
-    monkeypatch.setattr(sparkpipe.pipeline, "run_pipeline", fake_run)
+    monkeypatch.setattr(sparkpipe.flow.run, "run_pipeline", fake_run)
     default = Path(__file__).resolve().parents[2] / "config" / "pipeline_config.yaml"
     with pytest.raises(SystemExit) as exc:
         main(["run", "--config", str(default), "--set", "model.algorithm=gbt"])

@@ -196,10 +196,9 @@ async def _sync_experiments(experiments: Any, interval: float = 1.0) -> None:
 
 def _ref_name(spec: str) -> str | None:
     """The model name of a configured reference (``models:/churn@champion`` -> ``churn``)."""
-    from sparkpipe.tracking import MODEL_REF_RE
+    from sparkpipe.core import model_name_of
 
-    m = MODEL_REF_RE.match(spec.strip())
-    return m.group("name") if m else None
+    return model_name_of(spec)
 
 
 def create_app(

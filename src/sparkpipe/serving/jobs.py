@@ -701,7 +701,7 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any]:
     import copy
 
     from sparkpipe.config import build_config
-    from sparkpipe.pipeline import run_pipeline
+    from sparkpipe.flow.run import run_pipeline
     from sparkpipe.serving.security import recheck_path
 
     raw = copy.deepcopy(payload["config"])
@@ -723,7 +723,7 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any]:
 def batch_predict_job(payload: dict[str, Any]) -> dict[str, Any]:
     """Score a data set with Spark (in the child process); the paths are confined again here."""
     from sparkpipe.config import MlflowConfig
-    from sparkpipe.pipeline import batch_predict
+    from sparkpipe.flow.batch import batch_predict
     from sparkpipe.serving.security import recheck_path
 
     roots = job_roots()
