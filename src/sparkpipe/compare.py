@@ -245,29 +245,7 @@ def compare(
             update={"tuning": cfg.tuning.model_copy(update={"enabled": do_tune, "metric": board.metric})}
         )
         tracker = Tracker(cfg)
-        log.info(
-            "comparing %s on %s (%s, %d %s rows)%s",
-            ", ".join(names),
-            cfg.data.input_path,
-            board.metric,
-            board.eval_rows,
-            board.eval_name,
-            " with tuning" if do_tune else "",
-        )
-        result = CompareResult(
-            run_id=None,
-            task=data.task,
-            metric=board.metric,
-            direction=board.direction,
-            leaderboard=[],
-            winner="",
-            algorithms=names,
-            output_path=cfg.data.output_path,
-            lineage=data.lineage,
-            note=BOOTSTRAP_NOTE.format(n=samples, rows=board.eval_rows)
-            if samples
-            else "ranked on validation; no bootstrap (compare.bootstrap_samples: 0)",
-        )
+        result = _new_result(cfg, data, names, board, do_tune)
         with tracker.run(
             run_name=f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
             tags={"sparkpipe.task": data.task, "sparkpipe.compare": ",".join(names)},
@@ -294,6 +272,38 @@ def compare(
         board.release()
         data.release()
     return result
+
+
+def _new_result(
+    cfg: PipelineConfig, data: PreparedData, names: list[str], board: _Board, do_tune: bool
+) -> CompareResult:
+    """The comparison's result before any algorithm ran (logged as the comparison starts)."""
+    log.info(
+        "comparing %s on %s (%s, %d %s rows)%s",
+        ", ".join(names),
+        cfg.data.input_path,
+        board.metric,
+        board.eval_rows,
+        board.eval_name,
+        " with tuning" if do_tune else "",
+    )
+    note = (
+        BOOTSTRAP_NOTE.format(n=board.samples, rows=board.eval_rows)
+        if board.samples
+        else "ranked on validation; no bootstrap (compare.bootstrap_samples: 0)"
+    )
+    return CompareResult(
+        run_id=None,
+        task=data.task,
+        metric=board.metric,
+        direction=board.direction,
+        leaderboard=[],
+        winner="",
+        algorithms=names,
+        output_path=cfg.data.output_path,
+        lineage=data.lineage,
+        note=note,
+    )
 
 
 def _algorithm_names(cfg: PipelineConfig, algorithms: list[str] | None) -> list[str]:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sparkpipe.config import TASK_TYPES, FeaturesConfig, TextConfig, TimeFeaturesConfig
+from sparkpipe.core import KEY_TYPES, TIME_TYPES, base_type
 from sparkpipe.errors import ConfigError, UnknownNameError
 from sparkpipe.features.roles import ColumnRoles, infer_roles, is_numeric_type
 from sparkpipe.features.stages import (
@@ -826,7 +827,7 @@ def step_elapsed(ctx: PlanContext) -> list[Stage]:
         _check_not_target(ctx, key, [e.start, e.end])
         for c in (e.start, e.end):
             kind = ctx.roles.types[c]
-            if not (kind in ("timestamp", "timestamp_ntz", "date") or kind.startswith("string")):
+            if not (kind in TIME_TYPES or kind.startswith("string")):
                 raise ConfigError([(key, f"column {c!r} has type {kind}; elapsed time needs timestamps")])
         name = e.name or f"{e.end}_minus_{e.start}_{e.unit}"
         out = ctx.new_col(name)
@@ -953,9 +954,6 @@ def step_ratios(ctx: PlanContext) -> list[Stage]:
     return stages
 
 
-_KEY_TYPES = ("string", "int", "bigint", "smallint", "tinyint", "boolean")
-
-
 def step_aggregations(ctx: PlanContext) -> list[Stage]:
     """Per-entity aggregates (``features.aggregations``) learned from the training rows only, kept as a
     lookup table in :class:`~sparkpipe.features.stages.GroupAggregatorModel` and joined at transform
@@ -967,7 +965,7 @@ def step_aggregations(ctx: PlanContext) -> list[Stage]:
         _check_exists(ctx, key + ".agg_cols", ac.agg_cols)
         _check_not_target(ctx, key, ac.group_cols + ac.agg_cols)
         for g in ac.group_cols:
-            if not ctx.roles.types[g].startswith(_KEY_TYPES):
+            if base_type(ctx.roles.types[g]) not in KEY_TYPES:
                 raise ConfigError(
                     [(key + ".group_cols", f"column {g!r} has type {ctx.roles.types[g]}; group keys must be "
                                            "string, integral or boolean")]

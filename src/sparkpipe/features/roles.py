@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+from sparkpipe.core import FRACTIONAL_TYPES, INTEGRAL_TYPES, TIME_TYPES
 from sparkpipe.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -80,10 +81,6 @@ TEXT_LONG_AVG_LEN = 30.0
 TEXT_MIN_AVG_LEN = 12.0
 TEXT_DISTINCT_RATIO = 0.5
 
-_INTEGRAL = {"byte", "tinyint", "short", "smallint", "integer", "int", "long", "bigint"}
-_FRACTIONAL = {"float", "double"}
-_TIME = {"timestamp", "timestamp_ntz", "date"}
-
 
 def simple_type(dtype: DataType) -> str:
     """Spark's simple type name (``int``, ``bigint``, ``double``, ``string``, ``decimal(10,2)`` ...)."""
@@ -92,9 +89,9 @@ def simple_type(dtype: DataType) -> str:
 
 def _kind(type_name: str) -> str:
     """Coarse kind of a Spark simple type name: integral, fractional, decimal, boolean, string, time, other."""
-    if type_name in _INTEGRAL:
+    if type_name in INTEGRAL_TYPES:
         return "integral"
-    if type_name in _FRACTIONAL:
+    if type_name in FRACTIONAL_TYPES:
         return "fractional"
     if type_name.startswith("decimal"):
         return "decimal"
@@ -102,7 +99,7 @@ def _kind(type_name: str) -> str:
         return "boolean"
     if type_name.startswith(("string", "varchar", "char")):
         return "string"
-    if type_name in _TIME:
+    if type_name in TIME_TYPES:
         return "time"
     if type_name == "vector":
         return "vector"

@@ -82,6 +82,8 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from sparkpipe.core import INTEGRAL_TYPES
+
 log = logging.getLogger(__name__)
 
 MISSING_CATEGORY = "__missing__"
@@ -1154,7 +1156,7 @@ class GroupAggregator(Estimator, _GroupAggParams, DefaultParamsReadable, Default
         for g in groups:
             dtype = _field_type(dataset, g)
             if not isinstance(dtype, StringType | BooleanType) and not (
-                isinstance(dtype, NumericType) and dtype.simpleString() in _INTEGRAL_SIMPLE
+                isinstance(dtype, NumericType) and dtype.simpleString() in INTEGRAL_TYPES
             ):
                 raise ValueError(
                     f"GroupAggregator: group column {g!r} has type {dtype.simpleString()}; use a string, "
@@ -1195,9 +1197,6 @@ class GroupAggregator(Estimator, _GroupAggParams, DefaultParamsReadable, Default
         )
         model.setTable(table)
         return self._copyValues(model)
-
-
-_INTEGRAL_SIMPLE = frozenset({"tinyint", "smallint", "int", "bigint"})
 
 
 class GroupAggregatorModelWriter(DefaultParamsWriter):

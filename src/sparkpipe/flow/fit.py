@@ -75,15 +75,10 @@ def fit_model(
     estimator = build_estimator(
         spec,
         params,
-        features_col=plan.features_col,
-        label_col=LABEL_COL,
+        **_estimator_columns(plan, data, bool(weights)),
         seed=cfg.data.seed,
         num_classes=num_classes,
         num_features=num_features,
-        user_col=data.user_col,
-        item_col=data.item_col,
-        rating_col=LABEL_COL,
-        weight_col=WEIGHT_COL if weights else None,
     )
     tuning_info = None
     with progress.step(f"train {algorithm}"):
@@ -151,6 +146,18 @@ def _fit_features(
     if data.task == "recommendation":  # string ids are indexed by the plan into *__idx columns
         data = data.with_(user_col=plan.user_col or data.user_col, item_col=plan.item_col or data.item_col)
     return plan, feature_model, data
+
+
+def _estimator_columns(plan: FeaturePlan, data: PreparedData, weighted: bool) -> dict[str, str | None]:
+    """The columns an estimator reads: features, label (the rating of a recommender), ids, weight."""
+    return {
+        "features_col": plan.features_col,
+        "label_col": LABEL_COL,
+        "user_col": data.user_col,
+        "item_col": data.item_col,
+        "rating_col": LABEL_COL,
+        "weight_col": WEIGHT_COL if weighted else None,
+    }
 
 
 def _class_count(cfg: PipelineConfig, data: PreparedData) -> int | None:

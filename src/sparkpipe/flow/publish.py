@@ -129,20 +129,25 @@ def publish(
         tracker.log_artifact(result.record_path)
     # last: only a run whose every step succeeded moves the registry
     if run is not None and cfg.mlflow.register_model:
-        named = cfg.model_copy(update={"model": cfg.model.model_copy(update={"algorithm": fit.algorithm})})
-        name = named.registered_model_name()
         with progress.step("register model"):
-            version = tracker.register(
-                str(result.model_uri),
-                name,
-                alias=cfg.mlflow.alias,
-                tags={"task": data.task, "algorithm": fit.algorithm, **(register_tags or {})},
-            )
-        result = _with_timings(
-            result.with_(registered_name=name, registered_version=version), progress, started
-        )
-        result = record(result)
+            result = _register(tracker, cfg, fit, result, register_tags)
+        result = record(_with_timings(result, progress, started))
     return result
+
+
+def _register(
+    tracker: Tracker, cfg: PipelineConfig, fit: FitResult, result: RunResult, tags: dict[str, str] | None
+) -> RunResult:
+    """Register the logged model as a new version and point ``mlflow.alias`` at it."""
+    named = cfg.model_copy(update={"model": cfg.model.model_copy(update={"algorithm": fit.algorithm})})
+    name = named.registered_model_name()
+    version = tracker.register(
+        str(result.model_uri),
+        name,
+        alias=cfg.mlflow.alias,
+        tags={"task": fit.task, "algorithm": fit.algorithm, **(tags or {})},
+    )
+    return result.with_(registered_name=name, registered_version=version)
 
 
 def _with_timings(result: RunResult, progress: Progress, started: float | None) -> RunResult:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from sparkpipe.core import INTEGRAL_TYPES
 from sparkpipe.errors import ConfigError, ModelError, UnknownNameError
 
 if TYPE_CHECKING:
@@ -741,7 +742,6 @@ def get_algorithm(name: str, task: str | None = None) -> AlgorithmSpec:
 
 # ---------------------------------------------------------------------------------------- task logic
 _CATEGORICAL_TYPES = ("string", "boolean", "bool", "categorical", "category", "object")
-_INTEGRAL_TYPES = ("int", "integer", "bigint", "long", "smallint", "short", "tinyint", "byte")
 #: An integral target with at most this many distinct values is treated as a class label.
 MAX_CLASSES_FOR_INTEGER_TARGET = 20
 
@@ -783,7 +783,7 @@ def infer_task(target_type: str | None, n_distinct: int | None, algorithm: str) 
         return "classification"
     if n_distinct is not None and n_distinct <= 2:
         return "classification"
-    if kind in _INTEGRAL_TYPES and n_distinct is not None and n_distinct <= MAX_CLASSES_FOR_INTEGER_TARGET:
+    if kind in INTEGRAL_TYPES and n_distinct is not None and n_distinct <= MAX_CLASSES_FOR_INTEGER_TARGET:
         return "classification"
     if kind or n_distinct is not None:
         return "regression"

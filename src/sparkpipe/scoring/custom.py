@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from sparkpipe.core import INTEGRAL_TYPES
 from sparkpipe.errors import ScoringError
 from sparkpipe.scoring.base import Frame, StageFiles, Twin, n_rows, register
 
@@ -371,7 +372,6 @@ class MissingIndicatorTwin(Twin):
 
 
 # ---------------------------------------------------------------------------- CategoricalImputer
-_INTEGRAL = {"tinyint", "smallint", "int", "bigint", "byte", "short", "integer", "long"}
 
 
 def spark_string(value: Any, spark_type: str) -> str | None:
@@ -384,7 +384,7 @@ def spark_string(value: Any, spark_type: str) -> str | None:
         return None
     if spark_type == "boolean":
         return "true" if bool(value) else "false"
-    if spark_type in _INTEGRAL:
+    if spark_type in INTEGRAL_TYPES:
         return str(int(value))
     return str(value)
 

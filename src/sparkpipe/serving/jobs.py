@@ -46,7 +46,14 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sparkpipe.errors import ConfigError
+    from sparkpipe.serving.schemas import ApiError, BatchPredictRequest, TrainRequest
+    from sparkpipe.serving.security import PathScrubber
+    from sparkpipe.serving.service import ModelService
+    from sparkpipe.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +438,7 @@ def overridable(path: str) -> bool:
     return any(path == a or path.startswith((a + ".", a + "[")) for a in API_OVERRIDABLE)
 
 
-def prepare_train(req: Any, settings: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def prepare_train(req: TrainRequest, settings: ServingSettings) -> tuple[dict[str, Any], dict[str, Any]]:
     """Validate a ``POST /train`` request into ``(params, payload)`` for :meth:`JobManager.submit`.
 
     The overrides are merged into the base config (the server's ``train_config_path`` or the request's
@@ -490,7 +497,9 @@ def prepare_train(req: Any, settings: Any) -> tuple[dict[str, Any], dict[str, An
     return params, {"config": final, "raw_yaml": raw_yaml, "source": source}
 
 
-def _base_config(req: Any, settings: Any) -> tuple[dict[str, Any], str | None, str | None, dict[str, str]]:
+def _base_config(
+    req: TrainRequest, settings: ServingSettings
+) -> tuple[dict[str, Any], str | None, str | None, dict[str, str]]:
     """``(raw, yaml text, source, env paths)`` of the config a training request starts from.
 
     The server's own file (``serve --config``) is trusted: its ``${VAR}`` are expanded. A file named by
@@ -542,7 +551,7 @@ def _base_config(req: Any, settings: Any) -> tuple[dict[str, Any], str | None, s
 
 
 def _structural(
-    raw: dict[str, Any], source: str | None, from_env: dict[str, str], scrub: Any, field: str
+    raw: dict[str, Any], source: str | None, from_env: dict[str, str], scrub: PathScrubber, field: str
 ) -> Any:
     """Schema-validate ``raw`` (no registry checks); a problem is a 422 naming the key."""
     from sparkpipe.config import build_config
@@ -554,7 +563,7 @@ def _structural(
         raise _config_error(exc, scrub, field) from None
 
 
-def _config_error(exc: Any, scrub: Any, field: str) -> Any:
+def _config_error(exc: ConfigError, scrub: PathScrubber, field: str) -> ApiError:
     """A :class:`~sparkpipe.errors.ConfigError` as a 422 (no server paths in it)."""
     from sparkpipe.serving.schemas import ApiError
 
@@ -563,7 +572,9 @@ def _config_error(exc: Any, scrub: Any, field: str) -> Any:
     return ApiError(422, prefix + "; ".join(f"{p}: {m}" for p, m in problems[:5]), problems[:20])
 
 
-def _impose(merged: dict[str, Any], req: Any, data_path: str, settings: Any) -> dict[str, Any]:
+def _impose(
+    merged: dict[str, Any], req: TrainRequest, data_path: str, settings: ServingSettings
+) -> dict[str, Any]:
     """The merged config with what the request fields and the server decide put in."""
     import copy
 
@@ -612,7 +623,9 @@ def output_refusal(path: str, mode: str) -> str | None:
     return None
 
 
-def prepare_batch(req: Any, settings: Any, service: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def prepare_batch(
+    req: BatchPredictRequest, settings: ServingSettings, service: ModelService
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Validate a ``POST /predict/batch`` request into ``(params, payload)``.
 
     Both paths are confined to the data roots and may not be a root itself; the output must not
@@ -670,7 +683,7 @@ def prepare_batch(req: Any, settings: Any, service: Any) -> tuple[dict[str, Any]
     return params, payload
 
 
-def _batch_model_uri(req: Any, settings: Any, service: Any) -> str:
+def _batch_model_uri(req: BatchPredictRequest, settings: ServingSettings, service: ModelService) -> str:
     from sparkpipe.errors import ModelError
     from sparkpipe.serving.schemas import ApiError
 

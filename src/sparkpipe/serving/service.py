@@ -47,12 +47,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from sparkpipe.core import FRACTIONAL_TYPES, INTEGRAL_TYPES, MODEL_REF_RE, TIME_TYPES, base_type
+from sparkpipe.core import parse_model_ref as parse_ref
 from sparkpipe.errors import ModelError, ScoringError, UnsupportedStageError
 from sparkpipe.serving.metrics import ServiceMetrics
 from sparkpipe.serving.schemas import ApiError, invalid
 from sparkpipe.serving.settings import ServingSettings
-from sparkpipe.tracking import MODEL_REF_RE
-from sparkpipe.tracking import parse_model_ref as parse_ref
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +78,16 @@ _FLOAT_MAX = 1.7976931348623157e308
 
 def type_kind(spark_type: str) -> int:
     """Classify a Spark type name into one of the checked kinds."""
-    base = spark_type.lower().split("(")[0].strip()
-    if base in ("double", "float", "decimal", "real"):
+    base = base_type(spark_type)
+    if base in FRACTIONAL_TYPES or base in ("decimal", "real"):
         return NUM
-    if base in ("integer", "int", "long", "bigint", "short", "smallint", "byte", "tinyint"):
+    if base in INTEGRAL_TYPES:
         return INT
     if base in ("string", "varchar", "char"):
         return STR
     if base == "boolean":
         return BOOL
-    if base in ("timestamp", "timestamp_ntz", "date", "datetime"):
+    if base in TIME_TYPES or base == "datetime":
         return TIME
     if base == "vector":
         return VEC
