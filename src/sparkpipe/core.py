@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
     from pyspark.sql import DataFrame
 
-    from sparkpipe.features.auto import FeaturePlan
+    from sparkpipe.features.plan import FeaturePlan
     from sparkpipe.models.algorithms import AlgorithmSpec
 
 # ------------------------------------------------------------------------------------- column names

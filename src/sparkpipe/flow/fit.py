@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
     from pyspark.sql import DataFrame, SparkSession
 
-    from sparkpipe.features.auto import FeaturePlan
+    from sparkpipe.features.plan import FeaturePlan
     from sparkpipe.models.algorithms import AlgorithmSpec
     from sparkpipe.tracking import Tracker
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
     from pyspark.sql import DataFrame
 
-    from sparkpipe.features.auto import FeaturePlan
+    from sparkpipe.features.plan import FeaturePlan
     from sparkpipe.tracking import RunInfo, Tracker
 
 log = logging.getLogger(__name__)
