@@ -253,32 +253,8 @@ def run_report(
         Absolute path of ``report.html``.
     """
     t0 = time.perf_counter()
-    data = fit.data
-    split_name, split_df = _split(data)
-    plots: list[Plot] = []
     problems: list[str] = []
-    if split_df is not None:
-        predictions = evaluation.predictions if evaluation is not None else None
-        if predictions is None:
-            pred, rows = fit.model.transform(split_df), None
-        else:  # the evaluation counted the split it scored
-            pred, rows = predictions, data.lineage.get(f"{split_name}_rows")
-        sampled = _bounded(pred, cfg.data.seed, rows)
-        pred = sampled if sampled is not None else pred
-        plots = _guarded(
-            "evaluation",
-            problems,
-            evaluation_plots,
-            pred,
-            data.task,
-            fit.num_classes,
-            data.label_labels,
-            fit.plan.features_col or "features",
-            result.metrics.get(f"{split_name}_silhouette"),
-            cfg.data.seed,
-        )
-        if sampled is not None:
-            sampled.unpersist()
+    split_name, plots = _run_plots(cfg, result, fit, evaluation, problems)
     tuning = fit.tuning
     tuning_figs = _guarded("tuning", problems, tuning_plots, tuning) if tuning else []
     sections = [
@@ -307,6 +283,39 @@ def run_report(
         time.perf_counter() - t0,
     )
     return str(path)
+
+
+def _run_plots(
+    cfg: PipelineConfig, result: RunResult, fit: FitResult, evaluation: Evaluation | None, problems: list[str]
+) -> tuple[str, list[Plot]]:
+    """The evaluation plots of the split the report shows (test, else validation), from the evaluation's
+    persisted predictions when there are some, on a bounded sample; failures go to ``problems``."""
+    data = fit.data
+    split_name, split_df = _split(data)
+    plots: list[Plot] = []
+    if split_df is not None:
+        predictions = evaluation.predictions if evaluation is not None else None
+        if predictions is None:
+            pred, rows = fit.model.transform(split_df), None
+        else:  # the evaluation counted the split it scored
+            pred, rows = predictions, data.lineage.get(f"{split_name}_rows")
+        sampled = _bounded(pred, cfg.data.seed, rows)
+        pred = sampled if sampled is not None else pred
+        plots = _guarded(
+            "evaluation",
+            problems,
+            evaluation_plots,
+            pred,
+            data.task,
+            fit.num_classes,
+            data.label_labels,
+            fit.plan.features_col or "features",
+            result.metrics.get(f"{split_name}_silhouette"),
+            cfg.data.seed,
+        )
+        if sampled is not None:
+            sampled.unpersist()
+    return split_name, plots
 
 
 _METHOD_NOTE = (

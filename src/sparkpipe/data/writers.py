@@ -110,6 +110,35 @@ def _write_delta(
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _write_local(
+    df: DataFrame, path: str, fmt: str, partition_by: Sequence[str] | None, opts: dict[str, str], mode: str
+) -> None:
+    """A local write: Spark writes a hidden temp sibling, renamed into place only when it succeeded."""
+    target = os.path.abspath(_local_path(path))
+    exists = os.path.exists(target)
+    if exists and mode == "error":
+        raise DataError(f"output {path!r} already exists; remove it or write with mode='overwrite'")
+    if exists and mode == "ignore":
+        log.info("output %s exists; not written (mode=ignore)", path)
+        return
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(target)}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        _spark_write(df, tmp, fmt, partition_by, opts, "overwrite")
+        if exists and mode == "append":
+            _move_contents(tmp, target)
+        elif exists:
+            old = os.path.join(parent, f".{os.path.basename(target)}.old-{uuid.uuid4().hex[:12]}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_dataset(
     df: DataFrame,
     path: str,
@@ -186,29 +215,7 @@ def write_dataset(
         if not _is_local(path):
             _spark_write(df, path, fmt, partition_by, opts, spark_mode)
             return path
-        target = os.path.abspath(_local_path(path))
-        exists = os.path.exists(target)
-        if exists and spark_mode == "error":
-            raise DataError(f"output {path!r} already exists; remove it or write with mode='overwrite'")
-        if exists and spark_mode == "ignore":
-            log.info("output %s exists; not written (mode=ignore)", path)
-            return path
-        parent = os.path.dirname(target)
-        os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".{os.path.basename(target)}.tmp-{uuid.uuid4().hex[:12]}")
-        try:
-            _spark_write(df, tmp, fmt, partition_by, opts, "overwrite")
-            if exists and spark_mode == "append":
-                _move_contents(tmp, target)
-            elif exists:
-                old = os.path.join(parent, f".{os.path.basename(target)}.old-{uuid.uuid4().hex[:12]}")
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        _write_local(df, path, fmt, partition_by, opts, spark_mode)
         return path
     except (DataError, UnknownNameError):
         raise
