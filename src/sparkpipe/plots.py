@@ -300,66 +300,76 @@ def classification_plots(
     classes = confusion["classes"]
     if num_classes is None:
         num_classes = max(2, int(max(classes)) + 1) if classes else 2
-    has_score = "probability" in pred.columns or "rawPrediction" in pred.columns
-    if has_score:
-        if num_classes == 2:
-            curves = [("positive class", curve_points(pred, label_col))]
-        else:
-            unit = (0.0, 1.0) if "probability" in pred.columns else None
-            curves = [
-                (
-                    _label_name(c, label_names),
-                    curve_points(pred, label_col, _score_column(pred, int(c)), c, score_range=unit),
-                )
-                for c in range(min(num_classes, MAX_CURVE_CLASSES))
-            ]
-        fig = _figure()
-        ax = fig.add_subplot()
-        for name, c in curves:
-            ax.plot(c["fpr"], c["tpr"], label=f"{name} (AUC {c['auc_roc']:.3f})")
-        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
-        ax.set(
-            xlabel="false positive rate",
-            ylabel="true positive rate",
-            title="ROC curve",
-            xlim=(0, 1),
-            ylim=(0, 1.02),
-        )
-        ax.legend(loc="lower right", fontsize=8)
-        plots.append(
-            Plot(
-                "roc_curve",
-                "ROC curve",
-                _png(fig),
-                f"{CURVE_BUCKETS} score buckets aggregated in Spark"
-                + ("" if num_classes == 2 else "; one-vs-rest per class"),
+    if "probability" in pred.columns or "rawPrediction" in pred.columns:
+        plots += _curve_plots(pred, label_col, num_classes, label_names)
+    plots.append(_confusion_plot(confusion, label_names))
+    if "probability" in pred.columns:
+        plots.append(_calibration_plot(calibration_bins(pred, label_col, num_classes)))
+    return plots
+
+
+def _curve_plots(
+    pred: DataFrame, label_col: str, num_classes: int, label_names: list[str] | None
+) -> list[Plot]:
+    """ROC and precision-recall curves (one-vs-rest per class, at most :data:`MAX_CURVE_CLASSES`)."""
+    if num_classes == 2:
+        curves = [("positive class", curve_points(pred, label_col))]
+    else:
+        unit = (0.0, 1.0) if "probability" in pred.columns else None
+        curves = [
+            (
+                _label_name(c, label_names),
+                curve_points(pred, label_col, _score_column(pred, int(c)), c, score_range=unit),
             )
-        )
-        fig = _figure()
-        ax = fig.add_subplot()
-        for name, c in curves:
-            ax.plot(c["recall"], c["precision"], label=f"{name} (AP≈{c['auc_pr']:.3f})")
-            if c["positives"] and c["negatives"] and num_classes == 2:
-                ax.axhline(
-                    c["positives"] / (c["positives"] + c["negatives"]),
-                    linestyle="--",
-                    color="grey",
-                    linewidth=1,
-                )
-        ax.set(
-            xlabel="recall", ylabel="precision", title="Precision-recall curve", xlim=(0, 1), ylim=(0, 1.02)
-        )
-        ax.legend(loc="lower left", fontsize=8)
-        plots.append(
-            Plot(
-                "precision_recall_curve",
-                "Precision-recall curve",
-                _png(fig),
-                "dashed: the positive rate (a random classifier)" if num_classes == 2 else "",
+            for c in range(min(num_classes, MAX_CURVE_CLASSES))
+        ]
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name, c in curves:
+        ax.plot(c["fpr"], c["tpr"], label=f"{name} (AUC {c['auc_roc']:.3f})")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    ax.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title="ROC curve",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    roc = Plot(
+        "roc_curve",
+        "ROC curve",
+        _png(fig),
+        f"{CURVE_BUCKETS} score buckets aggregated in Spark"
+        + ("" if num_classes == 2 else "; one-vs-rest per class"),
+    )
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name, c in curves:
+        ax.plot(c["recall"], c["precision"], label=f"{name} (AP≈{c['auc_pr']:.3f})")
+        if c["positives"] and c["negatives"] and num_classes == 2:
+            ax.axhline(
+                c["positives"] / (c["positives"] + c["negatives"]),
+                linestyle="--",
+                color="grey",
+                linewidth=1,
             )
-        )
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall curve", xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower left", fontsize=8)
+    pr = Plot(
+        "precision_recall_curve",
+        "Precision-recall curve",
+        _png(fig),
+        "dashed: the positive rate (a random classifier)" if num_classes == 2 else "",
+    )
+    return [roc, pr]
+
+
+def _confusion_plot(confusion: dict[str, Any], label_names: list[str] | None) -> Plot:
+    """The confusion matrix: counts, coloured by the share of the actual class."""
     import numpy as np
 
+    classes = confusion["classes"]
     matrix = np.array(confusion["matrix"], dtype=float)
     fig = _figure(4.8 + 0.25 * len(classes), 4.0 + 0.25 * len(classes))
     ax = fig.add_subplot()
@@ -382,30 +392,29 @@ def classification_plots(
                 )
     ax.set(xlabel="predicted", ylabel="actual", title="Confusion matrix")
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of the actual class")
-    plots.append(
-        Plot(
-            "confusion_matrix",
-            "Confusion matrix",
-            _png(fig),
-            f"counts; colour = row share · {int(matrix.sum()):,} rows",
-        )
+    return Plot(
+        "confusion_matrix",
+        "Confusion matrix",
+        _png(fig),
+        f"counts; colour = row share · {int(matrix.sum()):,} rows",
     )
-    if "probability" in pred.columns:
-        cal = calibration_bins(pred, label_col, num_classes)
-        fig = _figure()
-        ax = fig.add_subplot()
-        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfectly calibrated")
-        ax.plot(cal["predicted"], cal["observed"], marker="o", label="model")
-        ax.set(
-            xlim=(0, 1),
-            ylim=(0, 1.02),
-            title="Calibration",
-            xlabel="mean predicted P(class 1)" if cal["kind"] == "binary" else "mean top-class confidence",
-            ylabel="fraction of positives" if cal["kind"] == "binary" else "accuracy",
-        )
-        ax.legend(loc="upper left", fontsize=8)
-        plots.append(Plot("calibration", "Calibration", _png(fig), "10 probability bins aggregated in Spark"))
-    return plots
+
+
+def _calibration_plot(cal: dict[str, Any]) -> Plot:
+    """The reliability diagram of :func:`calibration_bins`."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfectly calibrated")
+    ax.plot(cal["predicted"], cal["observed"], marker="o", label="model")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        title="Calibration",
+        xlabel="mean predicted P(class 1)" if cal["kind"] == "binary" else "mean top-class confidence",
+        ylabel="fraction of positives" if cal["kind"] == "binary" else "accuracy",
+    )
+    ax.legend(loc="upper left", fontsize=8)
+    return Plot("calibration", "Calibration", _png(fig), "10 probability bins aggregated in Spark")
 
 
 def regression_plots(

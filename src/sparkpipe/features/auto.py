@@ -233,6 +233,33 @@ def _recommendation_plan(
     )
 
 
+def _step_names(task: str, steps: tuple[str, ...] | list[str] | None) -> list[str]:
+    """The steps to run (default :data:`DEFAULT_STEPS`), each checked against the registry."""
+    if task not in TASK_TYPES:
+        raise UnknownNameError("task", task, TASK_TYPES)
+    names = list(steps) if steps is not None else list(DEFAULT_STEPS)
+    for name in names:
+        if name not in STEP_BUILDERS:
+            raise UnknownNameError("feature step", name, list(STEP_BUILDERS))
+    return names
+
+
+def _slots(ctx: PlanContext) -> tuple[list[str | OneHotBlock | VectorBlock], list[str], list[str]]:
+    """The feature vector's slots in order (plain columns, then one-hot and vector blocks), the name of
+    every slot and the source column each comes from."""
+    slots: list[str | OneHotBlock | VectorBlock] = [n for _, n in ctx.ready]
+    slots += ctx.blocks
+    feature_names: list[str] = []
+    feature_sources: list[str] = []
+    for slot in slots:
+        block = [slot] if isinstance(slot, str) else slot.names()
+        feature_names += block
+        feature_sources += (
+            [ctx.sources.get(slot, slot)] if isinstance(slot, str) else [slot.column] * len(block)
+        )
+    return slots, feature_names, feature_sources
+
+
 def build_feature_stages(
     df: DataFrame,
     features_cfg: FeaturesConfig | None,
@@ -281,13 +308,8 @@ def build_feature_stages(
     UnknownNameError
         An unknown task or step name.
     """
-    if task not in TASK_TYPES:
-        raise UnknownNameError("task", task, TASK_TYPES)
+    names = _step_names(task, steps)
     cfg = features_cfg or FeaturesConfig()
-    names = list(steps) if steps is not None else list(DEFAULT_STEPS)
-    for name in names:
-        if name not in STEP_BUILDERS:
-            raise UnknownNameError("feature step", name, list(STEP_BUILDERS))
     roles, profile = infer_roles(df, cfg, label_col, int_categorical_max=int_categorical_max, profile=profile)
     if task == "recommendation":
         return _recommendation_plan(df, cfg, roles, profile, label_col)
@@ -302,16 +324,15 @@ def build_feature_stages(
         ctx.stages += STEP_BUILDERS[name](ctx)
     if ctx.vector_col is not None and ctx.vector_col != ctx.features_col:
         ctx.stages[-1]._set(outputCol=ctx.features_col)  # no scaler: the last vector stage writes features
-    slots: list[str | OneHotBlock | VectorBlock] = [n for _, n in ctx.ready]
-    slots += ctx.blocks
-    feature_names: list[str] = []
-    feature_sources: list[str] = []
-    for slot in slots:
-        block = [slot] if isinstance(slot, str) else slot.names()
-        feature_names += block
-        feature_sources += (
-            [ctx.sources.get(slot, slot)] if isinstance(slot, str) else [slot.column] * len(block)
-        )
+    return _finished_plan(ctx, names, label_stages, label_labels)
+
+
+def _finished_plan(
+    ctx: PlanContext, names: list[str], label_stages: list[Stage], label_labels: list[str] | None
+) -> FeaturePlan:
+    """The :class:`FeaturePlan` of a context every step has run on."""
+    roles, profile, cfg, task, label = ctx.roles, ctx.profile, ctx.cfg, ctx.task, ctx.label_col
+    slots, feature_names, feature_sources = _slots(ctx)
     selectors = [ctx.features_col if c == ctx.vector_col else c for c in ctx.selectors]
     consumed = ctx.consumed
     input_schema = [(c, t) for c, t in roles.types.items() if c in consumed and c != roles.target]
