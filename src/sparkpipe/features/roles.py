@@ -358,6 +358,102 @@ def _check_forced_type(name: str, role: str, type_name: str) -> None:
         )
 
 
+def _configured_roles(
+    cfg: FeaturesConfig, types: dict[str, str]
+) -> tuple[dict[str, str], set[str], set[str] | None]:
+    """Roles the config gives (column → role), the excluded columns, and ``features.columns`` (or
+    ``None``), each checked against the data's columns.
+
+    Raises
+    ------
+    ConfigError
+        A configured column does not exist, or one column is given two roles.
+    """
+    explicit: dict[str, list[str]] = {
+        "numeric": _check_columns("numeric", cfg.numeric, types),
+        "categorical": _check_columns("categorical", cfg.categorical, types),
+        "timestamp": _check_columns("timestamp", cfg.timestamp, types),
+        "boolean": _check_columns("boolean", cfg.boolean, types),
+        "id_like": _check_columns("id_columns", cfg.id_columns, types),
+    }
+    text_cfg = cfg.text
+    explicit["text"] = _check_columns("text", text_cfg.columns if text_cfg is not None else None, types)
+    exclude = set(_check_columns("exclude", cfg.exclude, types))
+    allowed = set(_check_columns("columns", cfg.columns, types)) if cfg.columns is not None else None
+    forced: dict[str, str] = {}
+    for role, names in explicit.items():
+        for name in names:
+            if name in forced and forced[name] != role:
+                raise ConfigError(
+                    [
+                        (
+                            f"features.{role}",
+                            f"column {name!r} is also listed as {forced[name]}; give it one role",
+                        )
+                    ]
+                )
+            forced[name] = role
+    tf = cfg.time_features  # time feature columns are timestamp columns too
+    if not isinstance(tf, bool) and tf.columns:
+        for name in _check_columns("time_features.columns", tf.columns, types):
+            forced.setdefault(name, "timestamp")
+
+    return forced, exclude, allowed
+
+
+def _decide_role(
+    name: str,
+    type_name: str,
+    profile: dict[str, Any],
+    cfg: FeaturesConfig,
+    forced: dict[str, str],
+    exclude: set[str],
+    allowed: set[str] | None,
+    int_categorical_max: int | None,
+    max_onehot: int,
+) -> tuple[str, str]:
+    """``(role, reason)`` of one column from the config, its type and its profile."""
+    stats = profile["columns"][name]
+    non_null = profile["row_count"] - stats["null_count"]
+    distinct = stats.get("approx_distinct", 0)
+    kind = _kind(type_name)
+    if name in exclude:
+        return "excluded", "features.exclude"
+    elif allowed is not None and name not in allowed and name not in forced:
+        return "excluded", "not in features.columns"
+    elif name in forced:
+        role = forced[name]
+        if role == "id_like" and not cfg.drop_id_like:
+            role = "numeric" if is_numeric_type(type_name) else "categorical"
+        return role, f"configured as {role}"
+    elif kind == "vector":
+        return "vector", "ML vector (its slots are features)"
+    elif kind == "other":
+        return "ignored", f"type {type_name} is not supported by feature engineering"
+    elif distinct == 0 or (distinct == 1 and (stats["null_count"] == 0 or kind != "string")):
+        return "constant", f"{distinct} distinct non-null value(s)"
+    elif (
+        cfg.drop_id_like
+        and kind in ("integral", "string")
+        and ID_NAME_RE.search(name)
+        and non_null > 0
+        and distinct >= ID_UNIQUE_RATIO * non_null
+    ):
+        return "id_like", f"id-like name with {distinct} distinct of {non_null} values"
+    elif kind == "boolean":
+        return "boolean", "boolean type"
+    elif kind == "time":
+        return "timestamp", f"{type_name} type"
+    elif kind == "integral" and int_categorical_max is not None and distinct <= int_categorical_max:
+        return "categorical", f"integral with {distinct} <= {int_categorical_max} distinct values"
+    elif kind in ("integral", "fractional", "decimal"):
+        return "numeric", f"{type_name} type"
+    elif _looks_like_text(stats, non_null, max_onehot):
+        return "text", f"free text (average length {stats.get('avg_length') or 0:.1f}, spaces)"
+    else:
+        return "categorical", f"string with ~{distinct} distinct values"
+
+
 def infer_roles(
     df: DataFrame,
     features_cfg: FeaturesConfig | None = None,
@@ -408,35 +504,7 @@ def infer_roles(
             ]
         )
 
-    explicit: dict[str, list[str]] = {
-        "numeric": _check_columns("numeric", cfg.numeric, types),
-        "categorical": _check_columns("categorical", cfg.categorical, types),
-        "timestamp": _check_columns("timestamp", cfg.timestamp, types),
-        "boolean": _check_columns("boolean", cfg.boolean, types),
-        "id_like": _check_columns("id_columns", cfg.id_columns, types),
-    }
-    text_cfg = cfg.text
-    explicit["text"] = _check_columns("text", text_cfg.columns if text_cfg is not None else None, types)
-    exclude = set(_check_columns("exclude", cfg.exclude, types))
-    allowed = set(_check_columns("columns", cfg.columns, types)) if cfg.columns is not None else None
-    forced: dict[str, str] = {}
-    for role, names in explicit.items():
-        for name in names:
-            if name in forced and forced[name] != role:
-                raise ConfigError(
-                    [
-                        (
-                            f"features.{role}",
-                            f"column {name!r} is also listed as {forced[name]}; give it one role",
-                        )
-                    ]
-                )
-            forced[name] = role
-    tf = cfg.time_features  # time feature columns are timestamp columns too
-    if not isinstance(tf, bool) and tf.columns:
-        for name in _check_columns("time_features.columns", tf.columns, types):
-            forced.setdefault(name, "timestamp")
-
+    forced, exclude, allowed = _configured_roles(cfg, types)
     for name, role in forced.items():
         if name in types and name not in exclude:
             _check_forced_type(name, role, types[name])
@@ -445,53 +513,15 @@ def infer_roles(
     roles = ColumnRoles(target=target, types=dict(types))
     max_onehot = cfg.categorical_encoding.max_onehot_cardinality
 
-    def put(name: str, role: str, reason: str) -> None:
-        getattr(roles, role).append(name)
-        roles.reasons[name] = reason
-
     for name, type_name in types.items():
         if name == target:
             roles.reasons[name] = "target"
             continue
-        stats = profile["columns"][name]
-        non_null = profile["row_count"] - stats["null_count"]
-        distinct = stats.get("approx_distinct", 0)
-        kind = _kind(type_name)
-        if name in exclude:
-            put(name, "excluded", "features.exclude")
-        elif allowed is not None and name not in allowed and name not in forced:
-            put(name, "excluded", "not in features.columns")
-        elif name in forced:
-            role = forced[name]
-            if role == "id_like" and not cfg.drop_id_like:
-                role = "numeric" if is_numeric_type(type_name) else "categorical"
-            put(name, role, f"configured as {role}")
-        elif kind == "vector":
-            put(name, "vector", "ML vector (its slots are features)")
-        elif kind == "other":
-            put(name, "ignored", f"type {type_name} is not supported by feature engineering")
-        elif distinct == 0 or (distinct == 1 and (stats["null_count"] == 0 or kind != "string")):
-            put(name, "constant", f"{distinct} distinct non-null value(s)")
-        elif (
-            cfg.drop_id_like
-            and kind in ("integral", "string")
-            and ID_NAME_RE.search(name)
-            and non_null > 0
-            and distinct >= ID_UNIQUE_RATIO * non_null
-        ):
-            put(name, "id_like", f"id-like name with {distinct} distinct of {non_null} values")
-        elif kind == "boolean":
-            put(name, "boolean", "boolean type")
-        elif kind == "time":
-            put(name, "timestamp", f"{type_name} type")
-        elif kind == "integral" and int_categorical_max is not None and distinct <= int_categorical_max:
-            put(name, "categorical", f"integral with {distinct} <= {int_categorical_max} distinct values")
-        elif kind in ("integral", "fractional", "decimal"):
-            put(name, "numeric", f"{type_name} type")
-        elif _looks_like_text(stats, non_null, max_onehot):
-            put(name, "text", f"free text (average length {stats.get('avg_length') or 0:.1f}, spaces)")
-        else:
-            put(name, "categorical", f"string with ~{distinct} distinct values")
+        role, reason = _decide_role(
+            name, type_name, profile, cfg, forced, exclude, allowed, int_categorical_max, max_onehot
+        )
+        getattr(roles, role).append(name)
+        roles.reasons[name] = reason
     log.info(
         "column roles: %s",
         ", ".join(f"{r}={getattr(roles, r)}" for r in ROLE_NAMES if getattr(roles, r))
