@@ -122,7 +122,7 @@ def publish(
         save = fit.model if run is None else None  # MLflow off: the model is saved beside the record
 
         def record(res: RunResult) -> RunResult:
-            return write_run_outputs(cfg.data.output_path, res, save if res.model_uri is None else None)
+            return write_run_outputs(cfg, res, save if res.model_uri is None else None)
 
     result = record(_with_timings(result, progress, started))
     if run is not None and result.record_path:
@@ -321,7 +321,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write_run_outputs(
-    output_path: str | Path, result: RunResult, model: PipelineModel | None = None
+    cfg: PipelineConfig, result: RunResult, model: PipelineModel | None = None
 ) -> RunResult:
     """Write the run's record (and the model itself when MLflow is disabled) under the output path.
 
@@ -331,7 +331,7 @@ def write_run_outputs(
     temp file and ``os.replace``. Returns ``result`` with ``record_path`` (and ``model_uri`` when the
     model was saved here).
     """
-    out = Path(output_path)
+    out = Path(cfg.data.output_path)
     out.mkdir(parents=True, exist_ok=True)
     if model is not None:
         target = out / "model"
