@@ -59,6 +59,40 @@ def _score_column(df: DataFrame, index: int = 1) -> Any:
     return F.element_at(vector_to_array(F.col(col)), index + 1)
 
 
+def _curves_from_counts(
+    counts: dict[int, tuple[int, int]], lo: float, hi: float, width: float
+) -> dict[str, Any]:
+    """ROC and precision-recall points from ``bucket -> (rows, positives)``, highest bucket first."""
+    total_pos = sum(p for _, p in counts.values())
+    total_neg = sum(n - p for n, p in counts.values())
+    tp = fp = 0
+    fpr, tpr, precision, recall, thresholds = [0.0], [0.0], [1.0], [0.0], [hi]
+    for b in sorted(counts, reverse=True):
+        n, p = counts[b]
+        tp += p
+        fp += n - p
+        fpr.append(fp / total_neg if total_neg else 0.0)
+        tpr.append(tp / total_pos if total_pos else 0.0)
+        recall.append(tpr[-1])
+        precision.append(tp / (tp + fp) if tp + fp else 1.0)
+        thresholds.append(lo + b * width)
+    auc_roc = sum((fpr[i] - fpr[i - 1]) * (tpr[i] + tpr[i - 1]) / 2 for i in range(1, len(fpr)))
+    auc_pr = sum(
+        (recall[i] - recall[i - 1]) * (precision[i] + precision[i - 1]) / 2 for i in range(1, len(recall))
+    )
+    return {
+        "fpr": fpr,
+        "tpr": tpr,
+        "precision": precision,
+        "recall": recall,
+        "thresholds": thresholds,
+        "auc_roc": auc_roc if total_pos and total_neg else math.nan,
+        "auc_pr": auc_pr if total_pos else math.nan,
+        "positives": total_pos,
+        "negatives": total_neg,
+    }
+
+
 def curve_points(
     df: DataFrame,
     label_col: str = "label",
@@ -123,34 +157,7 @@ def curve_points(
         base.groupBy(bucket.alias("b")).agg(F.count(F.lit(1)).alias("n"), F.sum("y").alias("pos")).collect()
     )
     counts = {int(r["b"]): (int(r["n"]), int(r["pos"] or 0)) for r in rows}
-    total_pos = sum(p for _, p in counts.values())
-    total_neg = sum(n - p for n, p in counts.values())
-    tp = fp = 0
-    fpr, tpr, precision, recall, thresholds = [0.0], [0.0], [1.0], [0.0], [hi]
-    for b in sorted(counts, reverse=True):
-        n, p = counts[b]
-        tp += p
-        fp += n - p
-        fpr.append(fp / total_neg if total_neg else 0.0)
-        tpr.append(tp / total_pos if total_pos else 0.0)
-        recall.append(tpr[-1])
-        precision.append(tp / (tp + fp) if tp + fp else 1.0)
-        thresholds.append(lo + b * width)
-    auc_roc = sum((fpr[i] - fpr[i - 1]) * (tpr[i] + tpr[i - 1]) / 2 for i in range(1, len(fpr)))
-    auc_pr = sum(
-        (recall[i] - recall[i - 1]) * (precision[i] + precision[i - 1]) / 2 for i in range(1, len(recall))
-    )
-    return {
-        "fpr": fpr,
-        "tpr": tpr,
-        "precision": precision,
-        "recall": recall,
-        "thresholds": thresholds,
-        "auc_roc": auc_roc if total_pos and total_neg else math.nan,
-        "auc_pr": auc_pr if total_pos else math.nan,
-        "positives": total_pos,
-        "negatives": total_neg,
-    }
+    return _curves_from_counts(counts, lo, hi, width)
 
 
 def calibration_bins(
