@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sparkpipe.core import RunResult
 from sparkpipe.errors import ConfigError, SparkpipeError, explain_spark_failure
 
 app = typer.Typer(
@@ -96,7 +97,7 @@ def _fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.4f}"
 
 
-def _print_run(result: Any, as_json: bool) -> None:
+def _print_run(result: RunResult, as_json: bool) -> None:
     if as_json:
         console.print_json(json.dumps(result.to_dict(), default=str))
     else:
@@ -105,7 +106,7 @@ def _print_run(result: Any, as_json: bool) -> None:
         err_console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
-def _print_run_tables(result: Any) -> None:
+def _print_run_tables(result: RunResult) -> None:
     console.print(_metrics_table(result.metrics, f"{result.algorithm} · {result.task}"))
     lineage = result.lineage
     by_reason = lineage.get("quarantined_by_reason") or {}

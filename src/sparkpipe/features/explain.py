@@ -27,6 +27,9 @@ import numpy as np
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
 
+    from sparkpipe.features.plan import FeaturePlan
+    from sparkpipe.tracking import Tracker
+
 log = logging.getLogger(__name__)
 
 TOP_N_CHART = 25
@@ -207,7 +210,7 @@ def write_explanation(explanation: Explanation, out_dir: str | Path) -> list[Pat
 
 
 def explain_run(
-    model: PipelineModel, plan: Any, out_dir: str | Path, tracker: Any = None
+    model: PipelineModel, plan: FeaturePlan, out_dir: str | Path, tracker: Tracker | None = None
 ) -> Explanation | None:
     """Explain ``model`` with ``plan``'s slot names, write the files and log them under ``explain/``.
 
