@@ -9,6 +9,7 @@ from sparkpipe.flow.batch import batch_predict, evaluate_saved, load_spark_model
 from sparkpipe.flow.evaluate import choose_threshold, evaluate_model, metrics_of, score_for_metrics
 from sparkpipe.flow.fit import (
     PROFILE_MAX_ROWS,
+    _training_columns,
     balanced_class_weights,
     classifier_stage,
     fit_model,
@@ -34,6 +35,7 @@ __all__ = [
     "FitResult",
     "PreparedData",
     "RunResult",
+    "_training_columns",
     "balanced_class_weights",
     "batch_predict",
     "choose_threshold",
