@@ -63,6 +63,32 @@ ServeSetOpt = _set_option("deployment.port=8080")
 DEFAULT_CONFIG = Path("config/pipeline_config.yaml")
 """The project's config, relative to the working directory: what a bare ``sparkpipe serve`` uses."""
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")]
+PromoteOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--promote/--no-promote",
+        help="Make the new version champion (--promote) or challenger (--no-promote) without the "
+        "promotion gate (default: the gate of deployment.promotion decides).",
+    ),
+]
+
+
+def _promotion_override(promote: bool | None) -> list[str]:
+    return [] if promote is None else [f"deployment.promotion.force={'true' if promote else 'false'}"]
+
+
+def _print_promotion(name: str | None, version: str | None, promotion: dict[str, Any] | None) -> None:
+    if not name:
+        return
+    if not promotion:
+        console.print(f"registered model: [bold]{name}[/bold] version [bold]{version}[/bold]")
+        return
+    colour = "green" if promotion["decision"] == "champion" else "yellow"
+    console.print(
+        f"registered model: [bold]{name}[/bold] version [bold]{version}[/bold] → "
+        f"[bold {colour}]{promotion['alias']}[/bold {colour}]  (models:/{name}@{promotion['alias']})"
+    )
+    console.print(f"promotion gate: {promotion['reason']}")
 
 
 def _load(config: Path | None, overrides: list[str] | None, semantic: bool = True) -> tuple[Any, str | None]:
@@ -122,11 +148,7 @@ def _print_run_tables(result: RunResult) -> None:
         console.print(f"[bold yellow]warning:[/bold yellow] column {column!r} read as text ({what})")
     if result.run_id:
         console.print(f"MLflow run: [bold]{result.run_id}[/bold]  (tracking: {result.tracking_uri})")
-    if result.registered_name:
-        console.print(
-            f"registered model: [bold]{result.registered_name}[/bold] version "
-            f"[bold]{result.registered_version}[/bold]  → models:/{result.registered_name}@champion"
-        )
+    _print_promotion(result.registered_name, result.registered_version, result.promotion)
     if result.report_path:
         console.print(f"report: {result.report_path}")
     total = result.timings.get("total")
@@ -135,14 +157,16 @@ def _print_run_tables(result: RunResult) -> None:
 
 
 @app.command()
-def run(config: ConfigOpt = None, set_: RunSetOpt = None, as_json: JsonOpt = False) -> None:
+def run(
+    config: ConfigOpt = None, set_: RunSetOpt = None, promote: PromoteOpt = None, as_json: JsonOpt = False
+) -> None:
     """Run the whole pipeline: data → features → train (tune) → evaluate → MLflow → registry.
 
     Example: sparkpipe run --config config/pipeline_config.yaml --set model.algorithm=gbt
     """
     from sparkpipe.flow.run import run_pipeline
 
-    cfg, raw = _load(config, set_)
+    cfg, raw = _load(config, [*(set_ or []), *_promotion_override(promote)])
     _print_run(run_pipeline(cfg, raw), as_json)
 
 
@@ -152,6 +176,7 @@ def train(
     set_: TrainSetOpt = None,
     algorithm: Annotated[str | None, typer.Option(help="Algorithm name, e.g. random_forest.")] = None,
     data: Annotated[str | None, typer.Option(help="Input path or builtin:<name>.")] = None,
+    promote: PromoteOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train one algorithm (a shortcut for ``run`` with --algorithm/--data overrides).
@@ -165,7 +190,7 @@ def train(
         overrides.append(f"model.algorithm={algorithm}")
     if data:
         overrides.append(f"data.input_path={data}")
-    cfg, raw = _load(config, overrides)
+    cfg, raw = _load(config, [*overrides, *_promotion_override(promote)])
     _print_run(run_pipeline(cfg, raw), as_json)
 
 
@@ -184,6 +209,7 @@ def compare(
         bool | None,
         typer.Option("--tune/--no-tune", help="Tune each algorithm first (default: compare.tune)."),
     ] = None,
+    promote: PromoteOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train several algorithms on the same split, print the leaderboard, register the winner.
@@ -197,7 +223,7 @@ def compare(
     if algorithms:
         names = [a.strip() for a in algorithms.split(",") if a.strip()]
         overrides.append(f"compare.algorithms={json.dumps(names)}")
-    cfg, raw = _load(config, overrides)
+    cfg, raw = _load(config, [*overrides, *_promotion_override(promote)])
     result = run_compare(cfg, tune=tune, raw_yaml=raw)
     for warning in result.warnings:  # stderr, so --json output stays clean
         err_console.print(f"[yellow]warning:[/yellow] {warning}")
@@ -215,11 +241,7 @@ def compare(
     console.print(f"winner: [bold]{result.winner}[/bold]")
     if result.run_id:
         console.print(f"MLflow run: [bold]{result.run_id}[/bold]  (tracking: {result.tracking_uri})")
-    if result.registered_name:
-        console.print(
-            f"registered model: [bold]{result.registered_name}[/bold] version "
-            f"[bold]{result.registered_version}[/bold]"
-        )
+    _print_promotion(result.registered_name, result.registered_version, result.promotion)
     if result.report_path:
         console.print(f"report: {result.report_path}")
 

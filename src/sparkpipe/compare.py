@@ -78,6 +78,8 @@ class CompareResult:
     registered_version: str | None = None
     model_uri: str | None = None
     report_path: str | None = None
+    promotion: dict[str, Any] | None = None
+    """The promotion gate's decision for the winner's version (see :mod:`sparkpipe.flow.promote`)."""
     output_path: str | None = None
     tracking_uri: str | None = None
     note: str = ""
@@ -498,6 +500,7 @@ def _publish_winner(
         result.run_id, result.tracking_uri, result.model_uri = res.run_id, res.tracking_uri, res.model_uri
         result.report_path = res.report_path
         result.registered_name, result.registered_version = res.registered_name, res.registered_version
+        result.promotion = res.promotion
         result.timings, result.warnings = dict(res.timings), list(res.warnings)
         return res.with_(record_path=str(_write_result(cfg, result)))
 

@@ -231,9 +231,13 @@ def _evaluation_problems(cfg: PipelineConfig, specs: list[AlgorithmSpec], tasks:
                         f"metrics: {', '.join(sorted(valid))}",
                     )
                 )
-    found = _metric_problem("evaluation.primary_metric", ev.primary_metric, tasks, specs)
-    if found:
-        problems.append(found)
+    for path, name in (
+        ("evaluation.primary_metric", ev.primary_metric),
+        ("deployment.promotion.metric", cfg.deployment.promotion.metric),
+    ):
+        found = _metric_problem(path, name, tasks, specs)
+        if found:
+            problems.append(found)
     return problems
 
 

@@ -408,6 +408,29 @@ class OptimizationConfig(_Strict):
     adaptive: bool = True
 
 
+class PromotionConfig(_Strict):
+    """The promotion gate of newly registered versions (``deployment.promotion``)."""
+
+    auto: bool = Field(
+        default=True,
+        description="the gate decides; false: every new version becomes challenger (promote by hand)",
+    )
+    metric: str | None = Field(
+        default=None, description="metric compared on the held-out split (default: the task's primary metric)"
+    )
+    min_improvement: float = Field(
+        default=0.0, description="how much better (in the metric's direction) a new version must be"
+    )
+    require_same_schema: bool = Field(
+        default=True,
+        description="hold a version whose input columns/types or classes differ from the champion's",
+    )
+    challenger_alias: str = Field(default="challenger", min_length=1, description="alias of a held version")
+    force: bool | None = Field(
+        default=None, description="set by --promote (true) / --no-promote (false): decide without the gate"
+    )
+
+
 class ABTestConfig(_Strict):
     """``deployment.ab_testing``: champion/challenger routing of ``POST /predict`` and its report."""
 
@@ -463,6 +486,7 @@ class DeploymentConfig(_Strict):
     max_batch_rows: int = Field(default=10_000, ge=1)
     jobs_dir: str = ".sparkpipe/jobs"
     reload_interval_seconds: float = Field(default=30.0, ge=0)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     ab_testing: ABTestConfig = Field(default_factory=ABTestConfig)
     prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
 

@@ -222,6 +222,9 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     """Analysis steps (explain, report) that failed; the model itself is complete and published."""
     record_path: str | None = None
+    promotion: dict[str, Any] | None = None
+    """The promotion gate's decision for the registered version: ``decision`` (champion|challenger),
+    ``alias``, ``reason`` and the compared metric values."""
 
     def with_(self, **changes: Any) -> RunResult:
         """A copy with ``changes`` (the same ``warnings`` list)."""

@@ -270,13 +270,19 @@ def test_every_readme_curl_example(served):
         time.sleep(2)
     assert state["status"] == "succeeded", state
     assert state["result"]["registered_version"] == "2" and state["result"]["metrics"]["test_auc_roc"] > 0.7
-    # the champion alias moved to the new version: the server hot-swaps to it
+    # the promotion gate decided (same schema: on the test metric against the champion) and the server
+    # follows its decision: it hot-swaps to a promoted version and keeps serving v1 otherwise
+    gate = state["result"]["promotion"]
+    assert gate["decision"] in ("champion", "challenger") and gate["champion_version"] == "1", gate
+    assert gate["metric"] == "test_auc_roc" and gate["champion_value"] > 0.7, gate
+    expected = "2" if gate["decision"] == "champion" else "1"
     _, row = _example(port)
     deadline = time.time() + 60
     while (
-        _call(port, "POST", "/predict", {"model_id": "churn_model", "features": row})[1].get("version") != "2"
+        _call(port, "POST", "/predict", {"model_id": "churn_model", "features": row})[1].get("version")
+        != expected
     ):
-        assert time.time() < deadline, "the server did not pick up the new champion"
+        assert time.time() < deadline, f"the server does not serve v{expected} after the gate's {gate}"
         time.sleep(1)
 
 

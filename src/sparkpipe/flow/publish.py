@@ -130,24 +130,47 @@ def publish(
     # last: only a run whose every step succeeded moves the registry
     if run is not None and cfg.mlflow.register_model:
         with progress.step("register model"):
-            result = _register(tracker, cfg, fit, result, register_tags)
+            result = _register(tracker, cfg, fit, evaluation, result, register_tags)
         result = record(_with_timings(result, progress, started))
     return result
 
 
 def _register(
-    tracker: Tracker, cfg: PipelineConfig, fit: FitResult, result: RunResult, tags: dict[str, str] | None
+    tracker: Tracker,
+    cfg: PipelineConfig,
+    fit: FitResult,
+    evaluation: Evaluation,
+    result: RunResult,
+    tags: dict[str, str] | None,
 ) -> RunResult:
-    """Register the logged model as a new version and point ``mlflow.alias`` at it."""
+    """Register the logged model as a new version, then let the promotion gate
+    (:mod:`sparkpipe.flow.promote`) give it ``mlflow.alias`` (champion) or the challenger alias."""
+    from sparkpipe.flow.promote import decide
+    from sparkpipe.tracking import Registry, move_aliases
+
     named = cfg.model_copy(update={"model": cfg.model.model_copy(update={"algorithm": fit.algorithm})})
     name = named.registered_model_name()
     version = tracker.register(
         str(result.model_uri),
         name,
-        alias=cfg.mlflow.alias,
+        alias=None,
         tags={"task": fit.task, "algorithm": fit.algorithm, **(tags or {})},
     )
-    return result.with_(registered_name=name, registered_version=version)
+    result = result.with_(registered_name=name, registered_version=version)
+    if not cfg.mlflow.alias:  # no alias configured: registered only
+        return result
+    registry = Registry(cfg.mlflow)
+    decision = decide(cfg, registry, name, version, fit, evaluation, model_metadata(fit, evaluation))
+    run = result.run_id
+    move_aliases(
+        registry,
+        name,
+        {decision.alias: version},
+        reason=f"promotion gate: {decision.reason}",
+        actor=f"sparkpipe training run {run}" if run else "sparkpipe training run",
+    )
+    log.info("%s v%s -> %s: %s", name, version, decision.alias, decision.reason)
+    return result.with_(promotion=decision.to_dict())
 
 
 def _with_timings(result: RunResult, progress: Progress, started: float | None) -> RunResult:

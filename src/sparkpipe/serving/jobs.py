@@ -730,6 +730,7 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any]:
         "registered_version": result.registered_version,
         "model_uri": result.model_uri,
         "output_path": result.output_path,
+        "promotion": result.promotion,  # the gate's decision: champion or challenger, and why
     }
 
 
