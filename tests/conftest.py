@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +23,71 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 
+# this process's migrated empty MLflow database (built on first use) and MLflow's own initializer
+_MLFLOW_TEMPLATE: dict[str, Any] = {}
+
+
+def _mlflow_template() -> Path:
+    template = _MLFLOW_TEMPLATE["path"]
+    if not template.exists():
+        import sqlalchemy
+
+        scratch = sqlalchemy.create_engine(f"sqlite:///{template}")
+        _MLFLOW_TEMPLATE["real"](scratch)
+        scratch.dispose()
+    return template
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _migrate_mlflow_sqlite_once(tmp_path_factory: pytest.TempPathFactory):
+    """A new MLflow SQLite store runs every alembic migration (~2.5 CPU-seconds), and the suite creates
+    dozens of stores. Migrate one empty database per test process and give every new SQLite store a
+    copy of it: the same tables and ``alembic_version`` row the migrations write (the store then adds
+    its default experiment as usual). Other databases, and MLflow versions without these internals,
+    take MLflow's own path. A subprocess migrates its own store unless the test seeds the file first
+    (:func:`seed_mlflow_db`)."""
+    try:
+        import mlflow.store.db.utils as db_utils
+        import mlflow.store.model_registry.sqlalchemy_store as registry_store
+    except ImportError:
+        yield
+        return
+    real = db_utils._initialize_tables
+
+    def initialize_from_template(engine):
+        path = engine.url.database
+        if engine.dialect.name != "sqlite" or not path or path == ":memory:":
+            return real(engine)
+        template = _mlflow_template()
+        engine.dispose()  # no pooled connection sees the file change under it
+        src, dst = sqlite3.connect(template), sqlite3.connect(path)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
+
+    _MLFLOW_TEMPLATE.update(path=tmp_path_factory.mktemp("mlflow-template") / "mlflow.db", real=real)
+    db_utils._initialize_tables = initialize_from_template
+    registry_store._initialize_tables = initialize_from_template
+    yield
+    db_utils._initialize_tables = real
+    registry_store._initialize_tables = real
+    _MLFLOW_TEMPLATE.clear()
+
+
+def _seed_mlflow_db(path: Path) -> None:
+    if _MLFLOW_TEMPLATE and not path.exists():
+        shutil.copyfile(_mlflow_template(), path)
+
+
+@pytest.fixture(scope="session")
+def seed_mlflow_db():
+    """``seed_mlflow_db(path)``: give the SQLite store a subprocess will open at ``path`` (not created
+    yet) the migrated schema, so the subprocess skips the migrations."""
+    return _seed_mlflow_db
+
+
 @pytest.fixture(scope="session")
 def spark():
     from sparkpipe.config import SparkConfig
@@ -31,7 +100,11 @@ def spark():
             shuffle_partitions=4,
             ui_enabled=False,
             log_level="ERROR",
-            conf={"spark.default.parallelism": 4},
+            # C1 only: the suite's JVM runs many short, different jobs on tiny data, where C2's
+            # compilations cost more CPU than their faster code saves (measured: a JVM start plus a
+            # small LR and GBT fit took 90 CPU-seconds with C2, 58 without). Behaviour is the same;
+            # only this worker's JVM is affected, subprocess runs keep the JVM's defaults.
+            conf={"spark.default.parallelism": 4, "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"},
         )
     )
     yield session

@@ -32,23 +32,15 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_default_config_trains_200k_rows_with_a_512mb_heap(tmp_path):
+def test_default_config_trains_200k_rows_with_a_512mb_heap(spark, tmp_path, seed_mlflow_db):
+    from sparkpipe.data.datasets import generate
+    from sparkpipe.data.io import write_dataset
+
+    # the input, written by this test process's Spark (what `sparkpipe data generate churn --rows
+    # 200000` writes: same generator, same default seed); the capped heap is the training run's
     data = tmp_path / "churn_200k"
-    gen = _cli(
-        [
-            "data",
-            "generate",
-            "churn",
-            "--rows",
-            str(ROWS),
-            "--out",
-            str(data),
-            "--set",
-            f"spark.driver_memory={HEAP}",
-        ],
-        tmp_path,
-    )
-    assert gen.returncode == 0, gen.stderr[-3000:]
+    write_dataset(generate(spark, "churn", ROWS, seed=42), str(data), "parquet")
+    seed_mlflow_db(tmp_path / "mlflow.db")
     out = tmp_path / "out"
     run = _cli(
         [
