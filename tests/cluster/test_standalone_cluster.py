@@ -1,8 +1,12 @@
-"""The default pipeline config on a real standalone Spark cluster on loopback, with and without a fault.
+"""The README's cluster example on a real standalone Spark cluster on loopback, with and without a fault.
 
-One cluster (master + 2 workers of 1 core each, started by :class:`sparkpipe.cluster.LocalCluster`) is
-shared by the module. The pipeline runs through the real CLI in a subprocess
-(``sparkpipe run --set spark.master=spark://127.0.0.1:<port>``), twice with the same settings:
+The README's "Run on a local Spark cluster" commands run as written, each in its own process, in one
+working directory: ``sparkpipe cluster start --workers 2 --cores 1 --memory 2g`` (plus ``--port 0
+--ui-port 0``: free ports, not 7077/8080, which a developer's own cluster may hold) starts the cluster
+the module shares, ``sparkpipe cluster status`` reports it, ``sparkpipe cluster stop`` stops it. The
+pipeline is the README's ``sparkpipe run --config config/examples/cluster.yaml`` with ``--set
+spark.master=<the test cluster>`` (the README's own alternative to the file's 127.0.0.1:7077) and the
+settings below, twice with the same settings:
 
 1. a clean run: exits 0, registers version 1, reaches the expected AUC, and the application used both
    workers;
@@ -15,6 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -28,9 +35,16 @@ from sparkpipe.cluster import LocalCluster
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "config" / "pipeline_config.yaml"
+CONFIG = ROOT / "config" / "examples" / "cluster.yaml"
 APP_NAME = "sparkpipe-cluster-test"
-# the same for both runs: the default config on the cluster, with what CI does not need turned off
+# the README's cluster commands this module runs (tests/serving/test_readme_examples.py checks that
+# every README command is run somewhere; these are run here)
+README_START = "sparkpipe cluster start --workers 2 --cores 1 --memory 2g"
+README_RUN = "sparkpipe run --config config/examples/cluster.yaml"
+README_STATUS = "sparkpipe cluster status"
+README_STOP = "sparkpipe cluster stop"
+FREE_PORTS = ["--port", "0", "--ui-port", "0"]
+# the same for both runs: the example config on the cluster, with what CI does not need turned off
 # (report, input example, UI) and few shuffle partitions; tol=0 keeps logistic regression iterating
 # (one Spark job per iteration) until L-BFGS can improve no further, so the train step lasts long
 # enough to be interrupted
@@ -50,21 +64,59 @@ SETTINGS = [
 # differ by float summation order, and the fitted model must be bit-identical.
 
 
+def _readme_lines() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    return [ln.split("#")[0].strip() for b in blocks for ln in b.splitlines()]
+
+
+def _sparkpipe(line: str, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+    """A README command line in its own process (``python -m sparkpipe`` is the console script)."""
+    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable)
+    argv = [sys.executable, "-m", "sparkpipe", *shlex.split(line)[1:], *extra]
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_readme_commands_run_here_are_the_readmes():
+    lines = _readme_lines()
+    for line in (README_START, README_RUN, README_STATUS, README_STOP):
+        assert line in lines, f"README no longer has {line!r}: update this test with it"
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    logs = tmp_path_factory.mktemp("cluster-logs")
-    with LocalCluster(workers=2, cores=1, memory="2g", log_dir=logs) as c:
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cluster")
+
+
+@pytest.fixture(scope="module")
+def cluster(workdir):
+    started = _sparkpipe(README_START, workdir, *FREE_PORTS)
+    state = workdir / ".sparkpipe" / "cluster.json"
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        c = LocalCluster.load(state)
+        assert len(c.alive_workers()) == 2 and "master spark://127.0.0.1:" in started.stdout
         yield c
+    finally:
+        if state.exists():
+            stopped = _sparkpipe(README_STOP, workdir)
+            if stopped.returncode != 0:  # never leave daemons behind
+                LocalCluster.load(state).stop()
+            assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+            assert "stopped spark://127.0.0.1:" in stopped.stdout and not state.exists()
 
 
 class CliRun:
-    """``sparkpipe run`` in a subprocess, its stderr lines time-stamped as they arrive."""
+    """The README's ``sparkpipe run`` on the cluster config in a subprocess, its stderr lines
+    time-stamped as they arrive."""
 
     def __init__(self, master: str, workdir: Path):
         self.workdir = workdir
         self.lines: list[tuple[float, str]] = []
         self.train_started = threading.Event()
-        cmd = [sys.executable, "-m", "sparkpipe", "run", "--config", str(CONFIG), "--json"]
+        (workdir / "config" / "examples").mkdir(parents=True, exist_ok=True)
+        shutil.copy(CONFIG, workdir / "config" / "examples" / "cluster.yaml")
+        cmd = [sys.executable, "-m", "sparkpipe", *shlex.split(README_RUN)[1:], "--json"]
         for s in [
             f"spark.master={master}",
             *SETTINGS,
@@ -130,14 +182,16 @@ def _apps(state: dict) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def clean_run(cluster, tmp_path_factory):
-    run = CliRun(cluster.master_url, tmp_path_factory.mktemp("clean"))
+def clean_run(cluster, tmp_path_factory, seed_mlflow_db):
+    where = tmp_path_factory.mktemp("clean")
+    seed_mlflow_db(where / "mlflow.db")
+    run = CliRun(cluster.master_url, where)
     rc = run.wait()
     assert rc == 0, run.log()
     return run
 
 
-def test_pipeline_runs_on_standalone_cluster(cluster, clean_run):
+def test_pipeline_runs_on_standalone_cluster(cluster, clean_run, workdir):
     result = clean_run.result()
     assert result["registered_version"] == "1"
     assert result["metrics"]["test_auc_roc"] >= 0.75
@@ -147,10 +201,16 @@ def test_pipeline_runs_on_standalone_cluster(cluster, clean_run):
     for i in range(2):
         ran = cluster.worker_state(i)["finishedexecutors"]
         assert any(e["appid"] == apps[0]["id"] for e in ran), f"worker {i} ran no executor"
+    # the README's status line, as written, in the directory the cluster was started from
+    status = _sparkpipe(README_STATUS, workdir)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"master {cluster.master_url}" in status.stdout and "running" in status.stdout
+    assert status.stdout.count("ALIVE") == 2, status.stdout
 
 
-def test_run_survives_worker_killed_mid_training(cluster, clean_run, tmp_path):
+def test_run_survives_worker_killed_mid_training(cluster, clean_run, tmp_path, seed_mlflow_db):
     assert len(cluster.alive_workers()) == 2
+    seed_mlflow_db(tmp_path / "mlflow.db")
     run = CliRun(cluster.master_url, tmp_path)
     try:
         assert run.train_started.wait(timeout=400), f"the train step never started:\n{run.log()}"

@@ -3,14 +3,17 @@
 The fenced ``bash`` blocks of README.md are parsed: every ``curl`` command is run with the real curl
 against the server process (``localhost:8000`` becomes the test's port, ``<id>`` the job id the
 ``/train`` example answered, and ``--fail-with-body`` makes an HTTP error fail the command), and every
-``sparkpipe`` command of the CLI block is either run (in process, the console script's own ``main``)
-or listed in :data:`COVERED_ELSEWHERE` with the test that runs it, so a command added to the README
-without a test fails here. The Python ``compile_pipeline`` snippet is executed too.
+``sparkpipe`` command of the README runs as written: here (in process, the console script's own
+``main``, in order, so ``models promote churn_model 3`` finds the version the lines before it
+registered), or in the test named in :data:`RUN_ELSEWHERE`, which runs that very line. A command
+added to the README without a test fails here. The only edits to a line are listed, and checked, in
+:data:`SUBSTITUTED`. The Python ``compile_pipeline`` snippet is executed too.
 
 The working directory holds ``config/pipeline_config.yaml`` (a 1,500-row stand-in for the project's
-file, report off, the server's data root and job directory set), ``data/customers.csv`` and
-``data/new.parquet`` the examples name. One trained model (the fixture's ``sparkpipe run``), one server
-process (started from the Quick start's ``serve`` line), stopped at the end.
+file, report off, small trees for ``compare``, the server's data root and job directory set),
+``data/customers.csv`` and ``data/new.parquet`` the examples name. One trained model (the fixture's
+``sparkpipe run``), one server process (the Quick start's ``serve`` line, which is the CLI block's
+``serve`` line on another port), stopped at the end.
 """
 
 from __future__ import annotations
@@ -37,21 +40,28 @@ from .conftest import stop_process_group
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-COVERED_ELSEWHERE = {
-    "sparkpipe run --config config/pipeline_config.yaml --set": "tests/unit/test_cli.py (--set); "
-    "gbt from this config waits for issue 12 item 4 (another branch)",
-    "sparkpipe train": "the /train example below (same run_pipeline with algorithm and data overrides)",
-    "sparkpipe compare": "tests/integration/test_compare.py",
-    "sparkpipe data generate": "tests/integration/test_datasets.py (100M rows is not a test size)",
-    "sparkpipe models promote": "tests/serving/test_models.py (needs a version 3)",
-    "sparkpipe models rollback": "tests/serving/test_abtest.py (would move the champion this module's server "
-    "test waits for)",
-    "sparkpipe serve": "this module's server process (the Quick start line)",
-    "sparkpipe cluster": "tests/cluster/test_standalone_cluster.py",
-    "sparkpipe run --config config/examples/cluster.yaml": "tests/cluster/test_standalone_cluster.py "
-    "(needs the local cluster)",
+ROOT = README.parents[0]
+RUN_ELSEWHERE = {
+    "sparkpipe cluster start --workers 2 --cores 1 --memory 2g": "tests/cluster/test_standalone_cluster.py",
+    "sparkpipe run --config config/examples/cluster.yaml": "tests/cluster/test_standalone_cluster.py",
+    "sparkpipe cluster status": "tests/cluster/test_standalone_cluster.py",
+    "sparkpipe cluster stop": "tests/cluster/test_standalone_cluster.py",
 }
-"""CLI lines of the README not run here, by prefix, with the test that runs them."""
+"""README lines (comment stripped) that need a running cluster, each with the test that runs it as
+written (that file names the line; :func:`test_every_readme_cli_line_runs_somewhere` checks it)."""
+SUBSTITUTED = {
+    # 50,000 rows of gradient-boosted trees would be the slowest step of the suite; the command, the
+    # config and the algorithm are the README's
+    "sparkpipe run --config config/pipeline_config.yaml --set model.algorithm=gbt --set data.rows=50000": (
+        "data.rows=50000",
+        "data.rows=1500",
+    ),
+}
+"""README lines run here with one edit: ``line -> (old, new)``."""
+FIXTURE_LINES = {
+    "sparkpipe run --config config/pipeline_config.yaml",  # the fixture's training run
+    "sparkpipe serve --config config/pipeline_config.yaml --port 8000",  # the fixture's server (port)
+}
 
 
 def readme_commands() -> list[str]:
@@ -121,6 +131,10 @@ def served(spark, tmp_path_factory):
             "registered_model_name": "churn_model",
         },
         "evaluation": {"report": False},
+        "compare": {
+            "bootstrap_samples": 5,
+            "hyperparameters": {"random_forest": {"numTrees": 10}, "gbt": {"maxIter": 10, "maxDepth": 3}},
+        },
         "logging": {"level": "WARNING"},
         "deployment": {
             "model_name": "churn_model",
@@ -154,6 +168,9 @@ def served(spark, tmp_path_factory):
     serve_line = next(c for c in readme_commands() if c.startswith(".venv/bin/sparkpipe serve"))
     serve_argv = _argv(serve_line.replace("&", ""))
     assert serve_argv[0].endswith("sparkpipe") and serve_argv[1] == "serve", serve_line
+    # the CLI block's serve line is the same command on port 8000: this process runs both, on a free port
+    cli_serve = next(c for c in readme_commands() if c.startswith("sparkpipe serve"))
+    assert cli_serve in FIXTURE_LINES and _argv(cli_serve) == ["sparkpipe", *serve_argv[1:], "--port", "8000"]
     log = (root / "serve.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "sparkpipe", *serve_argv[1:], "--port", str(port)],
@@ -286,34 +303,71 @@ def test_every_readme_curl_example(served):
         time.sleep(1)
 
 
+def _commentless(command: str) -> str:
+    return shlex.join(_argv(command))
+
+
+def test_every_readme_cli_line_runs_somewhere():
+    """Each ``sparkpipe`` line of the README is run here or by the test :data:`RUN_ELSEWHERE` names,
+    which spells the line out; every substitution edits its line once."""
+    cli = [_commentless(c) for c in readme_commands() if c.startswith("sparkpipe ")]
+    assert set(cli) >= FIXTURE_LINES
+    for line, test_file in RUN_ELSEWHERE.items():
+        assert line in cli, f"README no longer has {line!r}"
+        assert f'"{line}"' in (ROOT / test_file).read_text(), f"{test_file} does not run {line!r}"
+    for line, (old, new) in SUBSTITUTED.items():
+        assert line in cli and line.count(old) == 1 and old != new, line
+
+
 def test_readme_cli_examples(served, capsys):
-    """The CLI block's commands that are cheap enough here run as written (in process, the console
-    script's ``main``, in the example directory); every other one names the test that covers it."""
+    """The CLI block's commands run as written, in order (in process, the console script's ``main``,
+    in the example directory), except those the fixture or :data:`RUN_ELSEWHERE` runs."""
+    from mlflow import MlflowClient
+
     cli = [c for c in readme_commands() if c.startswith("sparkpipe ")]
+    client = MlflowClient(tracking_uri=f"sqlite:///{served['root'] / 'mlflow.db'}")
     ran = []
     old = Path.cwd()
     os.chdir(served["root"])
     try:
         for command in cli:
-            argv = _argv(command)[1:]
-            if argv[:3] == ["run", "--config", "config/pipeline_config.yaml"] and len(argv) == 3:
-                continue  # the fixture's training run
-            if any(command.startswith(prefix) for prefix in COVERED_ELSEWHERE):
+            line = _commentless(command)
+            if line in FIXTURE_LINES or line in RUN_ELSEWHERE:
                 continue
-            main(argv)
-            ran.append(command)
+            if line in SUBSTITUTED:
+                line = line.replace(*SUBSTITUTED[line])
+            versions = {v.version for v in client.search_model_versions("name='churn_model'")}
+            main(_argv(line)[1:])
+            ran.append(line)
+            argv = _argv(line)[1:]
             out = capsys.readouterr().out
-            if argv[0] == "predict":
+            if argv[0] in ("run", "train", "compare"):  # each registers one more version
+                now = {v.version for v in client.search_model_versions("name='churn_model'")}
+                assert len(now - versions) == 1, (line, versions, now)
+            if argv[0] == "compare":
+                board = json.loads((served["root"] / "output" / "churn" / "compare.json").read_text())
+                assert sorted(r["algorithm"] for r in board["leaderboard"]) == sorted(
+                    ["logistic_regression", "random_forest", "gbt"]
+                )
+            elif argv[0] == "predict":
                 assert "scored 200 rows" in out, out
             elif argv[:2] == ["models", "list"]:
                 assert any("churn_model" in x and "champion" in x for x in out.splitlines()), out
+            elif argv[:2] == ["models", "promote"]:
+                assert client.get_model_version_by_alias("churn_model", "champion").version == "3"
+            elif argv[:2] == ["data", "generate"]:
+                import pyarrow.parquet as pq
+
+                assert pq.read_table(served["root"] / "data" / "churn100k").num_rows == 100_000
             elif argv[0] == "validate":
                 assert "valid" in out
             elif argv[0] == "evaluate":
                 assert "auc_roc" in out, out
     finally:
         os.chdir(old)
-    assert {_argv(c)[1] for c in ran} >= {"validate", "evaluate", "predict", "data", "models"}, ran
+    assert {_argv(c)[1] for c in ran} >= {
+        "run", "train", "compare", "validate", "evaluate", "predict", "data", "models"
+    }, ran  # fmt: skip
 
 
 def test_readme_python_snippet(served):
