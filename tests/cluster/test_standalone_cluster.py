@@ -205,7 +205,7 @@ def test_pipeline_runs_on_standalone_cluster(cluster, clean_run, workdir):
     status = _sparkpipe(README_STATUS, workdir)
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"master {cluster.master_url}" in status.stdout and "running" in status.stdout
-    assert status.stdout.count("ALIVE") == 2, status.stdout
+    assert status.stdout.count("ALIVE") == 3, status.stdout  # the master and its two workers
 
 
 def test_run_survives_worker_killed_mid_training(cluster, clean_run, tmp_path, seed_mlflow_db):

@@ -345,7 +345,9 @@ def test_readme_cli_line(served, capsys, command):
     if line in SUBSTITUTED:
         line = line.replace(*SUBSTITUTED[line])
     argv = _argv(line)[1:]
-    versions = {v.version for v in client.search_model_versions("name='churn_model'")}
+    # (name, version) of every registered version: `train` without --config registers under its
+    # default name (<data>_<algorithm>), `run` and `compare` with the README's config as churn_model
+    versions = {(v.name, str(v.version)) for v in client.search_model_versions()}
     old = Path.cwd()
     os.chdir(served["root"])
     try:
@@ -354,7 +356,7 @@ def test_readme_cli_line(served, capsys, command):
         os.chdir(old)
     out = capsys.readouterr().out
     if argv[0] in ("run", "train", "compare"):  # each registers one more version
-        now = {v.version for v in client.search_model_versions("name='churn_model'")}
+        now = {(v.name, str(v.version)) for v in client.search_model_versions()}
         assert len(now - versions) == 1, (line, versions, now)
     if argv[0] == "compare":
         board = json.loads((served["root"] / "output" / "churn" / "compare.json").read_text())
@@ -366,7 +368,7 @@ def test_readme_cli_line(served, capsys, command):
     elif argv[:2] == ["models", "list"]:
         assert any("churn_model" in x and "champion" in x for x in out.splitlines()), out
     elif argv[:2] == ["models", "promote"]:
-        assert client.get_model_version_by_alias("churn_model", "champion").version == "3"
+        assert str(client.get_model_version_by_alias("churn_model", "champion").version) == "3"
     elif argv[:2] == ["data", "generate"]:
         import pyarrow.parquet as pq
 
