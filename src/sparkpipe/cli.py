@@ -27,6 +27,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Built-in data sets and data generation.", no_args_is_help=True)
 models_app = typer.Typer(help="Registered models in the MLflow registry.", no_args_is_help=True)
+monitor_app = typer.Typer(help="Monitoring of served models (drift).", no_args_is_help=True)
 cluster_app = typer.Typer(
     help="A local standalone Spark cluster on 127.0.0.1 (master + workers) for spark:// runs.",
     no_args_is_help=True,
@@ -34,6 +35,7 @@ cluster_app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(monitor_app, name="monitor")
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -60,6 +62,7 @@ RegistrySetOpt = _set_option("mlflow.tracking_uri=sqlite:///mlflow.db")
 SparkSetOpt = _set_option("spark.driver_memory=4g")
 ValidateSetOpt = _set_option("features.target=churned")
 ServeSetOpt = _set_option("deployment.port=8080")
+MonitorSetOpt = _set_option("deployment.prediction_log.path=.sparkpipe/predictions.db")
 DEFAULT_CONFIG = Path("config/pipeline_config.yaml")
 """The project's config, relative to the working directory: what a bare ``sparkpipe serve`` uses."""
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")]
@@ -512,6 +515,64 @@ def models_history(
             str(e.get("actor", "")),
         )
     console.print(table)
+
+
+@monitor_app.command("drift")
+def monitor_drift(
+    model: Annotated[str, typer.Option("--model", "-m", help="Registered model name.")],
+    version: Annotated[
+        str | None, typer.Option(help="Version whose profile is the reference (default: champion).")
+    ] = None,
+    window: Annotated[
+        int | None, typer.Option(help="Latest logged rows compared (default deployment.drift.window).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only rows logged since (Unix seconds or ISO 8601).")
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML report to write.")] = Path(
+        "drift_report.html"
+    ),
+    config: ConfigOpt = None,
+    set_: MonitorSetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Drift of a model's inputs: its training profile against the prediction log, as an HTML report.
+
+    Example: sparkpipe monitor drift --model churn_model --config my.yaml --output drift.html
+
+    The log is the one the serving config names (deployment.prediction_log.path); thresholds and the
+    default window come from deployment.drift.
+    """
+    from sparkpipe.serving.drift import monitor_drift as run_monitor
+
+    cfg, _ = _load(config, set_, semantic=False)
+    report, path = run_monitor(cfg, model, output, version=version, window=window, since=since)
+    if as_json:
+        console.print_json(json.dumps({**report, "report": str(path)}))
+        return
+    table = Table(
+        title=f"{report['model']}/{report['version']}: {report['window_rows']} logged rows vs training profile"
+    )
+    for col in ("feature", "decided by", "score", "threshold", "drifted"):
+        table.add_column(col)
+    for f in report["features"]:
+        if f.get("compared"):
+            table.add_row(
+                f["feature"],
+                f["stattest"],
+                f"{f['score']:.4g}",
+                f"{f['threshold']:g}",
+                "yes" if f["drifted"] else "no",
+            )
+        else:
+            table.add_row(f["feature"], "-", "-", "-", f"not compared ({f.get('reason', '')})")
+    console.print(table)
+    share = report["drift_share"]
+    console.print(
+        f"drifted: {', '.join(report['drifted_features']) or 'none'} ({share:.0%} of "
+        f"{report['features_compared']} features; data set drift: {'yes' if report['dataset_drift'] else 'no'})"
+    )
+    console.print(f"report: {path}")
 
 
 def _actor() -> str:

@@ -472,6 +472,42 @@ class PredictionLogConfig(_Strict):
     path: str | None = Field(default=None, description="SQLite file; default: predictions.db beside jobs_dir")
     flush_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     max_buffer: int = Field(default=50_000, ge=100)
+    retention_days: float | None = Field(
+        default=None, gt=0, description="predictions older than this are deleted (with their feedback)"
+    )
+    max_rows: int | None = Field(
+        default=None, ge=1000, description="at most this many predictions are kept (the oldest go first)"
+    )
+    prune_interval_seconds: float = Field(
+        default=300.0, ge=1, le=86_400, description="how often the writer thread applies the retention"
+    )
+
+
+class DriftConfig(_Strict):
+    """``deployment.drift``: the training profile against a window of the prediction log
+    (``GET /monitoring/{model}/drift``, ``sparkpipe monitor drift``). Defaults follow Evidently's."""
+
+    window: int = Field(default=1000, ge=10, description="latest logged input rows compared by default")
+    max_window: int = Field(
+        default=100_000, ge=10, le=1_000_000, description="largest window a request may ask"
+    )
+    small_reference_rows: int = Field(
+        default=1000,
+        ge=1,
+        description="a profile of at most this many rows is judged by p-values (KS, chi-square), a larger "
+        "one by distances (PSI, Jensen-Shannon)",
+    )
+    p_value: float = Field(default=0.05, gt=0, lt=1, description="KS / chi-square: drift when p < this")
+    psi_threshold: float = Field(default=0.1, gt=0, description="PSI: drift when PSI >= this")
+    jensen_shannon_threshold: float = Field(
+        default=0.1, gt=0, le=1, description="Jensen-Shannon distance: drift when >= this"
+    )
+    drift_share: float = Field(
+        default=0.5, gt=0, le=1, description="the data set drifts when this share of features drift"
+    )
+    metrics_refresh_seconds: float = Field(
+        default=60.0, ge=0, description="GET /metrics recomputes the drift gauges at most this often (0: off)"
+    )
 
 
 class DeploymentConfig(_Strict):
@@ -489,6 +525,7 @@ class DeploymentConfig(_Strict):
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     ab_testing: ABTestConfig = Field(default_factory=ABTestConfig)
     prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
 
 
 class PipelineConfig(_Strict):

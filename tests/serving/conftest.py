@@ -1,7 +1,8 @@
 """Fixtures of the serving tests: real registered models in a temporary MLflow (SQLite) store.
 
 ``registered`` fits a small StringIndexer + VectorAssembler + LogisticRegression PipelineModel on
-200 rows (a categorical and two numeric columns), logs it with :class:`sparkpipe.tracking.Tracker`
+200 rows (a categorical and two numeric columns), keeps their profile in the model's metadata (the
+drift reference), logs it with :class:`sparkpipe.tracking.Tracker`
 and registers it twice (versions 1 and 2, ``champion`` -> 1). ``fallback_model`` registers a pipeline
 with a ``SQLTransformer`` (no NumPy twin). Job functions for the job tests live here too: the job
 process imports them by ``module:function``.
@@ -59,10 +60,12 @@ def _fit_and_register(spark: Any, cfg: PipelineConfig) -> None:
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.feature import SQLTransformer, StringIndexer, VectorAssembler
 
+    from sparkpipe.features.roles import profile_frame
     from sparkpipe.pipeline import model_signature
     from sparkpipe.tracking import Tracker
 
     df = spark.createDataFrame(make_rows(), "plan string, age double, calls long, label double")
+    profile = profile_frame(df, ["plan", "age", "calls"])  # the drift reference, as run_pipeline keeps it
     model = Pipeline(
         stages=[
             StringIndexer(inputCol="plan", outputCol="plan_idx", handleInvalid="keep"),
@@ -85,7 +88,7 @@ def _fit_and_register(spark: Any, cfg: PipelineConfig) -> None:
             uri = tracker.log_spark_model(
                 fitted,
                 signature=signature,
-                metadata={"sparkpipe": {"input_schema": [list(x) for x in SCHEMA]}},
+                metadata={"sparkpipe": {"input_schema": [list(x) for x in SCHEMA], "profile": profile}},
             )
             tracker.log_dict(example, "model/input_example.json")
             for i in range(versions):

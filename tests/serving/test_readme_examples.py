@@ -275,6 +275,8 @@ def test_every_readme_curl_example(served):
             assert set(answer["variants"]) == {"champion", "challenger"} and answer["recommendation"]
         elif "/feedback" in command:
             assert answer["joined"][0]["model"] == "churn_model"
+        elif "/monitoring/churn_model/drift" in command:
+            assert answer["window_rows"] > 0 and answer["features"] and "drift_share" in answer
         elif "/models/churn_model" in command:
             assert answer["loaded"][0]["input_schema"] and answer["aliases"]["champion"] == "1"
     assert job_id
@@ -377,6 +379,9 @@ def test_readme_cli_line(served, capsys, command):
         assert "valid" in out
     elif argv[0] == "evaluate":
         assert "auc_roc" in out, out
+    elif argv[0] == "monitor":
+        drift_html = served["root"] / "drift.html"
+        assert "report:" in out and drift_html.read_text().count("<img") >= 1, out
 
 
 def test_readme_python_snippet(served):

@@ -262,6 +262,9 @@ def create_app(
     app.state.predlog = predlog
     app.state.experiments = experiments
     app.state.traffic = traffic
+    from sparkpipe.serving.drift import DriftMonitor
+
+    app.state.drift = DriftMonitor(service, predlog, metrics, settings.drift)
     app.lane = ScoringLane(service, metrics, settings.max_body_bytes, traffic)
     return app
 
@@ -274,7 +277,14 @@ def _traffic(settings: ServingSettings, service: ModelService) -> tuple[Any, Any
 
     cfg = settings.prediction_log
     predlog = (
-        PredictionLog(settings.prediction_log_path(), cfg.flush_interval_seconds, cfg.max_buffer)
+        PredictionLog(
+            settings.prediction_log_path(),
+            cfg.flush_interval_seconds,
+            cfg.max_buffer,
+            retention_days=cfg.retention_days,
+            max_rows=cfg.max_rows,
+            prune_interval_seconds=cfg.prune_interval_seconds,
+        )
         if cfg.enabled
         else None
     )

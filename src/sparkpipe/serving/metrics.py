@@ -14,12 +14,18 @@ Exposed at ``GET /metrics`` in the Prometheus text format:
     What is being served.
 ``sparkpipe_model_swaps_total{model}``, ``sparkpipe_jobs_total{kind,status}``
     Hot swaps and finished jobs.
+``sparkpipe_drift_statistic{model,feature,statistic}``, ``sparkpipe_drift_detected{model,feature}``,
+``sparkpipe_drift_share{model}``, ``sparkpipe_drift_window_rows{model}``
+    Drift of each input feature against the training profile (``psi``, ``ks``, ``ks_p_value``,
+    ``chi_square``, ``chi_square_p_value``, ``jensen_shannon``), from the latest drift report
+    (:mod:`sparkpipe.serving.drift`).
 
 Label children are cached in dicts so the hot path pays one dict lookup per metric.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Annotated, Any
 
@@ -68,6 +74,22 @@ class ServiceMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
             registry=r,
         )
+        self.drift_statistic = Gauge(
+            "sparkpipe_drift_statistic",
+            "drift statistic of an input feature against the training profile",
+            ["model", "feature", "statistic"],
+            registry=r,
+        )
+        self.drift_detected = Gauge(
+            "sparkpipe_drift_detected", "1 when the feature drifted", ["model", "feature"], registry=r
+        )
+        self.drift_share = Gauge(
+            "sparkpipe_drift_share", "share of the compared features that drifted", ["model"], registry=r
+        )
+        self.drift_window_rows = Gauge(
+            "sparkpipe_drift_window_rows", "logged rows of the latest drift report", ["model"], registry=r
+        )
+        self._drift_labels: dict[str, list[tuple[Any, tuple[str, ...]]]] = {}
         self._req_children: dict[tuple[str, ...], Any] = {}
         self._lat_children: dict[tuple[str, ...], Any] = {}
         self._pred_children: dict[tuple[str, ...], Any] = {}
@@ -104,6 +126,25 @@ class ServiceMetrics:
         for name, version, path in loaded:
             self.model_info.labels(name, version, path).set(1)
         self.models_loaded.set(len(loaded))
+
+    def set_drift(self, model: str, report: dict[str, Any]) -> None:
+        """Publish a drift report's per-feature statistics (replacing the model's previous ones)."""
+        for gauge, labels in self._drift_labels.pop(model, []):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
+        published: list[tuple[Any, tuple[str, ...]]] = []
+        for f in report["features"]:
+            if not f.get("compared"):
+                continue
+            for stat, value in f["statistics"].items():
+                labels = (model, f["feature"], stat)
+                self.drift_statistic.labels(*labels).set(value)
+                published.append((self.drift_statistic, labels))
+            self.drift_detected.labels(model, f["feature"]).set(1 if f["drifted"] else 0)
+            published.append((self.drift_detected, (model, f["feature"])))
+        self._drift_labels[model] = published
+        self.drift_share.labels(model).set(report["drift_share"])
+        self.drift_window_rows.labels(model).set(report["window_rows"])
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

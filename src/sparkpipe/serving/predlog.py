@@ -14,6 +14,12 @@ thread commits the buffer every ``flush_interval_seconds`` (sooner once ``max_bu
 :meth:`PredictionLog.close` -- called by the service's shutdown after uvicorn has answered every request
 in progress -- commits whatever is left, so a SIGTERM loses no answered prediction.
 
+Retention (``retention_days``, ``max_rows``): the writer thread, after a commit and at most every
+``prune_interval_seconds``, deletes the oldest predictions (and their feedback) in batches of
+:data:`PRUNE_BATCH` rows, each its own short transaction; the request path never waits for it (it only
+appends to the deque). Ids grow with time, so "older than" is found from the lowest ids up without an
+index on time. SQLite reuses the freed pages, so the file stops growing instead of shrinking.
+
 Tables: ``predictions`` (request id, time, route, model, version, variant, experiment, shadow flag,
 status, latency, request body, response body, error), ``feedback`` (request id, time, label, value),
 ``input_schemas`` (the column order of each served version, to read positional rows back) and
@@ -74,6 +80,9 @@ CREATE TABLE IF NOT EXISTS experiments (
     updated REAL NOT NULL
 );
 """
+PRUNE_BATCH = 10_000
+"""Rows deleted per transaction by the retention (keeps feedback writes waiting at most a moment)."""
+
 _INSERT = (
     "INSERT INTO predictions (request_id, ts, route, model, version, variant, experiment, shadow, status, "
     "latency_ms, inputs, outputs, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -91,12 +100,30 @@ class PredictionLog:
         How often the writer commits what the request path appended.
     max_buffer
         Rows waiting that wake the writer before its interval.
+    retention_days, max_rows
+        Keep predictions at most this many days / at most this many rows (``None``: no limit).
+    prune_interval_seconds
+        Least time between two retention passes of the writer thread.
     """
 
-    def __init__(self, path: str | Path, flush_interval_seconds: float = 1.0, max_buffer: int = 50_000):
+    def __init__(
+        self,
+        path: str | Path,
+        flush_interval_seconds: float = 1.0,
+        max_buffer: int = 50_000,
+        *,
+        retention_days: float | None = None,
+        max_rows: int | None = None,
+        prune_interval_seconds: float = 300.0,
+    ):
         self.path = Path(path).resolve()
         self.flush_interval = flush_interval_seconds
         self.max_buffer = max_buffer
+        self.retention_days = retention_days
+        self.max_rows = max_rows
+        self.prune_interval = prune_interval_seconds
+        self._last_prune = time.monotonic()  # the first pass one interval after start
+        self.pruned = 0
         self._buf: collections.deque[tuple[Any, ...]] = collections.deque()
         self._wake = threading.Event()
         self._stop = False
@@ -187,6 +214,60 @@ class PredictionLog:
                 self.flush()
             except Exception:  # keep the rows queued; try again on the next tick
                 log.exception("writing the prediction log %s failed; retrying", self.path)
+            if (self.retention_days or self.max_rows) and not self._stop:
+                now = time.monotonic()
+                if now - self._last_prune >= self.prune_interval:
+                    self._last_prune = now
+                    try:
+                        self.prune()
+                    except Exception:  # retention is housekeeping: the next pass tries again
+                        log.exception("pruning the prediction log %s failed", self.path)
+
+    def prune(self, now: float | None = None) -> int:
+        """Apply the retention now (the writer thread calls this); return the predictions deleted."""
+        cutoff_id: int | None = None
+        with self.connect() as conn:
+            if self.retention_days:
+                cutoff_ts = (now or time.time()) - self.retention_days * 86_400
+                row = conn.execute(
+                    "SELECT id FROM predictions WHERE ts >= ? ORDER BY id LIMIT 1", (cutoff_ts,)
+                ).fetchone()
+                if row is None:  # every row is older
+                    last = conn.execute("SELECT MAX(id) FROM predictions").fetchone()[0]
+                    cutoff_id = None if last is None else int(last) + 1
+                else:
+                    cutoff_id = int(row[0])
+            if self.max_rows:
+                row = conn.execute(
+                    "SELECT id FROM predictions ORDER BY id DESC LIMIT 1 OFFSET ?", (self.max_rows - 1,)
+                ).fetchone()
+                if row is not None:
+                    cutoff_id = max(cutoff_id or 0, int(row[0]))
+        if not cutoff_id:
+            return 0
+        deleted = 0
+        while True:  # short transactions: feedback writes and readers get the lock between batches
+            with self.connect() as conn:
+                ids = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT id FROM predictions WHERE id < ? ORDER BY id LIMIT ?",
+                        (cutoff_id, PRUNE_BATCH),
+                    )
+                ]
+                if not ids:
+                    break
+                lo, hi = ids[0], ids[-1]
+                conn.execute(
+                    "DELETE FROM feedback WHERE request_id IN "
+                    "(SELECT request_id FROM predictions WHERE id BETWEEN ? AND ?)",
+                    (lo, hi),
+                )
+                deleted += conn.execute("DELETE FROM predictions WHERE id BETWEEN ? AND ?", (lo, hi)).rowcount
+        if deleted:
+            self.pruned += deleted
+            log.info("prediction log retention: deleted %d predictions older than id %d", deleted, cutoff_id)
+        return deleted
 
     def flush(self) -> int:
         """Commit every queued row now (any thread); return how many were written."""

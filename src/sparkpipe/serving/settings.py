@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sparkpipe.config import (
     ABTestConfig,
     DeploymentConfig,
+    DriftConfig,
     MlflowConfig,
     PipelineConfig,
     PredictionLogConfig,
@@ -91,6 +92,8 @@ class ServingSettings(BaseSettings):
     """``deployment.ab_testing``: champion/challenger routing (changeable at runtime: ``PUT /ab``)."""
     prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
     """``deployment.prediction_log``: where and how predictions are logged."""
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    """``deployment.drift``: windows and thresholds of drift monitoring."""
 
     @classmethod
     def settings_customise_sources(
@@ -149,6 +152,7 @@ class ServingSettings(BaseSettings):
             "reload_interval_seconds": dep.reload_interval_seconds,
             "ab_testing": dep.ab_testing,
             "prediction_log": dep.prediction_log,
+            "drift": dep.drift,
             "tracking_uri": resolve_tracking_uri(mcfg),
             "registry_uri": mcfg.registry_uri,
         }

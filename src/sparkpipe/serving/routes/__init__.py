@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from sparkpipe.serving.routes import ab, health, jobs, metrics, models, predict
+from sparkpipe.serving.routes import ab, health, jobs, metrics, models, monitoring, predict
 
-ROUTERS = (health.router, predict.router, models.router, jobs.router, metrics.router, ab.router)
+ROUTERS = (
+    health.router,
+    predict.router,
+    models.router,
+    jobs.router,
+    metrics.router,
+    ab.router,
+    monitoring.router,
+)
 
 __all__ = ["ROUTERS"]
