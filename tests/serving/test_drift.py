@@ -58,9 +58,12 @@ def _drifted(client: TestClient, **params: Any) -> tuple[list[str], dict[str, An
 
 
 def test_a_shifted_numeric_feature_is_flagged_and_the_others_are_not(served: TestClient) -> None:
-    _send(served, _rows(400, seed=11))
+    # fresh draws from the training distribution; at p < 0.05 one unshifted feature in twenty is flagged
+    # by design, so the seed is a typical draw (seed 11's plan column, for one, is off even from the
+    # true uniform distribution at p = 0.008)
+    _send(served, _rows(400, seed=14))
     drifted, body = _drifted(served, window=400)
-    assert drifted == [], body  # fresh draws from the training distribution
+    assert drifted == [], body
     assert body["reference_rows"] == 200 and body["decided_by"] == "p-value" and body["window_rows"] == 400
     _send(served, _rows(400, seed=12, age_factor=1.8))
     drifted, body = _drifted(served, window=400)  # the latest 400 rows: all shifted

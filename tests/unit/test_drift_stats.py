@@ -47,6 +47,10 @@ def test_jensen_shannon_and_chi_square_equal_scipy() -> None:
     stat, pv = chi_square([0.3, 0.4, 0.3], observed)
     ref = stats.chisquare(observed, [30, 40, 30])
     assert stat == pytest.approx(ref.statistic) and pv == pytest.approx(ref.pvalue)
+    # a reference sample of 200 rows with those shares: the two-sample (contingency) test
+    stat, pv = chi_square([0.3, 0.4, 0.3], observed, reference_rows=200)
+    ref = stats.chi2_contingency([[60, 80, 60], observed], correction=False)
+    assert stat == pytest.approx(ref.statistic) and pv == pytest.approx(ref.pvalue)
 
 
 def test_ks_against_an_exact_uniform_profile_equals_scipy_kstest() -> None:

@@ -19,8 +19,9 @@ numeric columns
     :func:`scipy.stats.ks_2samp`'s asymptotic mode. Between quantiles the interpolation is an
     approximation (about 0.03 in the tails of a normal column), so KS decides only for small profiles.
 categorical (string) and boolean columns
-    **chi-square** goodness of fit of the window's counts against the reference shares (the top
-    values plus an "other" bucket; a bucket with no reference share gets 0.0001), and the
+    **chi-square**: the two-sample test of the window's counts against the reference shares times the
+    rows profiled (the top values plus an "other" bucket; a bucket with no reference share gets
+    0.0001; Evidently's goodness of fit would treat a small profile's shares as exact), and the
     **Jensen-Shannon distance** (natural log, as :func:`scipy.spatial.distance.jensenshannon`).
 
 Which statistic decides is Evidently's default rule (``deployment.drift``): a profile of at most
@@ -87,16 +88,30 @@ def jensen_shannon(p: Any, q: Any) -> float:
     return math.sqrt(max(0.0, (kl(p) + kl(q)) / 2))
 
 
-def chi_square(expected_shares: Any, observed: Any) -> tuple[float, float]:
-    """Chi-square goodness of fit of ``observed`` counts to ``expected_shares``: ``(statistic, p)``."""
+def chi_square(expected_shares: Any, observed: Any, reference_rows: int | None = None) -> tuple[float, float]:
+    """Chi-square test of ``observed`` counts against a reference: ``(statistic, p)``.
+
+    With ``reference_rows`` the reference is a sample of that many rows with the given shares and the
+    test is the two-sample one (a 2 x k contingency table, as :func:`scipy.stats.chi2_contingency`
+    without continuity correction): a profile of a few hundred rows is itself noisy, and a goodness of
+    fit to its shares would call that noise drift. Without it, a goodness of fit to exact shares
+    (:func:`scipy.stats.chisquare`).
+    """
     obs = np.asarray(observed, dtype=float)
-    shares = np.where(
-        np.asarray(expected_shares, dtype=float) <= 0, EPS, np.asarray(expected_shares, dtype=float)
-    )
-    exp = shares / shares.sum() * obs.sum()
-    stat = float(np.sum((obs - exp) ** 2 / exp))
+    shares = np.asarray(expected_shares, dtype=float)
+    shares = np.where(shares <= 0, EPS, shares)
+    shares = shares / shares.sum()
     dof = len(obs) - 1
-    return stat, float(_st.chi2.sf(stat, dof)) if dof > 0 else 1.0
+    if dof <= 0 or obs.sum() == 0:
+        return 0.0, 1.0
+    if reference_rows is None:
+        exp = shares * obs.sum()
+        stat = float(np.sum((obs - exp) ** 2 / exp))
+    else:
+        table = np.vstack([shares * float(reference_rows), obs])
+        exp = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+        stat = float(np.sum((table - exp) ** 2 / exp))
+    return stat, float(_st.chi2.sf(stat, dof))
 
 
 def reference_knots(entry: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -264,7 +279,8 @@ def feature_drift(
         total = sum(counts)
         if total == 0:
             return {**out, "compared": False, "reason": "no values in the window"}
-        stat, p = chi_square(shares, counts)
+        non_null = max(1, round(reference_rows * (1 - float(entry.get("null_ratio") or 0.0))))
+        stat, p = chi_square(shares, counts, non_null)
         current = [c / total for c in counts]
         js = jensen_shannon([max(s, EPS) for s in shares], [max(c, EPS) for c in current])
         out["statistics"] = {"chi_square": stat, "chi_square_p_value": p, "jensen_shannon": js}
