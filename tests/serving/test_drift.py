@@ -78,13 +78,30 @@ def test_a_shifted_numeric_feature_is_flagged_and_the_others_are_not(served: Tes
     assert f'sparkpipe_drift_statistic{{feature="age",model="{MODEL}",statistic="psi"}}' in metrics
 
 
-def test_a_shifted_category_is_flagged(served: TestClient) -> None:
+def test_a_shifted_category_is_flagged_over_http_and_by_the_cli(
+    served: TestClient, registered: dict[str, Any], tmp_path: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    from sparkpipe.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the CLI's model cache (.sparkpipe/models) lands here
     _send(served, _rows(400, seed=13, plans=[0.1, 0.1, 0.8]))  # training: a third each
     drifted, body = _drifted(served)
     assert drifted == ["plan"], body
     plan = next(f for f in body["features"] if f["feature"] == "plan")
     assert plan["stattest"] == "chi_square" and plan["statistics"]["jensen_shannon"] > 0.1
     assert set(plan["categories"]["values"]) == {"basic", "pro", "max", "__other__"}
+    # the CLI reads the same log (the config's prediction_log.path) and writes the HTML report
+    out = tmp_path / "drift.html"
+    main([
+        "monitor", "drift", "--model", MODEL, "--output", str(out),
+        "--set", f"mlflow.tracking_uri={registered['tracking_uri']}",
+        "--set", f"deployment.prediction_log.path={tmp_path / 'preds.db'}",
+        "--set", f"deployment.jobs_dir={tmp_path / 'jobs'}",
+    ])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "drifted: plan " in printed and str(out) in printed.replace("\n", "")
+    page = out.read_text()
+    assert page.count("<img") == 3 and "plan (DRIFT)" in page and "age (no drift)" in page
 
 
 def test_bad_drift_requests_name_the_field(served: TestClient) -> None:
