@@ -60,12 +60,15 @@ def _fit_and_register(spark: Any, cfg: PipelineConfig) -> None:
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.feature import SQLTransformer, StringIndexer, VectorAssembler
 
-    from sparkpipe.features.roles import profile_frame
+    from sparkpipe.features.roles import profile_frame, top_values
+    from sparkpipe.features.stages import category_counts
     from sparkpipe.pipeline import model_signature
     from sparkpipe.tracking import Tracker
 
     df = spark.createDataFrame(make_rows(), "plan string, age double, calls long, label double")
-    profile = profile_frame(df, ["plan", "age", "calls"])  # the drift reference, as run_pipeline keeps it
+    # the drift reference, as a run keeps it: the profile, and the plan's category counts of `plan`
+    profile = profile_frame(df, ["plan", "age", "calls"])
+    profile["columns"]["plan"].update(top_values(category_counts(df, ["plan"])[0]))
     model = Pipeline(
         stages=[
             StringIndexer(inputCol="plan", outputCol="plan_idx", handleInvalid="keep"),

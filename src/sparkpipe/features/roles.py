@@ -258,11 +258,7 @@ def profile_exprs(
                 F.avg(F.length(col)).alias(f"c{i}_avg_length"),
                 F.avg((F.instr(col, " ") > 0).cast("double")).alias(f"c{i}_space_share"),
             ]
-            # the frequency table rides on the same aggregation: the (cut) values of the profiled rows,
-            # counted on the driver and cut to the TOP_VALUES most frequent (the profile is computed
-            # on at most about 100k rows, see pipeline._bounded_profile)
-            exprs.append(F.collect_list(F.substring(col, 1, TOP_VALUE_CHARS)).alias(f"c{i}_values"))
-            stats += ["avg_length", "space_share", "values"]
+            stats += ["avg_length", "space_share"]
         if kind == "fractional":
             exprs.append(F.sum(F.isnan(col).cast("long")).alias(f"c{i}_nan_count"))
             stats.append("nan_count")
@@ -272,16 +268,12 @@ def profile_exprs(
         n = int(row["__rows"])
         out: dict[str, Any] = {"row_count": n, "columns": {}}
         for i, name in enumerate(columns):
-            stats = {
-                s: None if s in ("quantiles", "values") else _json_value(row[f"c{i}_{s}"]) for s in plan[name]
-            }
+            stats = {s: None if s == "quantiles" else _json_value(row[f"c{i}_{s}"]) for s in plan[name]}
             non_null = int(stats.pop("non_null") or 0)
             entry: dict[str, Any] = {"type": types[name], "null_count": n - non_null}
             entry["null_ratio"] = (n - non_null) / n if n else 0.0
             for key, value in stats.items():
-                if key == "values":
-                    entry.update(_top_values(row[f"c{i}_values"] or []))
-                elif key == "quantiles":
+                if key == "quantiles":
                     qs = row[f"c{i}_quantiles"]
                     entry[key] = {
                         _quantile_key(q): (None if qs is None else _json_value(v))
@@ -296,14 +288,17 @@ def profile_exprs(
     return exprs, finish
 
 
-def _top_values(values: list[str]) -> dict[str, Any]:
+def top_values(counts: dict[str | None, int]) -> dict[str, Any]:
     """``top_values`` (share of the non-null values for the :data:`TOP_VALUES` most frequent) and
-    ``other_share`` (the share of every other value) of a string column's values."""
-    from collections import Counter
+    ``other_share`` (the share of every other value) from a column's value counts (``None``: null).
 
-    n = len(values)
-    top = Counter(values).most_common(TOP_VALUES)
-    shares = {str(v): c / n for v, c in top} if n else {}
+    The feature plan adds them to the profile of each categorical column from the exact counts it
+    takes anyway (:func:`sparkpipe.features.stages.category_counts`), so the drift reference costs no
+    pass and nothing on the driver grows with the rows (a list of the values would)."""
+    counted = {str(v)[:TOP_VALUE_CHARS]: c for v, c in counts.items() if v is not None}
+    n = sum(counted.values())
+    top = sorted(counted.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_VALUES]
+    shares = {v: c / n for v, c in top} if n else {}
     return {"top_values": shares, "other_share": max(0.0, 1.0 - sum(shares.values())) if n else 0.0}
 
 
@@ -323,9 +318,8 @@ def profile_frame(df: DataFrame, columns: list[str] | None = None) -> dict[str, 
         ``{"row_count": n, "columns": {name: {"type", "null_count", "null_ratio", "approx_distinct",
         "min", "max", "mean", ...}}}``; numbers add ``std`` and ``quantiles`` (``{"p01": ..., "p50":
         ..., "p99": ...}`` from ``percentile_approx`` in the same pass, NaN ignored), strings add
-        ``avg_length``, ``space_share``, ``top_values`` (``{value: share of the non-null values}`` of
-        the :data:`TOP_VALUES` most frequent, values cut to :data:`TOP_VALUE_CHARS` characters) and
-        ``other_share`` (every other value), floating columns add ``nan_count``. Every value is
+        ``avg_length`` and ``space_share`` (the feature plan adds ``top_values`` and ``other_share``
+        to categorical columns, see :func:`top_values`), floating columns add ``nan_count``. Every value is
         JSON-friendly (timestamps as ISO strings).
     """
     exprs, finish = profile_exprs(df, columns)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from sparkpipe.config import TextConfig
 from sparkpipe.core import KEY_TYPES, TIME_TYPES, base_type
 from sparkpipe.errors import ConfigError
-from sparkpipe.features.roles import is_numeric_type
+from sparkpipe.features.roles import is_numeric_type, top_values
 from sparkpipe.features.stages import (
     DEFAULT_TIME_PARTS,
     MISSING_CATEGORY,
@@ -281,6 +281,8 @@ def step_categorical(ctx: PlanContext) -> list[Stage]:
         i for i, c in enumerate(cols) if stats[c].get("approx_distinct", 0) <= EXACT_COUNT_MAX_DISTINCT
     ]
     counts = dict(zip(counted, category_counts(ctx.df, [cols[i] for i in counted]), strict=True))
+    for i in counted:  # the drift reference of each categorical column, from the counts just taken
+        stats[cols[i]].update(top_values(counts[i]))
     labels: dict[int, list[str]] = {
         i: _indexer_labels(counts[i], strategy, fill, enc.rare_threshold) for i in counted
     }
