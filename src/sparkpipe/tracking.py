@@ -259,14 +259,18 @@ class Tracker:
         signature: Any = None,
         metadata: dict[str, Any] | None = None,
     ) -> str:
-        """Log the fitted PipelineModel with explicit requirements; return its ``runs:/`` URI."""
+        """Log the fitted PipelineModel with explicit requirements; return its ``runs:/`` URI.
+
+        The model has MLflow's ``spark`` flavor and, as its ``python_function`` flavor, the JVM-free
+        NumPy plan (:mod:`sparkpipe.pyfunc`).
+        """
         if not self.enabled or self.info is None:
             raise SparkpipeError("log_spark_model needs an active tracked run")
-        import mlflow.spark
+        from sparkpipe import pyfunc
 
         t0 = time.perf_counter()
         try:
-            info = mlflow.spark.log_model(
+            info = pyfunc.log_model(
                 model,
                 artifact_path=MODEL_ARTIFACT,
                 signature=signature,

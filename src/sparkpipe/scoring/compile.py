@@ -589,11 +589,16 @@ class CompiledPipeline:
         arrays = self.predict_frame(frame, cols)
         if not cols:
             return [{} for _ in range(n_rows(frame))]
-        int_col = self._pred_col if self._int_prediction else None
-        lists = [(arrays[c].astype(np.int64) if c == int_col else arrays[c]).tolist() for c in cols]
+        lists = self.as_lists(arrays, cols)
         if len(lists[0]) == 1:
             return [{c: v[0] for c, v in zip(cols, lists, strict=True)}]
         return [dict(zip(cols, row, strict=True)) for row in zip(*lists, strict=True)]
+
+    def as_lists(self, arrays: Mapping[str, Any], columns: Sequence[str]) -> list[list[Any]]:
+        """Output arrays of :meth:`predict_frame` as Python lists, one per column: floats, an int
+        cluster id for clustering models' prediction, lists of floats for vectors, strings for labels."""
+        int_col = self._pred_col if self._int_prediction else None
+        return [(arrays[c].astype(np.int64) if c == int_col else arrays[c]).tolist() for c in columns]
 
     def __repr__(self) -> str:
         return f"CompiledPipeline({len(self.stages)} stages, inputs={self._names}, outputs={self.output_columns})"
