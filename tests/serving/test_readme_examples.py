@@ -408,3 +408,27 @@ def test_metrics_in_prometheus_format(served):
     _call(served["port"], "GET", "/health")
     status, text = _call(served["port"], "GET", "/metrics")
     assert status == 200 and "# TYPE" in text and "churn_model" in text
+
+
+def test_readme_pyfunc_snippet(served, monkeypatch):
+    """The ``mlflow.pyfunc`` snippet of the python_function flavor section, as written, on the model the
+    README's own run registered: the prediction column by default, every output column on request."""
+    block = re.search(r"```python\n(import mlflow.pyfunc.*?)```", README.read_text(), re.S)
+    assert block, "README lost the mlflow.pyfunc snippet"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{served['root'] / 'mlflow.db'}")
+    namespace: dict = {}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)  # the README's own code
+    model, df = namespace["model"], namespace["df"]
+    assert model.metadata.flavors["python_function"]["loader_module"] == "sparkpipe.pyfunc"
+    (prediction,) = model.predict(df)
+    full = model.predict(df, params={"output": "full"})
+    assert prediction in (0.0, 1.0) and full["prediction"].tolist() == [prediction]
+    assert abs(sum(full["probability"][0]) - 1) < 1e-9
+    status, ours = _call(
+        served["port"],
+        "POST",
+        "/predict",
+        {"model_id": "churn_model", "features": json.loads(df.to_json(orient="records"))[0]},
+    )
+    assert status == 200, ours
+    assert ours["predictions"][0]["prediction"] == prediction
