@@ -1,6 +1,9 @@
 """Serving benchmark: sparkpipe's JVM-free service vs ``mlflow models serve``, side by side, one run.
 
-On the same registered default model (``make run`` registers it):
+On the same registered default model (``make run`` registers it), ``mlflow models serve`` twice: on the
+model's ``python_function`` flavor (sparkpipe's NumPy plan, :mod:`sparkpipe.pyfunc`) and on a copy whose
+``python_function`` loader is ``mlflow.spark`` (what MLflow serves for a plain ``mlflow.spark`` model:
+a local SparkSession, a Spark job per request):
 
 * cold start: process start → ready (our ``/ready``, MLflow's ``/ping``);
 * single-row sequential latency over loopback HTTP (keep-alive client): p50 / p99;
@@ -11,6 +14,8 @@ Usage::
 
     .venv/bin/python benchmarks/serving.py                 # writes benchmarks/results/serving.{json,md}
     .venv/bin/python benchmarks/serving.py --skip-mlflow   # only ours
+    .venv/bin/python benchmarks/serving.py --workers 1 --mlflow-flavors pyfunc,spark --requests 500 \
+        --mlflow-requests 200 --spark-requests 30 --seconds 5   # a shared machine: modest counts
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -221,11 +228,70 @@ def ours(args: argparse.Namespace, workers: int, env: dict, logs: Path, body: by
     return out
 
 
+def spark_pyfunc_copy(model_dir: Path, dst: Path) -> Path:
+    """A copy of the model whose ``python_function`` loader is MLflow's Spark one (the peer)."""
+    import yaml
+
+    shutil.copytree(model_dir, dst)
+    meta = yaml.safe_load((dst / "MLmodel").read_text())
+    flavor = meta["flavors"]["python_function"]
+    flavor["loader_module"] = "mlflow.spark"
+    for key in ("code", "scorer", "no_twin"):
+        flavor.pop(key, None)
+    (dst / "MLmodel").write_text(yaml.safe_dump(meta, sort_keys=False))
+    return dst
+
+
+def mlflow_serve(model: str, args: argparse.Namespace, env: dict, log: Path, row: dict, n: int) -> dict:
+    """Start ``mlflow models serve`` on ``model`` (a URI or directory), measure, stop."""
+    port = free_port()
+    t0 = time.perf_counter()
+    peer = start(
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            model,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env,
+        log,
+    )
+    try:
+        wait_http(port, "/ping", 300, peer)
+        cold = time.perf_counter() - t0
+        body = json.dumps({"dataframe_records": [row]}).encode()
+        print(f"  {log.stem}: sequential ...", flush=True)
+        seq = sequential(port, "/invocations", body, n, warmup=5)
+        print(f"  {log.stem}: concurrency ...", flush=True)
+        conc = concurrent(port, "/invocations", body, args.concurrency, args.seconds)
+        return {"cold_start_s": cold, "sequential": seq, "concurrent": conc}
+    finally:
+        stop(peer)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "config" / "pipeline_config.yaml"))
     ap.add_argument("--requests", type=int, default=2000, help="sequential requests to our service")
-    ap.add_argument("--mlflow-requests", type=int, default=100, help="sequential requests to mlflow serve")
+    ap.add_argument(
+        "--mlflow-requests", type=int, default=500, help="sequential requests to mlflow serve (pyfunc flavor)"
+    )
+    ap.add_argument(
+        "--spark-requests", type=int, default=100, help="sequential requests to mlflow serve (spark pyfunc)"
+    )
+    ap.add_argument(
+        "--mlflow-flavors",
+        type=lambda v: [x for x in v.split(",") if x],
+        default=["pyfunc", "spark"],
+        help="mlflow models serve on: pyfunc (sparkpipe's flavor), spark (mlflow.spark's pyfunc)",
+    )
     ap.add_argument("--seconds", type=float, default=10, help="duration of each concurrency test")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument(
@@ -278,37 +344,21 @@ def main() -> None:
         results[f"sparkpipe_w{workers}"] = ours(
             args, workers, env, logs, body, first=workers == args.workers[0]
         )
-    if not args.skip_mlflow:
-        port = free_port()
-        t0 = time.perf_counter()
-        peer = start(
-            [
-                str(BIN / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                ref.uri,
-                "--env-manager",
-                "local",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
-            env,
-            logs / "mlflow.log",
+    if not args.skip_mlflow and "pyfunc" in args.mlflow_flavors:
+        loader = yaml.safe_load((model_dir / "MLmodel").read_text())["flavors"]["python_function"]
+        if loader["loader_module"] != "sparkpipe.pyfunc":
+            raise SystemExit(f"{ref.uri} predates the sparkpipe.pyfunc flavor: register a new version first")
+        print("mlflow models serve, python_function flavor (sparkpipe.pyfunc) ...", flush=True)
+        results["mlflow_pyfunc"] = mlflow_serve(
+            ref.uri, args, env, logs / "mlflow-pyfunc.log", row, args.mlflow_requests
         )
-        try:
-            wait_http(port, "/ping", 300, peer)
-            cold = time.perf_counter() - t0
-            body = json.dumps({"dataframe_records": [row]}).encode()
-            print("mlflow models serve: sequential ...", flush=True)
-            seq = sequential(port, "/invocations", body, args.mlflow_requests, warmup=5)
-            print("mlflow models serve: concurrency ...", flush=True)
-            conc = concurrent(port, "/invocations", body, args.concurrency, args.seconds)
-            results["mlflow"] = {"cold_start_s": cold, "sequential": seq, "concurrent": conc}
-        finally:
-            stop(peer)
+    if not args.skip_mlflow and "spark" in args.mlflow_flavors:
+        print("mlflow models serve, mlflow.spark's pyfunc ...", flush=True)
+        copy = spark_pyfunc_copy(model_dir, logs / "spark-pyfunc-model")
+        results["mlflow"] = mlflow_serve(
+            str(copy), args, env, logs / "mlflow-spark.log", row, args.spark_requests
+        )
+    results["load_average"] = os.getloadavg()
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -325,7 +375,8 @@ def render(r: dict, concurrency: int) -> str:
         for k, v in r.items()
         if k.startswith("sparkpipe_w")
     ]
-    columns.append(("mlflow", "mlflow models serve"))
+    columns.append(("mlflow_pyfunc", "mlflow models serve, sparkpipe.pyfunc flavor"))
+    columns.append(("mlflow", "mlflow models serve, mlflow.spark pyfunc"))
 
     def row(label: str, fmt) -> str:
         cells = []
@@ -354,6 +405,10 @@ def render(r: dict, concurrency: int) -> str:
         f"In-process scorer: {r['in_process']['single_row_us']:.1f} µs for one row; "
         f"{r['in_process']['batch_10k_us_per_row']:.2f} µs per row in a 10,000-row batch.",
     ]
+    if "load_average" in r:
+        lines.append(
+            "Load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.1f}" for x in r["load_average"])
+        )
     return "\n".join(lines)
 
 
