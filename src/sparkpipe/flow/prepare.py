@@ -88,7 +88,7 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
     """Read the input (quarantining malformed rows), resolve target and task, add the label, split."""
     from pyspark.sql import functions as F
 
-    from sparkpipe.data.split import split_bounds, split_conditions
+    from sparkpipe.data.split import split_conditions
 
     progress = progress or Progress()
     df, lineage, cached = _read(spark, cfg, progress)
@@ -103,8 +103,9 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
     # one pass: rows without a label, the task when it must be inferred, the number of classes of a
     # numeric label and, for a large input, the profile of a sample of the training rows
     with progress.step("split"):
-        train_share = split_bounds([w for w in weights if w > 0])[0][1]  # train: split value < this
-        stats, profile = _target_stats(df, target, task, _profile_sample(target, lineage, train_share))
+        stats, profile = _target_stats(
+            df, target, task, _profile_sample(df, cfg, target, lineage, conditions[0], weights[0])
+        )
     if task is None:
         from sparkpipe.models.algorithms import infer_task
 
@@ -249,26 +250,26 @@ distributions (the drift reference) as well as all of them."""
 
 
 def _profile_sample(
-    target: str | None, lineage: dict[str, Any], train_share: float
+    df: DataFrame,
+    cfg: PipelineConfig,
+    target: str | None,
+    lineage: dict[str, Any],
+    train_condition: Column,
+    train_weight: float,
 ) -> tuple[Column, int] | None:
     """``(row filter, expected training rows)`` of the profile's sample of training rows, to ride on
     the target-statistics pass; ``None`` when the training split is small (it is profiled whole when
-    roles are inferred) or its size unknown.
-
-    A row is in the training split when its split value (uniform in [0, 1), a hash of the row) is
-    below ``train_share``; below ``train_share * fraction`` it is also in the sample, a seeded and
-    repeatable ``fraction`` of the training rows (an aggregation may not use ``rand``)."""
+    roles are inferred) or its size unknown."""
     from pyspark.sql import functions as F
 
     rows = lineage.get("row_count")
     if target is None or target == LABEL_COL or not rows:
         return None
-    expected = int(rows * train_share)
+    expected = int(rows * train_weight)
     if expected <= PROFILE_MAX_ROWS:
         return None
-    fraction = PROFILE_MAX_ROWS / expected
-    where = (F.col(SPLIT_COL) < F.lit(train_share * fraction)) & F.col(f"`{target}`").isNotNull()
-    return where, expected
+    sample = F.rand(cfg.data.seed) < F.lit(PROFILE_MAX_ROWS / expected)
+    return train_condition & F.col(f"`{target}`").isNotNull() & sample, expected
 
 
 def _target_stats(
