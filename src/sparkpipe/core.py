@@ -145,9 +145,6 @@ class PreparedData:
     item_col: str | None = None
     num_classes: int | None = None
     cached: list[DataFrame] = field(default_factory=list)
-    profile: dict[str, Any] | None = None
-    """The profile of a sample of the training rows, when the input was large enough to take it in
-    the target pass (``flow.prepare``); ``None``: the feature plan profiles the training rows."""
 
     def with_(self, **changes: Any) -> PreparedData:
         """A copy with ``changes`` (same lineage record and cache list)."""

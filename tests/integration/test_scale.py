@@ -95,29 +95,3 @@ def test_profile_of_a_large_training_split_is_a_bounded_sample(spark, monkeypatc
     assert 800 <= profile["row_count"] <= 1_200
     assert set(profile["columns"]) == set(train.columns)
     assert pipeline._bounded_profile(train, 900, seed=1) is None  # small data: every row is profiled
-
-
-def test_a_large_inputs_profile_rides_on_the_target_pass(spark, monkeypatch):
-    """Beyond PROFILE_MAX_ROWS training rows the profile of a seeded sample of them is taken in the
-    same aggregation as the target statistics (one read of the input, not two), and fit uses it."""
-    import sparkpipe.flow.prepare as prepare
-    from sparkpipe.config import PipelineConfig
-
-    monkeypatch.setattr(prepare, "PROFILE_MAX_ROWS", 1_000)
-    cfg = PipelineConfig.model_validate(
-        {
-            "data": {"input_path": "builtin:churn", "rows": 10_000, "seed": 3},
-            "features": {"target": "churned"},
-        }
-    )
-    data = prepare.prepare_data(spark, cfg)
-    profile = data.profile
-    assert profile is not None and profile["sampled_from_rows"] == 7_000  # rows x the train share
-    assert 800 <= profile["row_count"] <= 1_200
-    assert set(profile["columns"]) == set(data.train.columns) - {"label"}
-    assert profile["columns"]["churned"]["null_count"] == 0
-    # the statistics of the target itself still cover every row
-    assert data.lineage["labelled_rows"] == 10_000 and data.num_classes == 2
-
-    monkeypatch.setattr(prepare, "PROFILE_MAX_ROWS", 100_000)
-    assert prepare.prepare_data(spark, cfg).profile is None  # small: the plan profiles every train row

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from sparkpipe.config import PipelineConfig
 from sparkpipe.core import LABEL_COL, WEIGHT_COL, FitResult, PreparedData
 from sparkpipe.errors import DataError, ModelError
-from sparkpipe.flow.prepare import PROFILE_MAX_ROWS  # one limit for both profile paths
 from sparkpipe.progress import Progress
 
 if TYPE_CHECKING:
@@ -25,6 +24,9 @@ if TYPE_CHECKING:
     from sparkpipe.tracking import Tracker
 
 log = logging.getLogger(__name__)
+
+PROFILE_MAX_ROWS = 100_000
+"""Training rows profiled at most (a seeded sample beyond that); see :func:`_bounded_profile`."""
 
 
 def fit_model(
@@ -133,8 +135,7 @@ def _fit_features(
         data.target,
         nonnegative=requires_nonnegative_features(spec, params),
         seed=cfg.data.seed,
-        # a large input's profile rode on the target pass (flow.prepare); else a sample here, or None
-        profile=data.profile or _bounded_profile(raw_train, _expected_train_rows(cfg, data), cfg.data.seed),
+        profile=_bounded_profile(raw_train, _expected_train_rows(cfg, data), cfg.data.seed),
     )
     if plan.dropna_subset:  # missing_values.strategy: drop — count what is dropped, per split
         data = _drop_missing(data, plan.dropna_subset)

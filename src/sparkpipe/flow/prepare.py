@@ -15,7 +15,7 @@ from sparkpipe.errors import DataError
 from sparkpipe.progress import Progress
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -93,19 +93,10 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
     progress = progress or Progress()
     df, lineage, cached = _read(spark, cfg, progress)
     target, task, user_col, item_col = _resolve_roles(df, cfg)
-    weights = [
-        1.0 - cfg.data.validation_split - cfg.data.test_split,
-        cfg.data.validation_split,
-        cfg.data.test_split,
-    ]
-    names = [n for n, w in zip(("train", "validation", "test"), weights, strict=True) if w > 0]
-    conditions = split_conditions(F.col(SPLIT_COL), [w for w in weights if w > 0])
-    # one pass: rows without a label, the task when it must be inferred, the number of classes of a
-    # numeric label and, for a large input, the profile of a sample of the training rows
+    # one cheap pass over the target column: rows without a label, the task when it must be inferred,
+    # and the number of classes of a numeric label
     with progress.step("split"):
-        stats, profile = _target_stats(
-            df, target, task, _profile_sample(df, cfg, target, lineage, conditions[0], weights[0])
-        )
+        stats = _target_stats(df, target, task)
     if task is None:
         from sparkpipe.models.algorithms import infer_task
 
@@ -121,6 +112,13 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
     if target is not None:
         df, target, label_labels, num_classes = _add_label(df, target, task, stats, lineage)
 
+    weights = [
+        1.0 - cfg.data.validation_split - cfg.data.test_split,
+        cfg.data.validation_split,
+        cfg.data.test_split,
+    ]
+    names = [n for n, w in zip(("train", "validation", "test"), weights, strict=True) if w > 0]
+    conditions = split_conditions(F.col(SPLIT_COL), [w for w in weights if w > 0])
     parts = {n: df.where(c).drop(SPLIT_COL) for n, c in zip(names, conditions, strict=True)}
     return PreparedData(
         parts["train"],
@@ -134,7 +132,6 @@ def prepare_data(spark: SparkSession, cfg: PipelineConfig, progress: Progress | 
         item_col,
         num_classes=num_classes,
         cached=cached,
-        profile=profile,
     )
 
 
@@ -243,49 +240,14 @@ def _add_label(
     return df, target, label_labels, num_classes
 
 
-PROFILE_MAX_ROWS = 100_000
-"""Training rows profiled at most (a seeded sample beyond that): the profile's sketches (distinct
-counts, quantiles) cost far more per row than a pass, and 100k rows decide roles and describe
-distributions (the drift reference) as well as all of them."""
-
-
-def _profile_sample(
-    df: DataFrame,
-    cfg: PipelineConfig,
-    target: str | None,
-    lineage: dict[str, Any],
-    train_condition: Column,
-    train_weight: float,
-) -> tuple[Column, int] | None:
-    """``(row filter, expected training rows)`` of the profile's sample of training rows, to ride on
-    the target-statistics pass; ``None`` when the training split is small (it is profiled whole when
-    roles are inferred) or its size unknown."""
-    from pyspark.sql import functions as F
-
-    rows = lineage.get("row_count")
-    if target is None or target == LABEL_COL or not rows:
-        return None
-    expected = int(rows * train_weight)
-    if expected <= PROFILE_MAX_ROWS:
-        return None
-    sample = F.rand(cfg.data.seed) < F.lit(PROFILE_MAX_ROWS / expected)
-    return train_condition & F.col(f"`{target}`").isNotNull() & sample, expected
-
-
-def _target_stats(
-    df: DataFrame, target: str | None, task: str | None, profile_sample: tuple[Column, int] | None = None
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _target_stats(df: DataFrame, target: str | None, task: str | None) -> dict[str, Any]:
     """Rows without a label, the target's approximate distinct count (when the task is still unknown)
-    and its maximum (the class count of a numeric label), in one aggregation; with ``profile_sample``
-    (:func:`_profile_sample`) the same aggregation profiles that sample of the training rows, so a
-    large input is read once for both. Rows per split are counted where the splits are read anyway
-    (see :func:`sparkpipe.flow.evaluate.evaluate_fit`)."""
+    and its maximum (the class count of a numeric label), in one aggregation that reads the target
+    column only. Rows per split are counted where the splits are read anyway (see :func:`sparkpipe.flow.evaluate.evaluate_fit`)."""
     from pyspark.sql import functions as F
-
-    from sparkpipe.features.roles import profile_exprs
 
     if target is None:
-        return {}, None
+        return {}
     col = F.col(f"`{target}`")
     exprs = [F.count(F.lit(1)).alias("rows"), F.count(F.when(col.isNull(), 1)).alias("null_target")]
     dtype = dict(df.dtypes)[target]
@@ -294,13 +256,4 @@ def _target_stats(
         exprs.append(F.approx_count_distinct(col).alias("approx_distinct"))
     if task in (None, "classification") and numeric:
         exprs.append(F.max(col.cast("double")).alias("max"))
-    if profile_sample is None:
-        return df.agg(*exprs).first().asDict(), None
-    where, expected = profile_sample
-    columns = [c for c in df.columns if c != SPLIT_COL]
-    profile_aggs, finish = profile_exprs(df, columns, where=where)
-    row = df.agg(*exprs, *profile_aggs).first().asDict()
-    profile = finish(row)
-    profile["sampled_from_rows"] = expected
-    log.info("profiled %d of about %d training rows in the target pass", profile["row_count"], expected)
-    return {k: row[k] for k in ("rows", "null_target", "approx_distinct", "max") if k in row}, profile
+    return df.agg(*exprs).first().asDict()
