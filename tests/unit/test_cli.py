@@ -156,6 +156,7 @@ SET_SECTIONS = {
     "models promote": "mlflow.",
     "models rollback": "mlflow.",
     "models history": "mlflow.",
+    "monitor drift": "deployment.",
 }
 
 

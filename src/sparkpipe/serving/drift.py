@@ -477,7 +477,7 @@ class DriftMonitor:
 def drift_plots(report: dict[str, Any], rows: list[dict[str, Any]], profile: dict[str, Any]) -> list[Any]:
     """One plot per compared feature (reference CDF vs the window's, or category shares) and the
     per-feature summary, drawn like the evaluation report's (:mod:`sparkpipe.report`)."""
-    from sparkpipe.report import Plot, _figure, _png
+    from sparkpipe.plots import Plot, _figure, _png
 
     plots = []
     for f in report["features"]:
