@@ -137,6 +137,21 @@ def shuffle_partitions_for(input_bytes: int | None, cores: int | None = None) ->
     return max(4, 2 * cores, by_size)
 
 
+def local_checkpoint_dir() -> str:
+    """A checkpoint directory for this process's local session, removed when the process exits."""
+    if "dir" not in _CHECKPOINT:
+        import atexit
+        import tempfile
+
+        path = tempfile.mkdtemp(prefix="sparkpipe-checkpoints-")
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        _CHECKPOINT["dir"] = path
+    return _CHECKPOINT["dir"]
+
+
+_CHECKPOINT: dict[str, str] = {}
+
+
 def build_conf(spark_cfg: SparkConfig, opt: OptimizationConfig | None = None) -> dict[str, str]:
     """The Spark conf entries implied by the config (pure; no Spark needed)."""
     opt = opt or OptimizationConfig()
@@ -155,6 +170,11 @@ def build_conf(spark_cfg: SparkConfig, opt: OptimizationConfig | None = None) ->
             spark_cfg.shuffle_partitions or shuffle_partitions_for(None)
         )
         conf["spark.driver.memory"] = spark_cfg.driver_memory or default_driver_memory()
+        # iterative algorithms (ALS, GBT with checkpointInterval) cut their lineage only when a
+        # checkpoint directory is set; without one a long ALS fit dies of a StackOverflowError that
+        # takes the local JVM with it. A cluster needs shared storage: set spark.checkpoint.dir there.
+        conf["spark.checkpoint.dir"] = local_checkpoint_dir()
+        conf["spark.cleaner.referenceTracking.cleanCheckpoints"] = "true"
     elif spark_cfg.shuffle_partitions:
         conf["spark.sql.shuffle.partitions"] = str(spark_cfg.shuffle_partitions)
     if spark_cfg.master.startswith("spark://") and spark_cfg.master.split("//", 1)[1].startswith(
