@@ -106,7 +106,10 @@ def spark():
             # only this worker's JVM is affected, subprocess runs keep the JVM's defaults. C1's frames
             # are larger, so task threads get a 4 MiB stack: with the default 1 MiB, deserializing the
             # tasks of a 10-iteration ALS overflowed it and the StackOverflowError killed the JVM.
-            conf={"spark.default.parallelism": 4, "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -Xss4m"},
+            conf={
+                "spark.default.parallelism": 4,
+                "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -Xss4m",
+            },
         )
     )
     yield session

@@ -186,6 +186,9 @@ def test_routing_changes_at_runtime_behind_the_api_key(
         assert {c.post("/predict", json={"features": ROW}).json()["version"] for _ in range(20)} == {"2"}
         bad = c.put(f"/ab/{MODEL}", json={"challenger_traffic": 2}, headers={"X-API-Key": "s3cret"})
         assert bad.status_code == 422 and "challenger_traffic" in bad.text
+        for body in ({"challenger_traffic": True}, {"min_samples": True}, {"min_samples": 5.5}):
+            bad = c.put(f"/ab/{MODEL}", json=body, headers={"X-API-Key": "s3cret"})
+            assert bad.status_code == 422 and next(iter(body)) in bad.text, (body, bad.text)
     with TestClient(create_app(settings)) as c:  # the runtime change outlives a restart
         assert c.get("/ab").json()["experiments"][0]["routing"]["challenger_traffic"] == 1.0
         assert c.post("/predict", json={"features": ROW}).json()["variant"] == "challenger"

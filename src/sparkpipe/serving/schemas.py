@@ -206,7 +206,9 @@ class FeedbackRequest(BaseModel):
     label: float | int | bool | Annotated[str, Field(max_length=200)] | None = Field(
         default=None, description="the observed class (1 = converted for the conversion metric)"
     )
-    value: float | None = Field(default=None, description="the observed value (regression, revenue)")
+    value: float | None = Field(
+        default=None, strict=True, description="the observed value (regression, revenue)"
+    )
 
     @field_validator("value")
     @classmethod
@@ -217,10 +219,12 @@ class FeedbackRequest(BaseModel):
 
 
 class RoutingUpdate(BaseModel):
-    """Body of ``PUT /ab/{model}``: the routing fields to change (the rest is kept)."""
+    """Body of ``PUT /ab/{model}``: the routing fields to change (the rest is kept). Strict types:
+    ``true`` is not a traffic share of 1.0, nor ``5.0`` a sample count."""
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [{"challenger": "challenger", "challenger_traffic": 0.2, "mode": "split"}]
         },
