@@ -153,7 +153,7 @@ def test_model_that_failed_to_load_is_503_and_recovers_when_the_registry_is_fixe
     # the registry's own copy of the artifact (the one the cache copies from)
     with reader._snapshot() as conn:
         row = reader._by_version(conn, MODEL, 1)
-    from sparkpipe.tracking import _local_dir
+    from sparkpipe.tracking.local import _local_dir
 
     artifact = _local_dir(row[3] or row[2])
     assert (artifact / "MLmodel").is_file() and source.is_dir()
