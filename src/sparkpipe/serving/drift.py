@@ -336,7 +336,7 @@ def drift_report(
 # ===================================================================================== sources
 def model_profile(path: Path) -> dict[str, Any] | None:
     """The training profile recorded in a model directory's ``MLmodel`` (``None`` when absent)."""
-    from sparkpipe.serving.service import read_model_metadata
+    from sparkpipe.serving.loading import read_model_metadata
 
     sp = (read_model_metadata(Path(path)).get("metadata") or {}).get("sparkpipe") or {}
     profile = sp.get("profile")
@@ -621,8 +621,8 @@ def monitor_drift(
     prediction log the serving config names, written as HTML to ``output``."""
     from sparkpipe.errors import SparkpipeError
     from sparkpipe.report import write_report
+    from sparkpipe.serving.loading import read_model_metadata, schema_from_metadata
     from sparkpipe.serving.predlog import PredictionLog
-    from sparkpipe.serving.service import read_model_metadata, schema_from_metadata
     from sparkpipe.serving.settings import ServingSettings
     from sparkpipe.tracking import Registry, model_cache_dir
 

@@ -23,9 +23,10 @@ import uuid
 from typing import Any
 
 from sparkpipe.serving.experiments import CHALLENGER, CHAMPION, Experiment, ExperimentManager
+from sparkpipe.serving.loading import LoadedModel
 from sparkpipe.serving.predlog import PredictionLog
 from sparkpipe.serving.schemas import ApiError, dumps, invalid, parse_json
-from sparkpipe.serving.service import LoadedModel, ModelService
+from sparkpipe.serving.service import ModelService
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")

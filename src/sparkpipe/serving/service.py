@@ -1,6 +1,8 @@
 """The model service: loading, caching, resolving and hot-swapping models, and scoring requests.
 
-Routes stay thin; everything they need is a method here.
+Routes stay thin; everything they need is a method here. The row checks and the request body forms
+are in :mod:`~sparkpipe.serving.rows`; :class:`~sparkpipe.serving.loading.LoadedModel` and loading a
+model directory (NumPy plan or Spark fallback) in :mod:`~sparkpipe.serving.loading`.
 
 Model table
     Configured references (``name``, ``name@alias``, ``name/version``) are resolved against the MLflow
@@ -33,24 +35,30 @@ No MLflow for a local store
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import math
 import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from sparkpipe.core import FRACTIONAL_TYPES, INTEGRAL_TYPES, MODEL_REF_RE, TIME_TYPES, base_type
+from sparkpipe.core import MODEL_REF_RE
 from sparkpipe.core import parse_model_ref as parse_ref
-from sparkpipe.errors import ModelError, ScoringError, UnsupportedStageError
+from sparkpipe.errors import ModelError, ScoringError
+from sparkpipe.serving.loading import LoadedModel, load_model_dir
 from sparkpipe.serving.metrics import ServiceMetrics
+from sparkpipe.serving.rows import (
+    check_predict_body,
+    csv_columns,
+    invocations_columns,
+    predict_columns,
+    short,
+    type_name,
+)
 from sparkpipe.serving.schemas import ApiError, invalid
 from sparkpipe.serving.settings import ServingSettings
 
@@ -60,339 +68,6 @@ _MISS_SECONDS = 10.0
 """How long a reference that did not resolve on first use is answered 404 without a registry query."""
 _THREADPOOL_ROWS = 256
 """Batches larger than this are scored in a worker thread so the event loop stays responsive."""
-
-# ============================================================================ input type checking
-NUM, INT, STR, BOOL, TIME, ANY, VEC = range(7)
-_KIND_NAMES = {
-    NUM: "a number",
-    INT: "an integer",
-    STR: "a string",
-    BOOL: "true or false",
-    TIME: "an ISO-8601 timestamp string or epoch seconds",
-    ANY: "a value",
-    VEC: "a list of numbers",
-}
-_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
-_FLOAT_MAX = 1.7976931348623157e308
-
-
-def type_kind(spark_type: str) -> int:
-    """Classify a Spark type name into one of the checked kinds."""
-    base = base_type(spark_type)
-    if base in FRACTIONAL_TYPES or base in ("decimal", "real"):
-        return NUM
-    if base in INTEGRAL_TYPES:
-        return INT
-    if base in ("string", "varchar", "char"):
-        return STR
-    if base == "boolean":
-        return BOOL
-    if base in TIME_TYPES or base == "datetime":
-        return TIME
-    if base == "vector":
-        return VEC
-    return ANY
-
-
-_OMITTED = object()
-"""A column the request left out (scored as a missing value)."""
-
-
-class _Bad(Exception):
-    """A single value does not fit its column (message only; the caller adds the field)."""
-
-
-def check_value(value: Any, kind: int, spark_type: str) -> Any:
-    """Validate and normalise one JSON value for a column of ``kind``; raise :class:`_Bad`."""
-    if value is None:
-        return None
-    t = type(value)
-    if kind == NUM:
-        if t is float:
-            if value != value or value in (math.inf, -math.inf):
-                raise _Bad(f"expected a finite number ({spark_type}), got {value!r}")
-            return value
-        if t is int:
-            if -_FLOAT_MAX <= value <= _FLOAT_MAX:
-                return float(value)
-            raise _Bad(f"expected a number ({spark_type}), got an integer too large for a double")
-    elif kind == INT:
-        if t is int:
-            if _INT_MIN <= value <= _INT_MAX:
-                return value
-            raise _Bad(f"expected an integer ({spark_type}), got one outside the 64-bit range")
-        if t is float and value.is_integer() and _INT_MIN <= value <= _INT_MAX:
-            return int(value)
-    elif kind == STR:
-        if t is str:
-            return value
-    elif kind == BOOL:
-        if t is bool:
-            return value
-    elif kind == TIME:
-        if t is str:
-            try:
-                import datetime as dt
-
-                dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                raise _Bad(f"expected {_KIND_NAMES[TIME]} ({spark_type}), got {_short(value)}") from None
-            return value
-        if t in (int, float) and math.isfinite(value) and abs(value) < 1e11:
-            return value
-    elif kind == VEC:  # an ML vector input (libsvm features): its width is checked by the model
-        if t is list and all(type(v) in (int, float) and math.isfinite(v) for v in value):
-            return [float(v) for v in value]
-        if t is list:
-            raise _Bad(f"expected {_KIND_NAMES[VEC]} ({spark_type}) with finite numbers only")
-    else:
-        if t in (dict, list):
-            raise _Bad(f"expected a scalar value ({spark_type}), got {_type_name(value)}")
-        return value
-    raise _Bad(f"expected {_KIND_NAMES[kind]} ({spark_type}), got {_type_name(value)} {_short(value)}")
-
-
-def _type_name(value: Any) -> str:
-    return {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        str: "string",
-        list: "array",
-        dict: "object",
-    }.get(type(value), type(value).__name__)
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-# ============================================================================== loaded models
-@dataclass(eq=False)
-class LoadedModel:
-    """One model version ready to score.
-
-    Attributes
-    ----------
-    name, version
-        Registered name and version.
-    path
-        The local model directory (``MLmodel`` + ``sparkml/``).
-    scorer
-        A compiled NumPy pipeline or a :class:`~sparkpipe.serving.fallback.SparkFallbackScorer`.
-    serving_path
-        ``numpy`` or ``spark-fallback``.
-    input_schema
-        Ordered ``(name, spark type)`` of the raw input columns.
-    """
-
-    name: str
-    version: str
-    path: Path
-    scorer: Any
-    serving_path: str
-    input_schema: list[tuple[str, str]]
-    aliases: list[str] = field(default_factory=list)
-    run_id: str | None = None
-    example_rows: list[dict[str, Any]] = field(default_factory=list)
-    loaded_at: float = field(default_factory=time.time)
-    load_seconds: float = 0.0
-    unsupported: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.names = tuple(n for n, _ in self.input_schema)
-        self.names_set = frozenset(self.names)
-        self.checks = tuple((n, type_kind(t), t) for n, t in self.input_schema)
-        self.label = (self.name, self.version)
-        self.is_fallback = self.serving_path == "spark-fallback"
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}/{self.version}"
-
-    # ------------------------------------------------------------------ input conversion
-    def columns_from_list(self, values: list[Any], where: str, out: dict[str, list[Any]]) -> None:
-        """Append one positional row (validated) to the column lists ``out``."""
-        checks = self.checks
-        if len(values) != len(checks):
-            raise ApiError(
-                422,
-                f"{where}: expected {len(checks)} values in this order: "
-                f"{', '.join(self.names)}; got {len(values)}",
-                [(where, f"expected {len(checks)} values ({', '.join(self.names)}), got {len(values)}")],
-            )
-        for i, (name, kind, stype) in enumerate(checks):
-            try:
-                out[name].append(check_value(values[i], kind, stype))
-            except _Bad as exc:
-                raise invalid(f"{where}[{i}]", f"column {name!r}: {exc}") from None
-
-    def columns_from_dict(
-        self, row: dict[str, Any], where: str, out: dict[str, list[Any]], omitted: set[str] | None = None
-    ) -> None:
-        """Append one named row (validated) to the column lists ``out``.
-
-        ``omitted`` given: a column the row leaves out is a missing value (``None``, imputed like a
-        null) and its name is added to ``omitted``; then a key that is not an input column is refused
-        (a misspelt name must not be silently imputed). ``omitted`` not given: every column is required
-        and extra keys are ignored (input examples).
-        """
-        present = 0
-        for name, kind, stype in self.checks:
-            value = row.get(name, _OMITTED)
-            if value is _OMITTED:
-                if omitted is None:
-                    raise invalid(f"{where}.{name}", f"missing; this model needs {', '.join(self.names)}")
-                omitted.add(name)
-                out[name].append(None)
-                continue
-            present += 1
-            try:
-                out[name].append(check_value(value, kind, stype))
-            except _Bad as exc:
-                raise invalid(f"{where}.{name}", str(exc)) from None
-        if omitted is not None and len(row) > present:
-            self._refuse_unknown(row, where)
-
-    def _refuse_unknown(self, row: dict[str, Any], where: str) -> None:
-        unknown = [str(k) for k in row if k not in self.names_set]
-        if not unknown:
-            return
-        import difflib
-
-        key = unknown[0]
-        close = difflib.get_close_matches(key, self.names, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise invalid(
-            f"{where}.{key[:60]}",
-            f"unknown column; {hint}this model's columns are {', '.join(self.names)} "
-            "(leave a column out or send null to have it imputed)",
-        )
-
-    def empty_columns(self) -> dict[str, list[Any]]:
-        return {n: [] for n in self.names}
-
-    # ------------------------------------------------------------------ scoring
-    def score(self, columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
-        """Score validated columns synchronously (NumPy path or a blocking fallback call)."""
-        return self.scorer.predict(columns)
-
-    def example_request(self) -> dict[str, Any]:
-        """A ``/predict`` body this model accepts as is."""
-        row = self.example_rows[0] if self.example_rows else synthesize_row(self.input_schema)
-        return {"model_id": self.name, "features": {n: row.get(n) for n in self.names}}
-
-    def describe(self) -> dict[str, Any]:
-        info: dict[str, Any] = {
-            "name": self.name,
-            "version": self.version,
-            "serving_path": self.serving_path,
-            "aliases": list(self.aliases),
-            "run_id": self.run_id,
-            "input_schema": [{"name": n, "type": t} for n, t in self.input_schema],
-            "input_example": self.example_request(),
-            "loaded_at": self.loaded_at,
-            "load_seconds": round(self.load_seconds, 3),
-        }
-        if self.unsupported:
-            info["unsupported_stages"] = list(self.unsupported)
-        return info
-
-    def close(self) -> None:
-        closer = getattr(self.scorer, "close", None)
-        if callable(closer):
-            with contextlib.suppress(Exception):
-                closer()
-
-
-def synthesize_row(schema: list[tuple[str, str]]) -> dict[str, Any]:
-    """A plausible row for a schema (used when the model carries no input example)."""
-    values = {NUM: 0.0, INT: 0, STR: "", BOOL: False, TIME: "2024-01-01T00:00:00", ANY: None, VEC: None}
-    return {n: values[type_kind(t)] for n, t in schema}
-
-
-# ============================================================================ model directory
-def read_model_metadata(path: Path) -> dict[str, Any]:
-    """The ``MLmodel`` file of an MLflow model directory as a dict (empty when absent)."""
-    mlmodel = path / "MLmodel"
-    if not mlmodel.is_file():
-        return {}
-    import yaml
-
-    try:
-        return yaml.safe_load(mlmodel.read_text()) or {}
-    except yaml.YAMLError:
-        return {}
-
-
-_MLFLOW_TO_SPARK = {
-    "double": "double",
-    "float": "double",
-    "long": "long",
-    "integer": "integer",
-    "string": "string",
-    "boolean": "boolean",
-    "datetime": "timestamp",
-    "binary": "binary",
-}
-
-
-def _mlflow_column_type(col: dict[str, Any]) -> str:
-    """Spark type of one MLflow signature column (an array of numbers is an ML vector input)."""
-    if col.get("type") == "array" and (col.get("items") or {}).get("type") in ("double", "float"):
-        return "vector"
-    return _MLFLOW_TO_SPARK.get(col.get("type", "string"), "string")
-
-
-def schema_from_metadata(meta: dict[str, Any]) -> list[tuple[str, str]] | None:
-    """The raw input schema recorded by sparkpipe (``metadata.sparkpipe.input_schema``) or the
-    MLflow signature, else ``None``."""
-    sp = (meta.get("metadata") or {}).get("sparkpipe") or {}
-    if sp.get("input_schema"):
-        return [(str(n), str(t)) for n, t in sp["input_schema"]]
-    sig = (meta.get("signature") or {}).get("inputs")
-    if sig:
-        try:
-            cols = json.loads(sig) if isinstance(sig, str) else sig
-            return [(c["name"], _mlflow_column_type(c)) for c in cols if c.get("name")]
-        except (ValueError, TypeError, KeyError):
-            return None
-    return None
-
-
-def read_input_example(path: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of the model's ``input_example.json`` (MLflow's split/records/inputs layouts)."""
-    name = ((meta.get("saved_input_example_info") or {}).get("artifact_path")) or "input_example.json"
-    f = path / name
-    if not f.is_file():
-        return []
-    try:
-        data = json.loads(f.read_text())
-    except (ValueError, OSError):
-        return []
-    if isinstance(data, dict) and "dataframe_split" in data:
-        data = data["dataframe_split"]
-    if isinstance(data, dict) and "columns" in data and "data" in data:
-        return [
-            dict(zip(data["columns"], row, strict=False)) for row in data["data"] if isinstance(row, list)
-        ]
-    if isinstance(data, dict) and "inputs" in data:
-        data = data["inputs"]
-    if isinstance(data, list) and all(isinstance(r, dict) for r in data):
-        return data
-    if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
-        n = min((len(v) for v in data.values()), default=0)
-        return [{k: v[i] for k, v in data.items()} for i in range(n)]
-    return []
-
-
-def _example_is_valid(model: LoadedModel, row: dict[str, Any]) -> bool:
-    try:
-        model.columns_from_dict(row, "features", model.empty_columns())
-        return True
-    except ApiError:
-        return False
 
 
 # ==================================================================================== service
@@ -577,7 +252,7 @@ class ModelService:
                 )
             return model
         if type(model_id) is not str:
-            raise invalid("model_id", f"must be a string, got {_type_name(model_id)}")
+            raise invalid("model_id", f"must be a string, got {type_name(model_id)}")
         model = self._table.get(model_id)
         if model is None:
             model = self._table.get(model_id.strip().removeprefix("models:/"))
@@ -588,7 +263,7 @@ class ModelService:
                 known = self.known()
                 raise ApiError(
                     404,
-                    f"unknown model {_short(model_id)}; loaded models: {', '.join(known) or 'none'}",
+                    f"unknown model {short(model_id)}; loaded models: {', '.join(known) or 'none'}",
                     [("model_id", f"unknown model; known: {', '.join(known) or 'none'}")],
                 )
         return model
@@ -600,7 +275,7 @@ class ModelService:
         name = parse_ref(spec)[0] if MODEL_REF_RE.match(spec) else spec
         return ApiError(
             503,
-            f"model {_short(spec)} {reason}; it is retried by the alias poller and by "
+            f"model {short(spec)} {reason}; it is retried by the alias poller and by "
             f"POST /models/{name}/reload",
             [("model_id", "model unavailable")],
             headers={"Retry-After": "5"},
@@ -620,101 +295,23 @@ class ModelService:
     async def predict(self, payload: Any) -> tuple[LoadedModel, list[dict[str, Any]], list[str]]:
         """Score a parsed ``/predict`` body; return the model used, one dict per row, and the input
         columns some named row left out (scored as missing values, in schema order)."""
-        if type(payload) is not dict:
-            raise invalid(
-                "body",
-                f"expected a JSON object with model_id and features or instances, got {_type_name(payload)}",
-            )
-        unknown = payload.keys() - {"model_id", "features", "instances"}
-        if unknown:
-            raise invalid(
-                sorted(map(str, unknown))[0], "unknown field; allowed: model_id, features, instances"
-            )
+        check_predict_body(payload)
         model = await self.aget(payload.get("model_id"))
-        features = payload.get("features")
-        instances = payload.get("instances")
-        cols = model.empty_columns()
-        omitted: set[str] = set()
-        if features is not None and instances is not None:
-            raise invalid("features", "send either features (one row) or instances (many rows), not both")
-        if features is not None:
-            if type(features) is list:
-                model.columns_from_list(features, "features", cols)
-            elif type(features) is dict:
-                model.columns_from_dict(features, "features", cols, omitted)
-            else:
-                raise invalid(
-                    "features",
-                    f"expected a list of {len(model.names)} values "
-                    f"({', '.join(model.names)}) or an object of named columns, got {_type_name(features)}",
-                )
-            n = 1
-            prefix: str | None = "features"
-        elif instances is not None:
-            n = self._rows_into(model, instances, "instances", cols, omitted)
-            prefix = None
-        else:
-            raise invalid(
-                "features",
-                f"required: a list in the order {', '.join(model.names)} or an object of "
-                "named columns (or instances: a list of rows)",
-            )
+        cols, n, prefix, omitted = predict_columns(model, payload, self.settings.max_batch_rows)
         preds = await self.score(model, cols, n, prefix)
         return model, preds, [c for c in model.names if c in omitted] if omitted else []
 
     async def invocations(self, payload: Any, model_id: str | None) -> tuple[LoadedModel, list[Any]]:
         """Score an MLflow scoring-protocol body; return the model and the ``predictions`` list."""
         model = await self.aget(model_id)
-        cols = model.empty_columns()
-        if type(payload) is not dict:
-            raise invalid(
-                "body",
-                "expected a JSON object with one of dataframe_split, dataframe_records, instances, inputs",
-            )
-        keys = [k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in payload]
-        extra = payload.keys() - {"dataframe_split", "dataframe_records", "instances", "inputs", "params"}
-        if len(keys) != 1 or extra:
-            raise invalid(
-                "body",
-                "send exactly one of dataframe_split, dataframe_records, instances, inputs"
-                + (f" (unknown: {', '.join(sorted(map(str, extra)))})" if extra else ""),
-            )
-        key = keys[0]
-        data = payload[key]
-        if key == "dataframe_split":
-            n = self._split_into(model, data, cols)
-        elif type(data) is dict:  # columnar {"col": [values]} (or one row of scalars)
-            n = self._columnar_into(model, data, key, cols)
-        else:
-            n = self._rows_into(model, data, key, cols)
+        cols, n = invocations_columns(model, payload, self.settings.max_batch_rows)
         preds = await self.score(model, cols, n, None)
         return model, [p.get("prediction") for p in preds]
 
     async def invocations_csv(self, body: bytes, model_id: str | None) -> tuple[LoadedModel, list[Any]]:
         """Score a ``text/csv`` body (header row of column names), as MLflow's server accepts."""
-        import csv
-        import io
-
         model = await self.aget(model_id)
-        try:
-            text = body.decode("utf-8")
-            rows = list(csv.reader(io.StringIO(text)))
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise ApiError(
-                400, f"the body is not valid UTF-8 CSV: {exc}", [("body", "malformed CSV")]
-            ) from None
-        if not rows:
-            raise invalid("body", "empty CSV; send a header row and data rows")
-        header, data = rows[0], [r for r in rows[1:] if r]
-        split = {
-            "columns": header,
-            "data": [
-                [_csv_value(v, model, header[j] if j < len(header) else "") for j, v in enumerate(r)]
-                for r in data
-            ],
-        }
-        cols = model.empty_columns()
-        n = self._split_into(model, split, cols)
+        cols, n = csv_columns(model, body, self.settings.max_batch_rows)
         preds = await self.score(model, cols, n, None)
         return model, [p.get("prediction") for p in preds]
 
@@ -771,164 +368,14 @@ class ModelService:
             where = getattr(exc, "field", None) or "body"
         return invalid(where, detail)
 
-    def _check_rows(self, n: int, where: str) -> None:
-        if n == 0:
-            raise invalid(where, "at least one row is required")
-        if n > self.settings.max_batch_rows:
-            raise invalid(
-                where, f"{n} rows exceed max_batch_rows ({self.settings.max_batch_rows}); split the request"
-            )
-
-    def _rows_into(
-        self,
-        model: LoadedModel,
-        rows: Any,
-        where: str,
-        cols: dict[str, list[Any]],
-        omitted: set[str] | None = None,
-    ) -> int:
-        if type(rows) is not list:
-            raise invalid(where, f"expected a list of rows, got {_type_name(rows)}")
-        self._check_rows(len(rows), where)
-        for i, row in enumerate(rows):
-            t = type(row)
-            if t is dict:
-                model.columns_from_dict(row, f"{where}[{i}]", cols, omitted)
-            elif t is list:
-                model.columns_from_list(row, f"{where}[{i}]", cols)
-            else:
-                raise invalid(f"{where}[{i}]", f"expected a row (list or object), got {_type_name(row)}")
-        return len(rows)
-
-    def _split_into(self, model: LoadedModel, data: Any, cols: dict[str, list[Any]]) -> int:
-        where = "dataframe_split"
-        if type(data) is not dict:
-            raise invalid(where, f"expected an object with columns and data, got {_type_name(data)}")
-        columns, rows = data.get("columns"), data.get("data")
-        if type(rows) is not list:
-            raise invalid(f"{where}.data", "required: a list of rows")
-        if columns is None:
-            return self._rows_into(model, rows, f"{where}.data", cols)
-        if type(columns) is not list or not all(type(c) is str for c in columns):
-            raise invalid(f"{where}.columns", "expected a list of column names")
-        index = {c: i for i, c in enumerate(columns)}
-        missing = [n for n in model.names if n not in index]
-        if missing:
-            raise invalid(
-                f"{where}.columns",
-                f"missing column(s) {', '.join(missing)}; this model needs {', '.join(model.names)}",
-            )
-        self._check_rows(len(rows), f"{where}.data")
-        width = len(columns)
-        for r, row in enumerate(rows):
-            if type(row) is not list or len(row) != width:
-                raise invalid(f"{where}.data[{r}]", f"expected a list of {width} values (one per column)")
-            for name, kind, stype in model.checks:
-                j = index[name]
-                try:
-                    cols[name].append(check_value(row[j], kind, stype))
-                except _Bad as exc:
-                    raise invalid(f"{where}.data[{r}][{j}]", f"column {name!r}: {exc}") from None
-        return len(rows)
-
-    def _columnar_into(
-        self, model: LoadedModel, data: dict[str, Any], where: str, cols: dict[str, list[Any]]
-    ) -> int:
-        if data and all(type(v) is not list for v in data.values()):
-            model.columns_from_dict(data, where, cols)  # a single row given as scalars
-            return 1
-        n = None
-        for name, kind, stype in model.checks:
-            if name not in data:
-                raise invalid(f"{where}.{name}", f"missing; this model needs {', '.join(model.names)}")
-            values = data[name]
-            if type(values) is not list:
-                raise invalid(f"{where}.{name}", "expected a list of values (one per row)")
-            if n is None:
-                n = len(values)
-                self._check_rows(n, f"{where}.{name}")
-            elif len(values) != n:
-                raise invalid(f"{where}.{name}", f"has {len(values)} values, other columns have {n}")
-            out = cols[name]
-            for i, v in enumerate(values):
-                try:
-                    out.append(check_value(v, kind, stype))
-                except _Bad as exc:
-                    raise invalid(f"{where}.{name}[{i}]", str(exc)) from None
-        return n or 0
-
     # ------------------------------------------------------------------ loading
     def load_model_dir(
         self, path: Path, name: str, version: str, aliases: list[str] | None = None, run_id: str | None = None
     ) -> LoadedModel:
         """Compile a local model directory (NumPy path) or load it into the Spark fallback."""
-        t0 = time.perf_counter()
-        meta = read_model_metadata(path)
-        schema = schema_from_metadata(meta)
-        examples = read_input_example(path, meta)
-        unsupported: list[str] = []
-        try:
-            from sparkpipe.scoring.compile import compile_pipeline
-
-            scorer: Any = compile_pipeline(path, input_schema=schema)
-            schema = [(str(n), str(t)) for n, t in scorer.input_schema]
-            serving_path = "numpy"
-        except UnsupportedStageError as exc:
-            from sparkpipe.serving.fallback import SparkFallbackScorer
-
-            with contextlib.suppress(Exception):
-                from sparkpipe.scoring.compile import unsupported_stages
-
-                unsupported = list(unsupported_stages(path))
-            if not schema:
-                if not examples:
-                    raise ModelError(
-                        f"{name}/{version} needs the Spark fallback ({exc}) but records no input "
-                        "schema, signature or input example"
-                    ) from exc
-                schema = [(k, _infer_type(v)) for k, v in examples[0].items()]
-            log.warning("%s/%s: %s; serving it with the warm Spark fallback", name, version, exc)
-            scorer = SparkFallbackScorer(
-                path,
-                schema,
-                master=self.settings.fallback_master,
-                max_batch_rows=self.settings.fallback_max_batch_rows,
-                batch_wait_ms=self.settings.fallback_batch_wait_ms,
-                on_batch=self.metrics.fallback_batch.observe,
-            )
-            serving_path = "spark-fallback"
-        model = LoadedModel(
-            name=name,
-            version=str(version),
-            path=path,
-            scorer=scorer,
-            serving_path=serving_path,
-            input_schema=schema,
-            aliases=list(aliases or []),
-            run_id=run_id,
-            unsupported=unsupported,
+        return load_model_dir(
+            path, name, version, self.settings, self.metrics, aliases=aliases, run_id=run_id
         )
-        model.example_rows = [r for r in examples if _example_is_valid(model, r)][:5]
-        warm = model.example_rows[:1] or [synthesize_row(schema)]
-        cols = model.empty_columns()
-        try:
-            model.columns_from_dict(warm[0], "example", cols)
-            if model.is_fallback:
-                scorer.warm_up(cols)
-            else:
-                scorer.predict(cols)
-        except Exception as exc:  # a synthesized row may not suit the model; warm-up is best effort
-            log.debug("warm-up of %s/%s skipped: %s", name, version, exc)
-        model.load_seconds = time.perf_counter() - t0
-        log.info(
-            "loaded %s/%s (%s, %d input columns) in %.2fs",
-            name,
-            version,
-            serving_path,
-            len(schema),
-            model.load_seconds,
-        )
-        return model
 
     def _load_ref(self, ref: Any) -> LoadedModel:
         """Fetch (or reuse the verified cached copy of) a version and load it. A copy that does not
@@ -1162,7 +609,7 @@ class ModelService:
         known = ", ".join(sorted({e["name"] for e in self.list_models()})) or "none"
         raise ApiError(
             404,
-            f"unknown model {_short(name)}; registered or loaded models: {known}",
+            f"unknown model {short(name)}; registered or loaded models: {known}",
             [("name", f"unknown model; known: {known}")],
         )
 
@@ -1193,33 +640,6 @@ class ModelService:
                 await run_in_threadpool(self.refresh)
             except Exception:
                 log.exception("alias polling failed")
-
-
-def _csv_value(text: str, model: LoadedModel, column: str) -> Any:
-    """A CSV cell converted by its column's type (empty means null)."""
-    if text == "":
-        return None
-    kind = next((k for n, k, _ in model.checks if n == column), ANY)
-    try:
-        if kind == NUM:
-            return float(text)
-        if kind == INT:
-            return int(text)
-    except ValueError:
-        return text  # reported as a type error naming the cell
-    if kind == BOOL and text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    return text
-
-
-def _infer_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "long"
-    if isinstance(value, float):
-        return "double"
-    return "string"
 
 
 def get_service(request: Request) -> ModelService:

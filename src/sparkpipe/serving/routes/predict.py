@@ -18,6 +18,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from sparkpipe.serving.loading import LoadedModel
 from sparkpipe.serving.routing import Traffic, request_id_from
 from sparkpipe.serving.schemas import (
     ErrorResponse,
@@ -30,7 +31,7 @@ from sparkpipe.serving.schemas import (
     json_body_doc,
     parse_json,
 )
-from sparkpipe.serving.service import LoadedModel, ModelService, ServiceDep
+from sparkpipe.serving.service import ModelService, ServiceDep
 
 router = APIRouter(tags=["predict"])
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503)}
