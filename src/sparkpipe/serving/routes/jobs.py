@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from sparkpipe.serving.jobs import JobManager, prepare_batch, prepare_train
+from sparkpipe.serving.job_requests import prepare_batch, prepare_train
+from sparkpipe.serving.jobs import JobManager
 from sparkpipe.serving.schemas import (
     ApiError,
     BatchPredictRequest,
