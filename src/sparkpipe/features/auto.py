@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from sparkpipe.config import TASK_TYPES, FeaturesConfig
 from sparkpipe.errors import ConfigError, UnknownNameError
+from sparkpipe.features.categorical import step_categorical
+from sparkpipe.features.derived import step_aggregations, step_elapsed, step_outliers, step_ratios
 from sparkpipe.features.plan import (
     FEATURES_COL,
     FeaturePlan,
@@ -54,16 +56,11 @@ from sparkpipe.features.stages import (
     CastToDouble,
 )
 from sparkpipe.features.steps import (
-    step_aggregations,
     step_assemble,
     step_assemble_and_scale,
     step_cast_double,
-    step_categorical,
-    step_elapsed,
     step_impute,
     step_missing_indicator,
-    step_outliers,
-    step_ratios,
     step_scale,
     step_selection,
     step_text,
