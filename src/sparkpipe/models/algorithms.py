@@ -1002,80 +1002,99 @@ def search_space_problems(
     problems: list[tuple[str, str]] = []
     valid = set(valid_params(spec))
     for name, entry in (space or {}).items():
-        path = f"{key_path}.{name}"
-        if name not in valid:
-            problems.append((path, _unknown_param_message(spec, str(name))))
-            continue
-        if not isinstance(entry, Mapping):
-            problems.append(
-                (path, f"must be a mapping with a 'type' ({', '.join(SEARCH_TYPES)}), got {entry!r}")
-            )
-            continue
-        kind = entry.get("type")
-        if kind not in _SEARCH_KEYS:
-            problems.append(
-                (f"{path}.type", f"{kind!r} is not a search type; use one of: {', '.join(SEARCH_TYPES)}")
-            )
-            continue
-        extra = set(entry) - _SEARCH_KEYS[kind]
-        if extra:
-            problems.append(
-                (
-                    path,
-                    f"unknown key(s) {', '.join(sorted(map(str, extra)))} for type {kind}; allowed: "
-                    f"{', '.join(sorted(_SEARCH_KEYS[kind]))}",
-                )
-            )
-        if kind == "choice":
-            values = entry.get("values")
-            if not isinstance(values, list) or not values:
-                problems.append((f"{path}.values", f"must be a non-empty list, got {values!r}"))
-                continue
-            for i, v in enumerate(values):
-                msg = check_param_value(spec, name, v)
-                if msg:
-                    problems.append((f"{path}.values[{i}]", msg))
-            continue
-        low, high = entry.get("low"), entry.get("high")
-        bad = False
-        for key, v in (("low", low), ("high", high)):
-            if not _is_number(v):
-                problems.append((f"{path}.{key}", f"must be a finite number, got {v!r}"))
-                bad = True
-        if bad:
-            continue
-        if kind == "int":
-            for key, v in (("low", low), ("high", high)):
-                if not float(v).is_integer():
-                    problems.append((f"{path}.{key}", f"must be an integer for type int, got {v!r}"))
-                    bad = True
-            step = entry.get("step", 1)
-            if not (isinstance(step, int) and not isinstance(step, bool) and step >= 1):
-                problems.append((f"{path}.step", f"must be an integer >= 1, got {step!r}"))
-                bad = True
-            if low > high:
-                problems.append((path, f"low ({low}) must be <= high ({high})"))
-                bad = True
-            if entry.get("log") and low <= 0:
-                problems.append((f"{path}.low", "must be > 0 when log: true"))
-        else:
-            if low >= high:
-                problems.append((path, f"low ({low}) must be < high ({high})"))
-                bad = True
-            if kind == "loguniform" and low <= 0:
-                problems.append((f"{path}.low", f"must be > 0 for loguniform, got {low!r}"))
-                bad = True
-            param = _spark_params(spec.estimator).get(name)
-            if param is not None and _param_converter(spec, name, param)[0] == "toInt":
-                problems.append((f"{path}.type", f"{name} takes integers; use type: int"))
-                bad = True
-        if bad:
-            continue
-        for key, v in (("low", low), ("high", high)):
-            msg = check_param_value(spec, name, int(v) if kind == "int" else float(v))
-            if msg:
-                problems.append((f"{path}.{key}", msg))
+        problems += _search_entry_problems(spec, valid, name, entry, f"{key_path}.{name}")
     return problems
+
+
+def _search_entry_problems(
+    spec: AlgorithmSpec, valid: set[str], name: Any, entry: Any, path: str
+) -> list[tuple[str, str]]:
+    """The problems of one search-space entry (``path`` is its key path)."""
+    if name not in valid:
+        return [(path, _unknown_param_message(spec, str(name)))]
+    if not isinstance(entry, Mapping):
+        return [(path, f"must be a mapping with a 'type' ({', '.join(SEARCH_TYPES)}), got {entry!r}")]
+    kind = entry.get("type")
+    if kind not in _SEARCH_KEYS:
+        return [(f"{path}.type", f"{kind!r} is not a search type; use one of: {', '.join(SEARCH_TYPES)}")]
+    problems: list[tuple[str, str]] = []
+    extra = set(entry) - _SEARCH_KEYS[kind]
+    if extra:
+        problems.append(
+            (
+                path,
+                f"unknown key(s) {', '.join(sorted(map(str, extra)))} for type {kind}; allowed: "
+                f"{', '.join(sorted(_SEARCH_KEYS[kind]))}",
+            )
+        )
+    if kind == "choice":
+        values = entry.get("values")
+        if not isinstance(values, list) or not values:
+            problems.append((f"{path}.values", f"must be a non-empty list, got {values!r}"))
+            return problems
+        for i, v in enumerate(values):
+            msg = check_param_value(spec, name, v)
+            if msg:
+                problems.append((f"{path}.values[{i}]", msg))
+        return problems
+    return problems + _search_range_problems(spec, name, kind, entry, path)
+
+
+def _search_range_problems(
+    spec: AlgorithmSpec, name: Any, kind: str, entry: Mapping[str, Any], path: str
+) -> list[tuple[str, str]]:
+    """The problems of a ``uniform``, ``loguniform`` or ``int`` entry's ``low``/``high`` (and ``step``,
+    ``log``): numbers, in order, of the Param's type and range."""
+    problems: list[tuple[str, str]] = []
+    low, high = entry.get("low"), entry.get("high")
+    for key, v in (("low", low), ("high", high)):
+        if not _is_number(v):
+            problems.append((f"{path}.{key}", f"must be a finite number, got {v!r}"))
+    if problems:
+        return problems
+    if kind == "int":
+        bad = _int_range_problems(entry, low, high, path, problems)
+    else:
+        bad = False
+        if low >= high:
+            problems.append((path, f"low ({low}) must be < high ({high})"))
+            bad = True
+        if kind == "loguniform" and low <= 0:
+            problems.append((f"{path}.low", f"must be > 0 for loguniform, got {low!r}"))
+            bad = True
+        param = _spark_params(spec.estimator).get(name)
+        if param is not None and _param_converter(spec, name, param)[0] == "toInt":
+            problems.append((f"{path}.type", f"{name} takes integers; use type: int"))
+            bad = True
+    if bad:
+        return problems
+    for key, v in (("low", low), ("high", high)):
+        msg = check_param_value(spec, name, int(v) if kind == "int" else float(v))
+        if msg:
+            problems.append((f"{path}.{key}", msg))
+    return problems
+
+
+def _int_range_problems(
+    entry: Mapping[str, Any], low: Any, high: Any, path: str, problems: list[tuple[str, str]]
+) -> bool:
+    """Append the problems of an ``int`` entry's bounds, ``step`` and ``log`` to ``problems``; True when
+    the bounds cannot be checked against the Param."""
+    bad = False
+    for key, v in (("low", low), ("high", high)):
+        if not float(v).is_integer():
+            problems.append((f"{path}.{key}", f"must be an integer for type int, got {v!r}"))
+            bad = True
+    step = entry.get("step", 1)
+    if not (isinstance(step, int) and not isinstance(step, bool) and step >= 1):
+        problems.append((f"{path}.step", f"must be an integer >= 1, got {step!r}"))
+        bad = True
+    if low > high:
+        problems.append((path, f"low ({low}) must be <= high ({high})"))
+        bad = True
+    if entry.get("log") and low <= 0:
+        problems.append((f"{path}.low", "must be > 0 when log: true"))
+    return bad
 
 
 def param_grid_problems(
@@ -1400,6 +1419,46 @@ def build_estimator(
 
     check_hyperparameters(spec, hyperparameters)
     check_num_classes(spec, num_classes)
+    _check_max_features(spec, num_features)
+    if SparkContext._active_spark_context is None:
+        raise ModelError(
+            "build_estimator needs an active SparkSession; start one first with sparkpipe.session.get_spark"
+        )
+    user = dict(hyperparameters or {})
+    params: dict[str, Any] = {**spec.defaults, **user}
+    spark_names = _spark_params(spec.estimator)
+    _algorithm_specifics(spec, params, user, num_features, num_classes, label_stats, seed)
+    wiring = _column_wiring(
+        spec, spark_names, features_col, label_col, prediction_col, user_col, item_col, rating_col, weight_col
+    )
+    return _instantiate(spec, _spark_param_values(spec, params, user, spark_names, wiring, seed))
+
+
+def _spark_param_values(
+    spec: AlgorithmSpec,
+    params: dict[str, Any],
+    user: Mapping[str, Any],
+    spark_names: Mapping[str, Any],
+    wiring: Mapping[str, str],
+    seed: int | None,
+) -> dict[str, Any]:
+    """``params`` with the column wiring and the seed added, reduced to the estimator's Params and
+    converted to the types the library expects."""
+    for name, value in wiring.items():
+        if name in spark_names:
+            params[name] = value
+    if seed is not None and "seed" in spark_names and "seed" not in user:
+        params["seed"] = int(seed)
+    for name in list(params):
+        if name not in spark_names:  # friendly extras already translated
+            params.pop(name)
+        elif name in spec.param_types:  # YAML's 3.0 for an integer Param, as the library expects it
+            params[name] = _param_converter(spec, name, spark_names[name])[1](params[name])
+    return params
+
+
+def _check_max_features(spec: AlgorithmSpec, num_features: int | None) -> None:
+    """GLM (and any algorithm with ``max_features``) refuses a wider feature vector."""
     if spec.max_features is not None and num_features is not None and num_features > spec.max_features:
         raise ConfigError(
             [
@@ -1411,14 +1470,19 @@ def build_estimator(
                 )
             ]
         )
-    if SparkContext._active_spark_context is None:
-        raise ModelError(
-            "build_estimator needs an active SparkSession; start one first with sparkpipe.session.get_spark"
-        )
-    user = dict(hyperparameters or {})
-    params: dict[str, Any] = {**spec.defaults, **user}
-    spark_names = _spark_params(spec.estimator)
 
+
+def _algorithm_specifics(
+    spec: AlgorithmSpec,
+    params: dict[str, Any],
+    user: Mapping[str, Any],
+    num_features: int | None,
+    num_classes: int | None,
+    label_stats: Mapping[str, Any] | None,
+    seed: int | None,
+) -> None:
+    """Fill in ``params`` what one algorithm computes from the data: MLP layers, GLM's family, xgboost's
+    workers and random state."""
     if spec.name == "mlp":
         params["layers"] = mlp_layers(user, num_features, num_classes)
     if spec.name == "glm" and "family" not in user:
@@ -1430,11 +1494,26 @@ def build_estimator(
     if spec.name == "naive_bayes" and requires_nonnegative_features(spec, params):
         log.info("naive_bayes modelType %r needs non-negative features", params.get("modelType"))
     if spec.name == "xgboost":
+        from pyspark import SparkContext
+
         if "num_workers" not in user:
             params["num_workers"] = xgboost_num_workers(SparkContext._active_spark_context)
         if seed is not None and "random_state" not in user:
             params["random_state"] = int(seed)
 
+
+def _column_wiring(
+    spec: AlgorithmSpec,
+    spark_names: Mapping[str, Any],
+    features_col: str,
+    label_col: str,
+    prediction_col: str,
+    user_col: str | None,
+    item_col: str | None,
+    rating_col: str | None,
+    weight_col: str | None,
+) -> dict[str, str]:
+    """The column Params to wire into the estimator (only those it has are set)."""
     wiring = {
         "featuresCol": features_col,
         "labelCol": label_col,
@@ -1457,20 +1536,15 @@ def build_estimator(
                 ]
             )
         wiring["weightCol"] = weight_col
-    for name, value in wiring.items():
-        if name in spark_names:
-            params[name] = value
-    if seed is not None and "seed" in spark_names and "seed" not in user:
-        params["seed"] = int(seed)
-    for name in list(params):
-        if name not in spark_names:  # friendly extras already translated
-            params.pop(name)
-        elif name in spec.param_types:  # YAML's 3.0 for an integer Param, as the library expects it
-            params[name] = _param_converter(spec, name, spark_names[name])[1](params[name])
+    return wiring
+
+
+def _instantiate(spec: AlgorithmSpec, params: dict[str, Any]) -> Estimator:
+    """The estimator with ``params`` set one by one (constructors do not all accept every Param: ALS)."""
     cls = spec.estimator_class()
     try:
         estimator = cls()
-        for name, value in params.items():  # constructors do not all accept every Param (ALS)
+        for name, value in params.items():
             estimator.set(estimator.getParam(name), value)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"cannot build {spec.name} with {params!r}: {exc}") from exc
