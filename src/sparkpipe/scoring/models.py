@@ -549,6 +549,58 @@ def _list_column(col: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def _compile_forest(stage: StageFiles, num_features: int) -> tuple[_Forest, np.ndarray]:
     """Read a tree or ensemble stage's node table into a :class:`_Forest`; also return tree weights."""
+    nodes = _read_nodes(stage)
+    roots, left, right = _link_trees(stage, nodes)
+    is_leaf = nodes.left_id < 0
+    feat = nodes.feat
+    used = np.unique(feat[~is_leaf]) if (~is_leaf).any() else np.zeros(0, dtype=np.int64)
+    if used.size and (used.min() < 0 or used.max() >= num_features):
+        raise ScoringError(f"stage {stage.path.name} splits on a feature outside 0..{num_features - 1}")
+    n = nodes.node_id.size
+    feature = np.zeros(n, dtype=np.int64)
+    feature[~is_leaf] = np.searchsorted(used, feat[~is_leaf])
+    cat_row, cat_table, cat_is_left = _categorical_splits(is_leaf, nodes.num_cats, nodes.cat_lists)
+    threshold = np.full(n, np.nan)
+    for j in np.flatnonzero(~is_leaf & (nodes.num_cats < 0)):
+        threshold[j] = nodes.cat_lists[j][0]
+    children, depth = _children_and_depth(roots, is_leaf, left, right)
+    weights = _tree_weights(stage, roots.size)
+    forest = _Forest(
+        roots=roots,
+        feature=feature,
+        threshold=threshold,
+        children=children,
+        cat_row=cat_row,
+        cat_table=cat_table,
+        cat_is_left=cat_is_left,
+        used=used.astype(np.int64),
+        depth=depth,
+        prediction=nodes.prediction,
+        impurity=nodes.impurity,
+        stats=nodes.stats,
+        num_features=num_features,
+    )
+    return forest, weights
+
+
+@dataclass
+class _Nodes:
+    """A tree stage's node table, sorted by tree then node id (one entry per node)."""
+
+    tree_id: np.ndarray
+    node_id: np.ndarray
+    stats: np.ndarray  # (n_nodes, n_stats) impurity stats, zero-padded
+    prediction: np.ndarray
+    impurity: np.ndarray
+    left_id: np.ndarray  # node ids (within the tree) of the children; -1 for a leaf
+    right_id: np.ndarray
+    feat: np.ndarray  # split feature index
+    num_cats: np.ndarray  # categories of a categorical split, -1 for a continuous one
+    cat_lists: list[np.ndarray]  # left categories, or the threshold of a continuous split
+
+
+def _read_nodes(stage: StageFiles) -> _Nodes:
+    """The node table of a single tree (``data``) or an ensemble (``data`` with ``treeID``/``nodeData``)."""
     table = stage.read_table("data")
     if "nodeData" in table.column_names:
         tree_id = np.asarray(table.column("treeID").to_numpy(), dtype=np.int64)
@@ -574,17 +626,24 @@ def _compile_forest(stage: StageFiles, num_features: int) -> tuple[_Forest, np.n
     for i in range(node_id.size):  # compile time only
         s = stats_vals[stats_off[i] : stats_off[i + 1]]
         stats[i, : s.size] = s
+    return _Nodes(
+        tree_id=tree_id[order],
+        node_id=node_id[order],
+        stats=stats[order],
+        prediction=num("prediction", np.float64)[order],
+        impurity=num("impurity", np.float64)[order],
+        left_id=num("leftChild", np.int64)[order],
+        right_id=num("rightChild", np.int64)[order],
+        feat=num("split.featureIndex", np.int64)[order],
+        num_cats=num("split.numCategories", np.int64)[order],
+        cat_lists=[cats_vals[cats_off[i] : cats_off[i + 1]] for i in order],
+    )
 
-    tree_id, node_id = tree_id[order], node_id[order]
-    stats = stats[order]
-    prediction = num("prediction", np.float64)[order]
-    impurity = num("impurity", np.float64)[order]
-    left_id = num("leftChild", np.int64)[order]
-    right_id = num("rightChild", np.int64)[order]
-    feat = num("split.featureIndex", np.int64)[order]
-    num_cats = num("split.numCategories", np.int64)[order]
-    cat_lists = [cats_vals[cats_off[i] : cats_off[i + 1]] for i in order]
 
+def _link_trees(stage: StageFiles, nodes: _Nodes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Global node numbers: each tree's root and every node's left and right child (a leaf points to
+    itself)."""
+    tree_id, node_id = nodes.tree_id, nodes.node_id
     n = node_id.size
     trees = np.unique(tree_id)
     roots = np.empty(trees.size, dtype=np.int64)
@@ -599,22 +658,23 @@ def _compile_forest(stage: StageFiles, num_features: int) -> tuple[_Forest, np.n
             raise ScoringError(f"tree {t} of stage {stage.path.name} has no root node (id 0)")
         roots[k] = lookup[0]
         for j in range(start, stop):
-            if left_id[j] >= 0:
-                left[j] = lookup[int(left_id[j])]
-                right[j] = lookup[int(right_id[j])]
+            if nodes.left_id[j] >= 0:
+                left[j] = lookup[int(nodes.left_id[j])]
+                right[j] = lookup[int(nodes.right_id[j])]
         start = stop
-    is_leaf = left_id < 0
+    return roots, left, right
 
-    used = np.unique(feat[~is_leaf]) if (~is_leaf).any() else np.zeros(0, dtype=np.int64)
-    if used.size and (used.min() < 0 or used.max() >= num_features):
-        raise ScoringError(f"stage {stage.path.name} splits on a feature outside 0..{num_features - 1}")
-    feature = np.zeros(n, dtype=np.int64)
-    feature[~is_leaf] = np.searchsorted(used, feat[~is_leaf])
-    threshold = np.full(n, np.nan)
-    cat_row = np.full(n, -1, dtype=np.int64)
-    # Spark's CategoricalSplit keeps the smaller side: with isLeft = len(left) <= numCategories // 2
-    # it tests membership of the left categories, otherwise of the complement in 0..numCategories-1
-    # (so a value outside both sets, e.g. unseen or fractional, goes left in that case).
+
+def _categorical_splits(
+    is_leaf: np.ndarray, num_cats: np.ndarray, cat_lists: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(cat_row, cat_table, cat_is_left)`` of the categorical splits (see :class:`_Forest`).
+
+    Spark's CategoricalSplit keeps the smaller side: with isLeft = len(left) <= numCategories // 2
+    it tests membership of the left categories, otherwise of the complement in 0..numCategories-1
+    (so a value outside both sets, e.g. unseen or fractional, goes left in that case).
+    """
+    cat_row = np.full(is_leaf.size, -1, dtype=np.int64)
     cat_nodes = np.flatnonzero(~is_leaf & (num_cats >= 0))
     width = 1
     for j in cat_nodes:
@@ -633,13 +693,12 @@ def _compile_forest(stage: StageFiles, num_features: int) -> tuple[_Forest, np.n
         else:
             cat_table[r, : int(num_cats[j])] = True
             cat_table[r, cats] = False
-    cont = np.flatnonzero(~is_leaf & (num_cats < 0))
-    for j in cont:
-        threshold[j] = cat_lists[j][0]
+    return cat_row, cat_table, cat_is_left
 
-    children, depth = _children_and_depth(roots, is_leaf, left, right)
 
-    weights = np.ones(trees.size)
+def _tree_weights(stage: StageFiles, n_trees: int) -> np.ndarray:
+    """Per-tree weights from ``treesMetadata`` (ensembles), else ones."""
+    weights = np.ones(n_trees)
     meta_dir = stage.path / "treesMetadata"
     if meta_dir.is_dir():
         mt = stage.read_table("treesMetadata")
@@ -650,24 +709,9 @@ def _compile_forest(stage: StageFiles, num_features: int) -> tuple[_Forest, np.n
         w_ids = np.asarray(mt.column(id_col).to_numpy(), dtype=np.int64)
         w = np.asarray(mt.column(w_col).to_numpy(), dtype=np.float64)
         weights = w[np.argsort(w_ids)]
-        if weights.size != trees.size:
-            raise ScoringError(f"stage {stage.path.name}: {weights.size} tree weights for {trees.size} trees")
-    forest = _Forest(
-        roots=roots,
-        feature=feature,
-        threshold=threshold,
-        children=children,
-        cat_row=cat_row,
-        cat_table=cat_table,
-        cat_is_left=cat_is_left,
-        used=used.astype(np.int64),
-        depth=depth,
-        prediction=prediction,
-        impurity=impurity,
-        stats=stats,
-        num_features=num_features,
-    )
-    return forest, weights
+        if weights.size != n_trees:
+            raise ScoringError(f"stage {stage.path.name}: {weights.size} tree weights for {n_trees} trees")
+    return weights
 
 
 def _num_features(stage: StageFiles) -> int:
