@@ -516,9 +516,31 @@ def drift_plots(report: dict[str, Any], rows: list[dict[str, Any]], profile: dic
 
 def drift_html(report: dict[str, Any], rows: list[dict[str, Any]], profile: dict[str, Any]) -> str:
     """The self-contained HTML page of a drift report (summary, per-feature table, plots)."""
-    from sparkpipe.report import html_table, plots_html, render_html
+    from sparkpipe.report import plots_html, render_html
 
-    summary = html_table(
+    summary = _summary_table(report)
+    features = _features_table(report)
+    note = (
+        '<p class="note">Numeric reference CDFs are interpolated linearly between the training profile\'s '
+        "quantiles (p01..p99, min, max): KS is measured against that curve; PSI uses the quantile bins, "
+        "whose training shares are exact.</p>"
+    )
+    return render_html(
+        f"Drift: {report['model']}",
+        [
+            ("Summary", summary),
+            ("Features", features + note),
+            ("Distributions", plots_html(drift_plots(report, rows, profile))),
+        ],
+        subtitle=f"{report['window_rows']} logged rows against the training profile of version {report['version']}",
+    )
+
+
+def _summary_table(report: dict[str, Any]) -> str:
+    """The drift report's one-row summary as an HTML table."""
+    from sparkpipe.report import html_table
+
+    return html_table(
         [
             "model",
             "version",
@@ -542,6 +564,12 @@ def drift_html(report: dict[str, Any], rows: list[dict[str, Any]], profile: dict
             ]
         ],
     )
+
+
+def _features_table(report: dict[str, Any]) -> str:
+    """One HTML table row per feature: the deciding test, its score and threshold, every statistic."""
+    from sparkpipe.report import html_table
+
     table_rows = []
     for f in report["features"]:
         if f.get("compared"):
@@ -577,7 +605,7 @@ def drift_html(report: dict[str, Any], rows: list[dict[str, Any]], profile: dict
                     None,
                 ]
             )
-    features = html_table(
+    return html_table(
         [
             "feature",
             "kind",
@@ -592,20 +620,6 @@ def drift_html(report: dict[str, Any], rows: list[dict[str, Any]], profile: dict
             "null share",
         ],
         table_rows,
-    )
-    note = (
-        '<p class="note">Numeric reference CDFs are interpolated linearly between the training profile\'s '
-        "quantiles (p01..p99, min, max): KS is measured against that curve; PSI uses the quantile bins, "
-        "whose training shares are exact.</p>"
-    )
-    return render_html(
-        f"Drift: {report['model']}",
-        [
-            ("Summary", summary),
-            ("Features", features + note),
-            ("Distributions", plots_html(drift_plots(report, rows, profile))),
-        ],
-        subtitle=f"{report['window_rows']} logged rows against the training profile of version {report['version']}",
     )
 
 

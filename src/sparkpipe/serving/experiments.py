@@ -396,55 +396,11 @@ class ExperimentManager:
                 "(deployment.prediction_log.enabled: false)",
                 [("prediction_log", "disabled")],
             )
-        per = {v: {"requests": 0, "errors": 0, "versions": set(), "m": stats.Moments()} for v in exp.refs}
-        for variant, _shadow, status, outputs, label, value in self.predlog.experiment_rows(exp.id):
-            if variant not in per:
-                continue
-            slot = per[variant]
-            slot["requests"] += 1
-            if status != 200:
-                slot["errors"] += 1
-                continue
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                slot["versions"].add(json.loads(outputs)["version"])
-            obs = outcome(cfg.metric, outputs, label, value)
-            if obs is not None:
-                slot["m"].add(obs)
+        per = _tally(self.predlog, exp)
         rate = cfg.metric in RATE_METRICS
-        variants: dict[str, Any] = {}
-        for v, slot in per.items():
-            m: stats.Moments = slot["m"]
-            if rate:
-                ci = stats.wilson_interval(round(m.total), m.n) if m.n else None
-            else:
-                ci = stats.mean_interval(m.mean, m.var, m.n)
-            variants[v] = {
-                "ref": exp.refs[v],
-                "versions": sorted(slot["versions"]),
-                "requests": slot["requests"],
-                "errors": slot["errors"],
-                "error_rate": slot["errors"] / slot["requests"] if slot["requests"] else 0.0,
-                "labelled": m.n,
-                "metric": cfg.metric,
-                "value": m.mean if m.n else None,
-                "ci95": list(ci) if ci else None,
-            }
+        variants = {v: _variant_summary(exp, v, slot, rate) for v, slot in per.items()}
         a, b = per[CHAMPION]["m"], per[CHALLENGER]["m"]
-        if rate:
-            test = stats.two_proportion_ztest(round(a.total), a.n, round(b.total), b.n)
-            baseline = a.mean if a.n else 0.5
-            required = stats.sample_size_proportions(
-                baseline, cfg.minimum_detectable_effect, cfg.alpha, cfg.power
-            )
-        else:
-            test = stats.welch_ttest(a.mean, a.var, a.n, b.mean, b.var, b.n)
-            pooled_n = a.n + b.n
-            sd = math.sqrt((a.var * max(a.n - 1, 0) + b.var * max(b.n - 1, 0)) / max(pooled_n - 2, 1))
-            required = (
-                stats.sample_size_means(sd, cfg.minimum_detectable_effect, cfg.alpha, cfg.power)
-                if a.n >= 2 and b.n >= 2 and sd > 0
-                else None
-            )
+        test, required = _compare_variants(a, b, cfg, rate)
         significant = test.p_value is not None and test.p_value < cfg.alpha
         still = (
             {CHAMPION: max(0, required - a.n), CHALLENGER: max(0, required - b.n)}
@@ -455,18 +411,7 @@ class ExperimentManager:
         if test.difference is not None:
             better = test.difference < 0 if cfg.metric in LOWER_IS_BETTER else test.difference > 0
         enough = required is not None and min(a.n, b.n) >= required
-        if significant and better:
-            action, why = "promote_challenger", "the challenger is significantly better"
-        elif significant:
-            action, why = "keep_champion", "the challenger is significantly worse"
-        elif enough:
-            action, why = "keep_champion", "no significant difference at the required sample size"
-        else:
-            action, why = "keep_running", "not enough labelled outcomes yet"
-        if test.p_value is not None:
-            why += f" ({cfg.metric}: difference {test.difference:+.4g}, p = {test.p_value:.3g})"
-        if exp.state != "running":
-            why += f"; the experiment is {exp.state}" + (f": {exp.reason}" if exp.reason else "")
+        action, why = _recommendation(exp, test, significant, better, enough)
         return {
             **exp.describe(),
             "variants": variants,
@@ -536,3 +481,87 @@ class ExperimentManager:
             "state": exp.state,
             "moves": [m.to_dict() for m in done],
         }
+
+
+# ================================================================================ experiment report
+def _tally(predlog: PredictionLog, exp: Experiment) -> dict[str, dict[str, Any]]:
+    """Per variant of ``exp``: requests, errors, the versions that answered and the moments of the
+    labelled outcomes, from the prediction log."""
+    per = {v: {"requests": 0, "errors": 0, "versions": set(), "m": stats.Moments()} for v in exp.refs}
+    for variant, _shadow, status, outputs, label, value in predlog.experiment_rows(exp.id):
+        if variant not in per:
+            continue
+        slot = per[variant]
+        slot["requests"] += 1
+        if status != 200:
+            slot["errors"] += 1
+            continue
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            slot["versions"].add(json.loads(outputs)["version"])
+        obs = outcome(exp.cfg.metric, outputs, label, value)
+        if obs is not None:
+            slot["m"].add(obs)
+    return per
+
+
+def _variant_summary(exp: Experiment, variant: str, slot: dict[str, Any], rate: bool) -> dict[str, Any]:
+    """One variant of the report: counts and the metric with its 95 % interval."""
+    m: stats.Moments = slot["m"]
+    if rate:
+        ci = stats.wilson_interval(round(m.total), m.n) if m.n else None
+    else:
+        ci = stats.mean_interval(m.mean, m.var, m.n)
+    return {
+        "ref": exp.refs[variant],
+        "versions": sorted(slot["versions"]),
+        "requests": slot["requests"],
+        "errors": slot["errors"],
+        "error_rate": slot["errors"] / slot["requests"] if slot["requests"] else 0.0,
+        "labelled": m.n,
+        "metric": exp.cfg.metric,
+        "value": m.mean if m.n else None,
+        "ci95": list(ci) if ci else None,
+    }
+
+
+def _compare_variants(
+    a: stats.Moments, b: stats.Moments, cfg: ABTestConfig, rate: bool
+) -> tuple[Any, int | None]:
+    """The test of the challenger ``b`` against the champion ``a`` (two-proportion z-test for a rate,
+    Welch's t-test otherwise) and the sample size per variant it needs (``None``: not known yet)."""
+    if rate:
+        test = stats.two_proportion_ztest(round(a.total), a.n, round(b.total), b.n)
+        baseline = a.mean if a.n else 0.5
+        required = stats.sample_size_proportions(
+            baseline, cfg.minimum_detectable_effect, cfg.alpha, cfg.power
+        )
+        return test, required
+    test = stats.welch_ttest(a.mean, a.var, a.n, b.mean, b.var, b.n)
+    pooled_n = a.n + b.n
+    sd = math.sqrt((a.var * max(a.n - 1, 0) + b.var * max(b.n - 1, 0)) / max(pooled_n - 2, 1))
+    required = (
+        stats.sample_size_means(sd, cfg.minimum_detectable_effect, cfg.alpha, cfg.power)
+        if a.n >= 2 and b.n >= 2 and sd > 0
+        else None
+    )
+    return test, required
+
+
+def _recommendation(
+    exp: Experiment, test: Any, significant: bool, better: bool | None, enough: bool
+) -> tuple[str, str]:
+    """``(action, reason)``: promote the challenger, keep the champion, or keep running."""
+    cfg = exp.cfg
+    if significant and better:
+        action, why = "promote_challenger", "the challenger is significantly better"
+    elif significant:
+        action, why = "keep_champion", "the challenger is significantly worse"
+    elif enough:
+        action, why = "keep_champion", "no significant difference at the required sample size"
+    else:
+        action, why = "keep_running", "not enough labelled outcomes yet"
+    if test.p_value is not None:
+        why += f" ({cfg.metric}: difference {test.difference:+.4g}, p = {test.p_value:.3g})"
+    if exp.state != "running":
+        why += f"; the experiment is {exp.state}" + (f": {exp.reason}" if exp.reason else "")
+    return action, why
