@@ -132,7 +132,15 @@ def _gen_churn(base: DataFrame, seed: int) -> DataFrame:
     """Telecom-style churn: ~20% positives, signal in numerics, categoricals and login time."""
     u = lambda k: _uniform(seed, k)  # noqa: E731
     n = lambda k: _normal(seed, k)  # noqa: E731
-    df = base.select(
+    df = _churn_draws(base, u, n)
+    df = _churn_accounts(df)
+    df = _churn_times(df, u)
+    return _churn_columns(df, u)
+
+
+def _churn_draws(base: DataFrame, u: Callable[[int], Column], n: Callable[[int], Column]) -> DataFrame:
+    """Identity, demographics, plan, region, payment, tenure and the raw draws later columns use."""
+    return base.select(
         "id",
         F.format_string("CUST-%08d", F.col("id")).alias("customer_id"),
         F.least(F.greatest(F.round(F.lit(46.0) + F.lit(15.0) * n(1)), F.lit(18.0)), F.lit(90.0))
@@ -150,12 +158,16 @@ def _gen_churn(base: DataFrame, seed: int) -> DataFrame:
         F.floor(u(13) * F.lit(3600.0)).cast("long").alias("_login_secs"),
         (-F.log(F.lit(1.0) - u(14))).alias("_calls_draw"),
     )
+
+
+def _churn_accounts(df: DataFrame) -> DataFrame:
+    """Monthly charges, seniority, support calls and the signup and last-login epochs."""
     base_charge = _lookup(
         F.col("plan"), {"basic": 25.0, "standard": 55.0, "premium": 85.0, "enterprise": 110.0}
     )
     day = 86_400
     ref = _CHURN_REFERENCE_EPOCH
-    df = df.select(
+    return df.select(
         "*",
         F.round(F.greatest(base_charge + F.lit(9.0) * F.col("_charge_noise"), F.lit(10.0)), 2).alias(
             "monthly_charges"
@@ -181,7 +193,11 @@ def _gen_churn(base: DataFrame, seed: int) -> DataFrame:
             + F.col("_login_secs")
         ).alias("_login_epoch"),
     )
-    df = df.select(
+
+
+def _churn_times(df: DataFrame, u: Callable[[int], Column]) -> DataFrame:
+    """Signup and last-login timestamps, total charges."""
+    return df.select(
         "*",
         F.timestamp_seconds("_signup_epoch").alias("signup_ts"),
         F.timestamp_seconds(F.greatest("_login_epoch", F.col("_signup_epoch") + F.lit(3600))).alias(
@@ -194,6 +210,10 @@ def _gen_churn(base: DataFrame, seed: int) -> DataFrame:
             2,
         ).alias("_total_charges"),
     )
+
+
+def _churn_columns(df: DataFrame, u: Callable[[int], Column]) -> DataFrame:
+    """The published columns: the label, outliers and nulls (drawn after the label), support notes."""
     churned = _churn_label(u)
     # outliers (after the label is drawn: pure noise for the model to cope with)
     monthly = F.when(u(17) < 0.004, F.round(F.col("monthly_charges") * F.lit(8.0), 2)).otherwise(

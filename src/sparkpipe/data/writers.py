@@ -193,21 +193,8 @@ def write_dataset(
     UnknownNameError
         Unknown format or mode.
     """
-    fmt = format.lower()
-    from sparkpipe.data.readers import READERS  # the registry of format names
-
-    if fmt not in READERS:
-        raise UnknownNameError("data format", format, list(READERS))
-    try:
-        spark_mode = _WRITE_MODES[mode.lower()]
-    except KeyError:
-        raise UnknownNameError("write mode", mode, list(_WRITE_MODES)) from None
+    fmt, spark_mode = _check_write(df, format, mode, partition_by)
     opts = _string_options(options or {})
-    missing = [c for c in (partition_by or []) if c not in df.columns]
-    if missing:
-        raise DataError(
-            f"partition_by columns {missing} not in the data; available columns: {', '.join(df.columns)}"
-        )
     try:
         if fmt == "delta":
             _write_delta(df, path, spark_mode, partition_by, opts)
@@ -221,3 +208,25 @@ def write_dataset(
         raise
     except Exception as exc:
         raise DataError(f"could not write {fmt} to {path!r}: {_first_line(exc)}") from exc
+
+
+def _check_write(
+    df: DataFrame, format: str, mode: str, partition_by: Sequence[str] | None
+) -> tuple[str, str]:
+    """``(format, Spark write mode)`` of a :func:`write_dataset` call, after checking the format and mode
+    names and that the partition columns exist."""
+    fmt = format.lower()
+    from sparkpipe.data.readers import READERS  # the registry of format names
+
+    if fmt not in READERS:
+        raise UnknownNameError("data format", format, list(READERS))
+    try:
+        spark_mode = _WRITE_MODES[mode.lower()]
+    except KeyError:
+        raise UnknownNameError("write mode", mode, list(_WRITE_MODES)) from None
+    missing = [c for c in (partition_by or []) if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"partition_by columns {missing} not in the data; available columns: {', '.join(df.columns)}"
+        )
+    return fmt, spark_mode
