@@ -309,21 +309,9 @@ def tune(
     ModelError
         Every trial failed.
     """
-    from sparkpipe.evaluation import metric_direction
-
     t0 = time.perf_counter()
     tcfg = cfg.tuning
-    task = data.task
-    num_classes = _num_classes(train, data)
-    metric = resolve_metric(cfg, task, num_classes)
-    direction = metric_direction(metric, task)
-    scorer = make_scorer(
-        task,
-        metric,
-        num_classes,
-        probability=spec.supports_probability,
-        k=cfg.evaluation.k,
-    )
+    metric, direction, scorer = _metric_and_scorer(cfg, spec, train, data)
 
     search = tcfg.search
     source, space_desc, study = _trial_source(cfg, spec, direction)
@@ -346,6 +334,26 @@ def tune(
     summary["seconds"] = time.perf_counter() - t0
     _log_best(tracker, spec.name, best, summary)
     return model, summary
+
+
+def _metric_and_scorer(
+    cfg: PipelineConfig, spec: AlgorithmSpec, train: DataFrame, data: PreparedData
+) -> tuple[str, str, Any]:
+    """The metric trials are ranked by, its direction and the scorer that computes it on a fold."""
+    from sparkpipe.evaluation import metric_direction
+
+    task = data.task
+    num_classes = _num_classes(train, data)
+    metric = resolve_metric(cfg, task, num_classes)
+    direction = metric_direction(metric, task)
+    scorer = make_scorer(
+        task,
+        metric,
+        num_classes,
+        probability=spec.supports_probability,
+        k=cfg.evaluation.k,
+    )
+    return metric, direction, scorer
 
 
 def _trial_source(cfg: PipelineConfig, spec: AlgorithmSpec, direction: str) -> tuple[Any, Any, Any]:

@@ -50,8 +50,6 @@ def fit_model(
         nested child run.
     """
     from pyspark import StorageLevel
-    from pyspark.ml import PipelineModel
-    from pyspark.ml.feature import IndexToString
 
     from sparkpipe.models.algorithms import build_estimator, get_algorithm
 
@@ -80,26 +78,15 @@ def fit_model(
         num_classes=num_classes,
         num_features=num_features,
     )
-    tuning_info = None
     with progress.step(f"train {algorithm}"):
-        if cfg.tuning.enabled:
-            from sparkpipe.tuning import tune
-
-            model, tuning_info = tune(spark, cfg, spec, estimator, train_features, data, tracker=tracker)
-        else:
-            model = estimator.fit(train_features)
+        model, tuning_info = _fit_estimator(spark, cfg, spec, estimator, train_features, data, tracker)
     if cfg.optimization.cache_data:
         train_features.unpersist()
     class_weights = _named_weights(weights, data.label_labels) if weights else None
     if class_weights:
         data.lineage["class_weights"] = class_weights
-    stages = [*feature_model.stages, model]
-    if data.label_labels:
-        stages.append(
-            IndexToString(inputCol="prediction", outputCol="predictedLabel", labels=data.label_labels)
-        )
     return FitResult(
-        model=PipelineModel(stages=stages),
+        model=_served_model(feature_model, model, data.label_labels),
         plan=plan,
         spec=spec,
         algorithm=algorithm,
@@ -110,6 +97,34 @@ def fit_model(
         class_weights=class_weights,
         train_seconds=time.perf_counter() - t0,
     )
+
+
+def _fit_estimator(
+    spark: SparkSession,
+    cfg: PipelineConfig,
+    spec: AlgorithmSpec,
+    estimator: Any,
+    train_features: DataFrame,
+    data: PreparedData,
+    tracker: Tracker | None,
+) -> tuple[Any, dict[str, Any] | None]:
+    """The fitted model and the tuning summary (``None`` without ``tuning.enabled``)."""
+    if cfg.tuning.enabled:
+        from sparkpipe.tuning import tune
+
+        return tune(spark, cfg, spec, estimator, train_features, data, tracker=tracker)
+    return estimator.fit(train_features), None
+
+
+def _served_model(feature_model: PipelineModel, model: Any, label_labels: list[str] | None) -> PipelineModel:
+    """Feature stages + model (+ ``IndexToString`` back to the string labels) as one PipelineModel."""
+    from pyspark.ml import PipelineModel
+    from pyspark.ml.feature import IndexToString
+
+    stages = [*feature_model.stages, model]
+    if label_labels:
+        stages.append(IndexToString(inputCol="prediction", outputCol="predictedLabel", labels=label_labels))
+    return PipelineModel(stages=stages)
 
 
 def _fit_features(

@@ -103,11 +103,7 @@ def publish(
     with progress.step("log to MLflow"):
         _log_run(tracker, cfg, raw_yaml, fit, evaluation)
     # explain before the model is published: a failure there is reported, never half-published
-    if fit.plan.feature_names:
-        from sparkpipe.features.explain import explain_run
-
-        with progress.step("explain"), _analysis_step("explain", result):
-            explain_run(fit.model, fit.plan, Path(cfg.data.output_path) / "explain", tracker if run else None)
+    _explain(cfg, fit, tracker if run else None, result, progress)
     if run is not None:
         with progress.step("log model"):
             result = result.with_(model_uri=_log_model(tracker, cfg, fit, evaluation))
@@ -118,12 +114,7 @@ def publish(
             )
     if result.warnings and run is not None:
         tracker.set_tags({"sparkpipe.warnings": " | ".join(result.warnings)[:5000]})
-    if record is None:
-        save = fit.model if run is None else None  # MLflow off: the model is saved beside the record
-
-        def record(res: RunResult) -> RunResult:
-            return write_run_outputs(cfg, res, save if res.model_uri is None else None)
-
+    record = record or _default_record(cfg, fit, run)
     result = record(_with_timings(result, progress, started))
     if run is not None and result.record_path:
         tracker.log_artifact(result.record_path)
@@ -133,6 +124,27 @@ def publish(
             result = _register(tracker, cfg, fit, evaluation, result, register_tags)
         result = record(_with_timings(result, progress, started))
     return result
+
+
+def _explain(
+    cfg: PipelineConfig, fit: FitResult, tracker: Tracker | None, result: RunResult, progress: Progress
+) -> None:
+    """Feature importances per source column into ``<output>/explain`` (a failure is a run warning)."""
+    if fit.plan.feature_names:
+        from sparkpipe.features.explain import explain_run
+
+        with progress.step("explain"), _analysis_step("explain", result):
+            explain_run(fit.model, fit.plan, Path(cfg.data.output_path) / "explain", tracker)
+
+
+def _default_record(cfg: PipelineConfig, fit: FitResult, run: RunInfo | None) -> RecordFn:
+    """Writes ``run.json`` (:func:`write_run_outputs`); with MLflow off the model is saved beside it."""
+    save = fit.model if run is None else None
+
+    def record(res: RunResult) -> RunResult:
+        return write_run_outputs(cfg, res, save if res.model_uri is None else None)
+
+    return record
 
 
 def _register(
