@@ -1,0 +1,264 @@
+"""The pipeline commands: ``run``, ``train``, ``compare``, ``evaluate``, ``predict``, ``validate`` and
+``serve``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sparkpipe.cli.common import (
+    DEFAULT_CONFIG,
+    CompareSetOpt,
+    ConfigOpt,
+    JsonOpt,
+    PromoteOpt,
+    RegistrySetOpt,
+    RunSetOpt,
+    ServeSetOpt,
+    SparkSetOpt,
+    TrainSetOpt,
+    ValidateSetOpt,
+    _fmt,
+    _load,
+    _metrics_table,
+    _print_promotion,
+    _promotion_override,
+    app,
+    console,
+    err_console,
+)
+from sparkpipe.core import RunResult
+from sparkpipe.errors import ConfigError
+
+
+def _print_run(result: RunResult, as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps(result.to_dict(), default=str))
+    else:
+        _print_run_tables(result)
+    for warning in getattr(result, "warnings", None) or []:  # stderr, so --json output stays clean
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def _print_run_tables(result: RunResult) -> None:
+    console.print(_metrics_table(result.metrics, f"{result.algorithm} · {result.task}"))
+    lineage = result.lineage
+    by_reason = lineage.get("quarantined_by_reason") or {}
+    detail = f" ({', '.join(f'{k}: {v}' for k, v in by_reason.items())})" if by_reason else ""
+    where = f" → {lineage['quarantine_path']}" if lineage.get("quarantine_path") else ""
+    console.print(
+        f"data: {lineage.get('path', '?')} · {lineage.get('row_count', '?')} rows · "
+        f"{lineage.get('quarantined_count', 0)} quarantined{detail}{where}"
+    )
+    for column, what in (
+        (lineage.get("type_inference") or {}).get("text_despite_typed_values") or {}
+    ).items():
+        console.print(f"[bold yellow]warning:[/bold yellow] column {column!r} read as text ({what})")
+    if result.run_id:
+        console.print(f"MLflow run: [bold]{result.run_id}[/bold]  (tracking: {result.tracking_uri})")
+    _print_promotion(result.registered_name, result.registered_version, result.promotion)
+    if result.report_path:
+        console.print(f"report: {result.report_path}")
+    total = result.timings.get("total")
+    if total:
+        console.print(f"finished in {total:.1f}s · outputs in {result.output_path}")
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None, set_: RunSetOpt = None, promote: PromoteOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Run the whole pipeline: data → features → train (tune) → evaluate → MLflow → registry.
+
+    Example: sparkpipe run --config config/pipeline_config.yaml --set model.algorithm=gbt
+    """
+    from sparkpipe.flow.run import run_pipeline
+
+    cfg, raw = _load(config, [*(set_ or []), *_promotion_override(promote)])
+    _print_run(run_pipeline(cfg, raw), as_json)
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    set_: TrainSetOpt = None,
+    algorithm: Annotated[str | None, typer.Option(help="Algorithm name, e.g. random_forest.")] = None,
+    data: Annotated[str | None, typer.Option(help="Input path or builtin:<name>.")] = None,
+    promote: PromoteOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train one algorithm (a shortcut for ``run`` with --algorithm/--data overrides).
+
+    Example: sparkpipe train --algorithm random_forest --data builtin:churn --set model.hyperparameters.numTrees=50
+    """
+    from sparkpipe.flow.run import run_pipeline
+
+    overrides = list(set_ or [])
+    if algorithm:
+        overrides.append(f"model.algorithm={algorithm}")
+    if data:
+        overrides.append(f"data.input_path={data}")
+    cfg, raw = _load(config, [*overrides, *_promotion_override(promote)])
+    _print_run(run_pipeline(cfg, raw), as_json)
+
+
+@app.command()
+def compare(
+    config: ConfigOpt = None,
+    set_: CompareSetOpt = None,
+    algorithms: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated algorithms, e.g. logistic_regression,random_forest,gbt "
+            "(default: compare.algorithms)."
+        ),
+    ] = None,
+    tune: Annotated[
+        bool | None,
+        typer.Option("--tune/--no-tune", help="Tune each algorithm first (default: compare.tune)."),
+    ] = None,
+    promote: PromoteOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train several algorithms on the same split, print the leaderboard, register the winner.
+
+    Example: sparkpipe compare --config config/pipeline_config.yaml --algorithms logistic_regression,random_forest,gbt
+    """
+    from sparkpipe.compare import compare as run_compare
+    from sparkpipe.compare import leaderboard_table
+
+    overrides = list(set_ or [])
+    if algorithms:
+        names = [a.strip() for a in algorithms.split(",") if a.strip()]
+        overrides.append(f"compare.algorithms={json.dumps(names)}")
+    cfg, raw = _load(config, [*overrides, *_promotion_override(promote)])
+    result = run_compare(cfg, tune=tune, raw_yaml=raw)
+    for warning in result.warnings:  # stderr, so --json output stays clean
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
+    if as_json:
+        console.print_json(json.dumps(result.to_dict(), default=str))
+        return
+    columns, rows = leaderboard_table(result.leaderboard, result.metric)
+    table = Table(title=f"leaderboard · {result.task} · {result.metric} ({result.direction})")
+    for col in columns:
+        table.add_column(col, justify="left" if col == "algorithm" else "right")
+    for row in rows:
+        table.add_row(*[_fmt(v) if isinstance(v, float) else ("—" if v is None else str(v)) for v in row])
+    console.print(table)
+    console.print(result.note)
+    console.print(f"winner: [bold]{result.winner}[/bold]")
+    if result.run_id:
+        console.print(f"MLflow run: [bold]{result.run_id}[/bold]  (tracking: {result.tracking_uri})")
+    _print_promotion(result.registered_name, result.registered_version, result.promotion)
+    if result.report_path:
+        console.print(f"report: {result.report_path}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="models:/name@alias, name/version, runs:/... or a local dir.")],
+    data: Annotated[str, typer.Option(help="Labelled data path or builtin:<name>.")],
+    target: Annotated[str | None, typer.Option(help="Target column (default: the model's).")] = None,
+    config: ConfigOpt = None,
+    set_: RegistrySetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a saved or registered model on a labelled data set.
+
+    Example: sparkpipe evaluate --model models:/churn_model@champion --data builtin:churn
+    """
+    from sparkpipe.flow.batch import evaluate_saved
+
+    cfg, _ = _load(config, set_)
+    metrics = evaluate_saved(model, data, cfg, target=target)
+    if as_json:
+        console.print_json(json.dumps(metrics))
+    else:
+        console.print(_metrics_table(metrics, f"evaluation of {model}"))
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Option(help="models:/name@alias, name/version, runs:/... or a local dir.")],
+    input: Annotated[str, typer.Option("--input", help="Data to score.")],
+    output: Annotated[str, typer.Option(help="Where to write predictions.")],
+    format: Annotated[str, typer.Option(help="Output format: parquet, csv, json, delta.")] = "parquet",
+    config: ConfigOpt = None,
+    set_: SparkSetOpt = None,
+) -> None:
+    """Batch scoring with Spark: read INPUT, score with the model, write OUTPUT atomically.
+
+    Example: sparkpipe predict --model models:/churn_model@champion --input data/new.csv --output output/scored --format parquet
+    """
+    from sparkpipe.flow.batch import batch_predict
+
+    cfg, _ = _load(config, set_)
+    res = batch_predict(model, input, output, cfg.spark, output_format=format, mlflow_cfg=cfg.mlflow)
+    console.print(f"scored {res['rows']} rows → {res['output_path']} ({res['quarantined']} quarantined)")
+
+
+@app.command()
+def validate(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML to check.")],
+    set_: ValidateSetOpt = None,
+) -> None:
+    """Validate a config file without starting Spark: every problem at once.
+
+    Besides the schema and the algorithm registry, it checks what can be checked in seconds: the
+    spark:// master answers, object-store paths have their connector, a local input path exists and has
+    the target column, and the task fits the target.
+
+    Example: sparkpipe validate --config config/pipeline_config.yaml --set features.target=churned
+    """
+    from sparkpipe.config import check_config, load_raw
+    from sparkpipe.preflight import preflight_problems
+    from sparkpipe.session import master_problem
+
+    raw, source = load_raw(config, set_)
+    cfg, problems = check_config(raw, source)
+    if cfg is not None:
+        reported = {path for path, _ in problems}
+        problems += [p for p in preflight_problems(cfg, probe_master=False) if p[0] not in reported]
+    if problems or cfg is None:
+        raise ConfigError(problems, source)
+    console.print(f"[green]valid[/green]: {config} · {cfg.model.algorithm} on {cfg.data.input_path}")
+    unreachable = master_problem(cfg.spark.master)
+    if unreachable:  # the file is fine; the cluster may simply not be up yet
+        err_console.print(f"[yellow]note:[/yellow] {unreachable}")
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    set_: ServeSetOpt = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default from deployment.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from deployment.port).")] = None,
+    model: Annotated[
+        list[str] | None, typer.Option(help="Model(s) to load at start (name, name@alias).")
+    ] = None,
+) -> None:
+    """Start the FastAPI prediction service (JVM-free NumPy scoring).
+
+    Example: sparkpipe serve --config config/pipeline_config.yaml --port 8000
+
+    Without --config, config/pipeline_config.yaml is used when it exists (else the built-in defaults).
+    With no model configured the registry's most recently updated model is served; any other
+    registered model is loaded by name on its first request.
+    """
+    from sparkpipe.serving.app import run as run_server
+    from sparkpipe.serving.settings import ServingSettings
+
+    if config is None and DEFAULT_CONFIG.is_file():
+        config = DEFAULT_CONFIG
+        err_console.print(f"using {DEFAULT_CONFIG} (pass --config to choose another file)")
+    # the service reads only deployment and mlflow: training-only problems do not stop it from serving
+    # (a /train job checks the whole config, registries included, before it is queued)
+    cfg, _ = _load(config, set_, semantic=False)
+    settings = ServingSettings.from_config(
+        cfg, host=host, port=port, models=model, train_config_path=str(config.resolve()) if config else None
+    )
+    run_server(settings)
