@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from sparkpipe.config import PipelineConfig
-from sparkpipe.core import Evaluation, FitResult
+from sparkpipe.core import FRACTIONAL_TYPES, Evaluation, FitResult, base_type, is_numeric
 
 if TYPE_CHECKING:
     from sparkpipe.tracking import Registry
@@ -108,13 +108,18 @@ def decide(
 
 
 def schema_difference(champion: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """How the new version's inputs or class labels differ from the champion's (``None``: same)."""
+    """How the new version's inputs or class labels differ from the champion's (``None``: same). A number
+    column widened to ``double`` is no difference (see :func:`_widened`)."""
     old_schema = {c: t for c, t in champion.get("input_schema") or []}
     new_schema = {c: t for c, t in new.get("input_schema") or []}
     parts = []
     missing = sorted(set(old_schema) - set(new_schema))
     added = sorted(set(new_schema) - set(old_schema))
-    retyped = sorted(c for c in set(old_schema) & set(new_schema) if old_schema[c] != new_schema[c])
+    retyped = sorted(
+        c
+        for c in set(old_schema) & set(new_schema)
+        if old_schema[c] != new_schema[c] and not _widened(old_schema[c], new_schema[c])
+    )
     if missing:
         parts.append(f"columns no longer read: {', '.join(missing[:8])}")
     if added:
@@ -128,6 +133,12 @@ def schema_difference(champion: dict[str, Any], new: dict[str, Any]) -> str | No
     if (champion.get("label_labels") or None) != (new.get("label_labels") or None):
         parts.append("class labels differ")
     return "; ".join(parts) or None
+
+
+def _widened(old: str, new: str) -> bool:
+    """A number column that became a fractional one (``int`` → ``double``, as a CSV read infers it): every
+    request the champion accepted still fits, so it is no schema change for clients."""
+    return is_numeric(old) and base_type(new) in FRACTIONAL_TYPES
 
 
 def _compare(
