@@ -7,11 +7,14 @@ memory/cores settings and any extra ``spark.conf`` entries passed through as the
 
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from typing import TYPE_CHECKING
 
 from sparkpipe.config import OptimizationConfig, SparkConfig
@@ -137,19 +140,12 @@ def shuffle_partitions_for(input_bytes: int | None, cores: int | None = None) ->
     return max(4, 2 * cores, by_size)
 
 
+@functools.cache
 def local_checkpoint_dir() -> str:
     """A checkpoint directory for this process's local session, removed when the process exits."""
-    if "dir" not in _CHECKPOINT:
-        import atexit
-        import tempfile
-
-        path = tempfile.mkdtemp(prefix="sparkpipe-checkpoints-")
-        atexit.register(shutil.rmtree, path, ignore_errors=True)
-        _CHECKPOINT["dir"] = path
-    return _CHECKPOINT["dir"]
-
-
-_CHECKPOINT: dict[str, str] = {}
+    path = tempfile.mkdtemp(prefix="sparkpipe-checkpoints-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def build_conf(spark_cfg: SparkConfig, opt: OptimizationConfig | None = None) -> dict[str, str]:

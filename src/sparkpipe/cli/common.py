@@ -72,6 +72,16 @@ def _promotion_override(promote: bool | None) -> list[str]:
     return [] if promote is None else [f"deployment.promotion.force={'true' if promote else 'false'}"]
 
 
+def _print_published(result: Any) -> None:
+    """What ``run`` and ``compare`` both print after publishing: the MLflow run, the registered version
+    and the promotion gate's decision, the report."""
+    if result.run_id:
+        console.print(f"MLflow run: [bold]{result.run_id}[/bold]  (tracking: {result.tracking_uri})")
+    _print_promotion(result.registered_name, result.registered_version, result.promotion)
+    if result.report_path:
+        console.print(f"report: {result.report_path}")
+
+
 def _print_promotion(name: str | None, version: str | None, promotion: dict[str, Any] | None) -> None:
     if not name:
         return

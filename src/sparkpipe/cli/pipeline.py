@@ -25,7 +25,7 @@ from sparkpipe.cli.common import (
     _fmt,
     _load,
     _metrics_table,
-    _print_promotion,
+    _print_published,
     _promotion_override,
     app,
     console,
@@ -58,11 +58,7 @@ def _print_run_tables(result: RunResult) -> None:
         (lineage.get("type_inference") or {}).get("text_despite_typed_values") or {}
     ).items():
         console.print(f"[bold yellow]warning:[/bold yellow] column {column!r} read as text ({what})")
-    if result.run_id:
-        console.print(f"MLflow run: [bold]{result.run_id}[/bold]  (tracking: {result.tracking_uri})")
-    _print_promotion(result.registered_name, result.registered_version, result.promotion)
-    if result.report_path:
-        console.print(f"report: {result.report_path}")
+    _print_published(result)
     total = result.timings.get("total")
     if total:
         console.print(f"finished in {total:.1f}s · outputs in {result.output_path}")
@@ -151,11 +147,7 @@ def compare(
     console.print(table)
     console.print(result.note)
     console.print(f"winner: [bold]{result.winner}[/bold]")
-    if result.run_id:
-        console.print(f"MLflow run: [bold]{result.run_id}[/bold]  (tracking: {result.tracking_uri})")
-    _print_promotion(result.registered_name, result.registered_version, result.promotion)
-    if result.report_path:
-        console.print(f"report: {result.report_path}")
+    _print_published(result)
 
 
 @app.command()
