@@ -109,11 +109,15 @@ def spark():
             # C1 only: the suite's JVM runs many short, different jobs on tiny data, where C2's
             # compilations cost more CPU than their faster code saves (measured: a JVM start plus a
             # small LR and GBT fit took 90 CPU-seconds with C2, 58 without). Behaviour is the same;
-            # only this worker's JVM is affected, subprocess runs keep the JVM's defaults. C1's frames
-            # are larger, so task threads get a 4 MiB stack: with the default 1 MiB, deserializing the
-            # tasks of a 10-iteration ALS overflowed it and the StackOverflowError killed the JVM.
+            # subprocesses get it through SPARK_SUBMIT_OPTS (above). C1's frames are larger, so task
+            # threads get a 4 MiB stack: with the default 1 MiB, deserializing the tasks of a
+            # 10-iteration ALS overflowed it and the StackOverflowError killed the JVM.
+            # Frames built from Python rows (createDataFrame) are one partition: the tests' frames have
+            # a few hundred rows, where every extra task per job is pure overhead (the twin and
+            # contract tests: 177 s -> 145 s). Shuffles keep 4 partitions, so aggregations still merge
+            # partial results, and tests about partitioning set their own.
             conf={
-                "spark.default.parallelism": 4,
+                "spark.default.parallelism": 1,
                 "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -Xss4m",
             },
         )

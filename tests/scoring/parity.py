@@ -31,6 +31,8 @@ ATOL = 1e-9
 RTOL = 1e-12
 """Relative part of the tolerance: float summation order, not a different computation."""
 
+_ROW = "__parity_row"
+
 
 def spark_simple_type(dtype: Any) -> str | None:
     """The compile input-schema type name of a Spark SQL data type (None when not an input type)."""
@@ -178,8 +180,12 @@ def assert_parity(
     CompiledPipeline
         The compiled pipeline, for further checks.
     """
+    from pyspark.sql import functions as F
+
     compiled, records = save_and_compile(spark_model, df, tmp_path, input_schema)
-    out_rows = spark_model.transform(df).collect()
+    # Spark's rows in input order (the order of ``records``): a stage that joins (ALS) reorders them
+    indexed = df.withColumn(_ROW, F.monotonically_increasing_id())
+    out_rows = sorted(spark_model.transform(indexed).collect(), key=lambda r: r[_ROW])
     assert len(out_rows) == len(records), "Spark dropped rows (handleInvalid='skip'?): use assert_both_reject"
     frame = compiled.transform(compiled.frame_from_records(records))
     cols = list(columns) if columns is not None else compiled.all_output_columns

@@ -132,6 +132,10 @@ def _params(stage: Any) -> dict[str, Any]:
 
 
 def _rows_of(df: Any, cols: list[str]) -> list[tuple]:
+    """``cols`` of every row, in a canonical order: a transform that joins (ALS) does not keep the
+    input's row order, so rows are compared as a sorted list (with the input columns in ``cols``, each
+    output is compared with the output for the same input row)."""
+
     def norm(v: Any) -> Any:
         if hasattr(v, "toArray"):
             return tuple(np.asarray(v.toArray()).tolist())
@@ -139,7 +143,7 @@ def _rows_of(df: Any, cols: list[str]) -> list[tuple]:
             return "NaN"
         return v
 
-    return [tuple(norm(r[c]) for c in cols) for r in df.select(*cols).collect()]
+    return sorted((tuple(norm(r[c]) for c in cols) for r in df.select(*cols).collect()), key=repr)
 
 
 def check_params_roundtrip(stage: Any, tmp_path: Any) -> None:
@@ -183,7 +187,8 @@ def check_fitted_roundtrip(model: Any, df: Any, tmp_path: Any) -> str:
     assert _params(loaded) == _params(model)
     new_cols = [c for c in model.transform(df).columns if c not in df.columns]
     assert new_cols, f"{type(model).__name__} added no column"
-    assert _rows_of(loaded.transform(df), new_cols) == _rows_of(model.transform(df), new_cols)
+    keyed = [*df.columns, *new_cols]
+    assert _rows_of(loaded.transform(df), keyed) == _rows_of(model.transform(df), keyed)
     return saved_class
 
 
