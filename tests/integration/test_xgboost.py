@@ -40,7 +40,12 @@ def _run(store: Path, tmp_path: Path, name: str) -> dict[str, Any]:
             "test_split": 0.25,
         },
         "features": {"target": "churned"},
-        "model": {"algorithm": "xgboost", "hyperparameters": {"n_estimators": 60, "max_depth": 4}},
+        # two workers, one per task slot of local[2] (the default follows the session's parallelism,
+        # which the test session keeps at 1; tests/unit/test_algorithms.py checks that default)
+        "model": {
+            "algorithm": "xgboost",
+            "hyperparameters": {"n_estimators": 60, "max_depth": 4, "num_workers": 2},
+        },
         "evaluation": {"report": False},
         "mlflow": {
             "tracking_uri": f"sqlite:///{store / 'mlflow.db'}",
@@ -103,7 +108,7 @@ def test_xgboost_run_registers_a_model_the_numpy_plan_scores_identically(spark, 
     assert meta.get("task") == "classification"
     xgb_stage = model.stages[-1]
     assert type(xgb_stage).__name__ == "SparkXGBClassifierModel"
-    assert xgb_stage.getOrDefault("num_workers") == 2  # local[2]: one worker per task slot
+    assert xgb_stage.getOrDefault("num_workers") == 2  # trained by two barrier tasks
     assert xgb_stage.getOrDefault("n_estimators") == 60 and xgb_stage.getOrDefault("tree_method") == "hist"
 
     registry = Registry(mcfg)

@@ -28,6 +28,7 @@ from sparkpipe.models.algorithms import (
     spark_params,
     tasks_for,
     valid_params,
+    xgboost_num_workers,
 )
 
 EXPECTED = {
@@ -504,6 +505,19 @@ def test_xgboost_search_space() -> None:
     assert "tuning.search_space.n_estimators" not in problems
 
 
+def test_xgboost_workers_follow_the_parallelism_capped_at_the_task_slots(monkeypatch) -> None:
+    """A barrier stage needs every worker in a task slot at once: more workers than slots would wait
+    for ever, so the default parallelism is capped at the slots (when the cluster manager tells)."""
+    from types import SimpleNamespace
+
+    xgboost_utils = pytest.importorskip("xgboost.spark.utils")
+    monkeypatch.setattr(xgboost_utils, "_get_max_num_concurrent_tasks", lambda sc: 2)
+    assert xgboost_num_workers(SimpleNamespace(defaultParallelism=4)) == 2  # local[2], parallelism 4
+    assert xgboost_num_workers(SimpleNamespace(defaultParallelism=1)) == 1
+    monkeypatch.setattr(xgboost_utils, "_get_max_num_concurrent_tasks", lambda sc: 0)  # cannot tell
+    assert xgboost_num_workers(SimpleNamespace(defaultParallelism=4)) == 4
+
+
 @pytest.mark.spark
 def test_build_xgboost_estimator(spark) -> None:
     spec = get_algorithm("xgboost", "classification")
@@ -513,9 +527,8 @@ def test_build_xgboost_estimator(spark) -> None:
     assert est.getOrDefault("max_depth") == 4 and isinstance(est.getOrDefault("max_depth"), int)
     assert est.getOrDefault("n_estimators") == 100 and est.getOrDefault("tree_method") == "hist"
     assert est.getOrDefault("random_state") == 7
-    # default parallelism 4 on local[2]: capped at the 2 task slots a barrier stage can hold at once
-    assert spark.sparkContext.defaultParallelism == 4
-    assert est.getOrDefault("num_workers") == 2
+    # Spark's default parallelism, capped at the task slots (see the test below)
+    assert est.getOrDefault("num_workers") == xgboost_num_workers(spark.sparkContext) >= 1
     user = build_estimator(
         get_algorithm("xgboost", "regression"), {"num_workers": 1, "random_state": 1}, seed=7
     )
