@@ -146,9 +146,31 @@ def _rows_of(df: Any, cols: list[str]) -> list[tuple]:
     return sorted((tuple(norm(r[c]) for c in cols) for r in df.select(*cols).collect()), key=repr)
 
 
+def check_pyspark_metadata(stage: Any, path: Any) -> None:
+    """A sparkpipe stage's ``metadata`` (written from the JVM, see ``features.stages.ParamsWriter``) is
+    the file PySpark's ``DefaultParamsWriter`` writes: one part file holding the same JSON line."""
+    import json
+    from pathlib import Path
+
+    from pyspark.ml.util import DefaultParamsWriter
+    from pyspark.sql import SparkSession
+
+    if not type(stage).__module__.startswith("sparkpipe."):
+        return  # Spark's and xgboost's own writers
+    parts = sorted((Path(path) / "metadata").glob("part-*"))
+    assert len(parts) == 1, parts
+    lines = parts[0].read_text().splitlines()
+    assert len(lines) == 1, lines
+    written = json.loads(lines[0])
+    expected = json.loads(DefaultParamsWriter._get_metadata_to_save(stage, SparkSession.active()))
+    assert written.pop("timestamp") > 0 and expected.pop("timestamp") > 0
+    assert written == expected
+
+
 def check_params_roundtrip(stage: Any, tmp_path: Any) -> None:
     path = str(tmp_path / f"unfitted-{stage.uid}")
     stage.write().overwrite().save(path)
+    check_pyspark_metadata(stage, path)
     loaded = type(stage).load(path)
     assert loaded.uid == stage.uid
     assert _params(loaded) == _params(stage)
@@ -181,6 +203,7 @@ def check_fitted_roundtrip(model: Any, df: Any, tmp_path: Any) -> str:
 
     path = tmp_path / f"fitted-{model.uid}"
     model.write().overwrite().save(str(path))
+    check_pyspark_metadata(model, path)
     saved_class = json.loads(next((path / "metadata").glob("part-*")).read_text().splitlines()[0])["class"]
     loaded = DefaultParamsReader.loadParamsInstance(str(path), df.sparkSession.sparkContext)
     assert type(loaded).__name__ == type(model).__name__
