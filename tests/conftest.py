@@ -26,7 +26,8 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 # and on small data, where C2's compilations cost more CPU than they save (measured: the default
 # `sparkpipe run` 53 -> 39 CPU-seconds, the 200k-row scale test 86 -> 66), and the suite is CPU-bound
 # on two cores. spark-submit adds SPARK_SUBMIT_OPTS to the driver JVM's options; behaviour is the same.
-os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -Xss4m")
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -Xss4m"
+os.environ.setdefault("SPARK_SUBMIT_OPTS", TEST_JVM_OPTIONS)
 
 
 # this process's migrated empty MLflow database (built on first use) and MLflow's own initializer
@@ -118,7 +119,7 @@ def spark():
             # partial results, and tests about partitioning set their own.
             conf={
                 "spark.default.parallelism": 1,
-                "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -Xss4m",
+                "spark.driver.extraJavaOptions": TEST_JVM_OPTIONS,  # also when SPARK_SUBMIT_OPTS was set
             },
         )
     )

@@ -50,6 +50,24 @@ def test_generation_is_deterministic_across_partitions(spark):
         assert rows_a != generate(spark, name, rows=400, seed=8, num_partitions=1).collect()
 
 
+def test_generated_sets_spread_over_the_cores_only_when_large():
+    """One partition per 50,000 rows up to the parallelism, at least one per million rows."""
+    from types import SimpleNamespace
+
+    from sparkpipe.data.datasets import _default_partitions
+
+    cores = SimpleNamespace(sparkContext=SimpleNamespace(defaultParallelism=2))
+    assert [_default_partitions(cores, n) for n in (1, 240, 50_000, 50_001, 1_000_000)] == [1, 1, 1, 2, 2]
+    assert _default_partitions(cores, 30_000_000) == 30
+    many = SimpleNamespace(sparkContext=SimpleNamespace(defaultParallelism=16))
+    assert [_default_partitions(many, n) for n in (20_000, 120_000, 10_000_000)] == [1, 3, 16]
+
+
+def test_builtin_churn_of_a_few_thousand_rows_is_one_partition(spark):
+    assert load_builtin(spark, "churn", rows=4000).rdd.getNumPartitions() == 1
+    assert load_builtin(spark, "iris").rdd.getNumPartitions() == 1
+
+
 def test_churn_properties(spark):
     df = load_builtin(spark, "churn", rows=4000, seed=42).cache()
     stats = df.agg(

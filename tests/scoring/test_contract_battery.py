@@ -17,8 +17,10 @@ Deeper per-stage parity (every parameter combination) lives in ``test_custom_twi
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -149,9 +151,6 @@ def _rows_of(df: Any, cols: list[str]) -> list[tuple]:
 def check_pyspark_metadata(stage: Any, path: Any) -> None:
     """A sparkpipe stage's ``metadata`` (written from the JVM, see ``features.stages.ParamsWriter``) is
     the file PySpark's ``DefaultParamsWriter`` writes: one part file holding the same JSON line."""
-    import json
-    from pathlib import Path
-
     from pyspark.ml.util import DefaultParamsWriter
     from pyspark.sql import SparkSession
 
@@ -197,8 +196,6 @@ def check_copy(stage: Any) -> None:
 
 def check_fitted_roundtrip(model: Any, df: Any, tmp_path: Any) -> str:
     """Save and reload the fitted stage; return the class path its metadata records."""
-    import json
-
     from pyspark.ml.util import DefaultParamsReader
 
     path = tmp_path / f"fitted-{model.uid}"

@@ -110,11 +110,7 @@ class ParamsWriter(DefaultParamsWriter):
 
     def saveImpl(self, path: str) -> None:
         spark = self.sparkSession
-        to_save = getattr(DefaultParamsWriter, "_get_metadata_to_save", None)
-        if to_save is None:  # a PySpark without the helper: its own (slower) write
-            super().saveImpl(path)
-            return
-        metadata = to_save(self.instance, spark)
+        metadata = DefaultParamsWriter._get_metadata_to_save(self.instance, spark)
         spark.range(0, 1, 1, 1).select(F.lit(metadata).alias("value")).write.text(
             os.path.join(path, "metadata")
         )
