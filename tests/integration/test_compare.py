@@ -1,5 +1,8 @@
-"""``sparkpipe compare`` with three algorithms: leaderboard printed, logged to MLflow, winner registered,
-comparison report written. In-process through ``sparkpipe.cli.main`` on the session SparkSession."""
+"""``sparkpipe compare``: leaderboard printed, logged to MLflow (a parent run, one child per algorithm),
+winner registered and explained, comparison report written, and the winner published through the same
+steps as ``sparkpipe run`` (issue 10's one run path): a ``run`` of the winning algorithm on the same
+split gives the same model metadata and metrics. In-process through ``sparkpipe.cli.main`` on the
+session SparkSession."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import io
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -16,7 +20,43 @@ from sparkpipe.cli import main
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
-ALGORITHMS = ["random_forest", "naive_bayes", "decision_tree"]
+SMALL = {"logistic_regression": {"maxIter": 10}, "random_forest": {"numTrees": 5, "maxDepth": 3}}
+ALGORITHMS = list(SMALL)
+
+
+def _config(tmp_path: Path, out: str, name: str, **extra: Any) -> Path:
+    cfg: dict[str, Any] = {
+        "spark": {"app_name": "sparkpipe-tests", "master": "local[2]"},
+        "data": {
+            "input_path": "builtin:churn",
+            "rows": 600,
+            "output_path": str(tmp_path / out),
+            "validation_split": 0.2,
+            "test_split": 0.2,
+            "seed": 11,
+        },
+        # auto threshold: a value only the shared evaluate step puts into the metadata
+        "evaluation": {"report": False, "threshold": "auto", "classification": ["auc_roc", "f1"]},
+        "mlflow": {
+            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "experiment_name": "compare-tests",
+            "registered_model_name": name,
+            "log_input_example": False,
+        },
+        "logging": {"level": "WARNING"},
+    }
+    for section, values in extra.items():
+        cfg[section] = {**cfg.get(section, {}), **values}
+    path = tmp_path / f"{out}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _metadata(uri: str, name: str, version: str) -> dict[str, Any]:
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return mlflow.models.get_model_info(f"models:/{name}/{version}").metadata["sparkpipe"]
 
 
 def _assert_report_images(path: Path, expected: set[str]) -> None:
@@ -34,39 +74,18 @@ def _assert_report_images(path: Path, expected: set[str]) -> None:
     assert expected <= set(re.findall(r'<figure id="([^"]+)"', page))
 
 
-def test_compare_three_algorithms(spark, tmp_path, monkeypatch, capsys):
+def test_compare_ranks_logs_registers_reports_and_publishes_like_run(spark, tmp_path, monkeypatch, capsys):
     from mlflow import MlflowClient
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("COLUMNS", "200")  # rich wraps the table at the terminal width
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = {
-        "spark": {"app_name": "sparkpipe-tests", "master": "local[2]"},
-        "data": {
-            "input_path": "builtin:churn",
-            "rows": 1500,
-            "output_path": str(tmp_path / "out"),
-            "validation_split": 0.2,
-            "test_split": 0.2,
-        },
-        "compare": {
-            "bootstrap_samples": 5,
-            "hyperparameters": {
-                "random_forest": {"numTrees": 5, "maxDepth": 3},
-                "decision_tree": {"maxDepth": 4},
-            },
-        },
-        "evaluation": {"classification": ["auc_roc", "accuracy"]},
-        "mlflow": {
-            "tracking_uri": uri,
-            "experiment_name": "compare-tests",
-            "registered_model_name": "churn_best",
-            "log_input_example": False,
-        },
-        "logging": {"level": "WARNING"},
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = _config(
+        tmp_path,
+        "out",
+        "churn_best",
+        compare={"bootstrap_samples": 5, "hyperparameters": SMALL},
+        evaluation={"report": True},
+    )
     from sparkpipe import cli
 
     # a terminal wide enough for the leaderboard (captured output has no terminal: rich assumes 80)
@@ -79,7 +98,7 @@ def test_compare_three_algorithms(spark, tmp_path, monkeypatch, capsys):
     assert [r["algorithm"] for r in board] != [] and sorted(r["algorithm"] for r in board) == sorted(
         ALGORITHMS
     )
-    assert [r["rank"] for r in board] == [1, 2, 3]
+    assert [r["rank"] for r in board] == [1, 2]
     scores = [r["score"] for r in board]
     assert scores == sorted(scores, reverse=True)  # auc_roc: larger is better
     assert result["metric"] == "auc_roc" and result["winner"] == board[0]["algorithm"]
@@ -124,6 +143,25 @@ def test_compare_three_algorithms(spark, tmp_path, monkeypatch, capsys):
     assert report == (tmp_path / "out" / "report.html").resolve()
     _assert_report_images(report, {"leaderboard", "roc_curve", "confusion_matrix"})
     assert "report/leaderboard.png" in {a.path for a in client.list_artifacts(result["run_id"], "report")}
+
+    # the winner went through the same publish as a run: it is explained, and a run of the winning
+    # algorithm on the same split publishes the same model metadata and metrics
+    assert result["warnings"] == []
+    assert (tmp_path / "out" / "explain" / "feature_importance.csv").is_file()
+    winner = result["winner"]
+    run_cfg = _config(
+        tmp_path, "run", "single", model={"algorithm": winner, "hyperparameters": SMALL[winner]}
+    )
+    main(["run", "--config", str(run_cfg), "--json"])
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    from_compare = _metadata(uri, "churn_best", result["registered_version"])
+    from_run = _metadata(uri, "single", run["registered_version"])
+    assert from_compare["profile"] and from_compare["decision_threshold"] is not None
+    assert from_compare.keys() == from_run.keys()
+    for key in from_run:
+        assert from_compare[key] == from_run[key], key
+    for key, value in run["metrics"].items():
+        assert board[0]["metrics"][key] == pytest.approx(value, abs=1e-9), key
 
 
 def test_compare_needs_two_algorithms(tmp_path, capsys):

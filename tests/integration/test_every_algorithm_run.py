@@ -23,6 +23,7 @@ from sparkpipe.data.datasets import BUILTIN_DATASETS
 from sparkpipe.models.algorithms import ALGORITHMS
 
 from .test_pipeline import CASES as PIPELINE_CASES
+from .test_pipeline import assert_registered_version_scores_identically
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -122,6 +123,8 @@ def test_every_algorithm_runs_on_every_builtin_data_set_of_its_task(
     assert run["registered_version"] and run["run_id"]
     if data == "iris":
         assert run["report_path"] and Path(run["report_path"]).is_file()
+    if (name, data) == ("logistic_regression", "iris"):  # the multiclass model as served: Spark = NumPy
+        assert_registered_version_scores_identically(spark, store, tmp_path, f"{data}_{name}", run, data)
     assert any(k.startswith("test_") for k in run["metrics"]), run["metrics"]
     if name in EXPLAINED:  # coefficients (a matrix for multinomial LR) or importances, per column
         rows = (tmp_path / "out" / "explain" / "feature_importance.csv").read_text().splitlines()

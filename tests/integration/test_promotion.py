@@ -10,7 +10,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from sparkpipe.cli import app, main
+from sparkpipe.cli import app
 
 from .test_run_path import _config
 
@@ -26,7 +26,9 @@ def _champion_and_challenger(uri: str, name: str) -> tuple[str | None, str | Non
     return aliases.get("champion"), aliases.get("challenger")
 
 
-def test_the_gate_keeps_the_better_champion_and_promote_forces(spark, tmp_path, monkeypatch):
+def test_the_gate_keeps_the_better_champion_holds_another_schema_and_promote_forces(
+    spark, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = _config(
@@ -67,6 +69,17 @@ def test_the_gate_keeps_the_better_champion_and_promote_forces(spark, tmp_path, 
     assert held.exit_code == 0, held.output
     assert _champion_and_challenger(uri, "churn_gate") == ("3", "4")
 
+    # fewer input columns (a client sending the old 11 columns would still be fine, but one that sends
+    # only these would get 422 from the champion): held, whatever its metric
+    narrower = runner.invoke(
+        app, ["run", "--config", str(path), "--set", "features.exclude=[age,region,plan]"]
+    )
+    assert narrower.exit_code == 0, narrower.output
+    gate = json.loads((tmp_path / "out" / "run.json").read_text())["promotion"]
+    assert gate["decision"] == "challenger"
+    assert "input schema differs from champion v3" in gate["reason"] and "age" in gate["reason"]
+    assert _champion_and_challenger(uri, "churn_gate") == ("3", "5")
+
     # the history (sparkpipe models history) shows every move with the gate's reason
     history = runner.invoke(
         app, ["models", "history", "churn_gate", "--set", f"mlflow.tracking_uri={uri}", "--json"]
@@ -75,25 +88,11 @@ def test_the_gate_keeps_the_better_champion_and_promote_forces(spark, tmp_path, 
     moves = json.loads(history.output)
     moves = moves["history"] if isinstance(moves, dict) else moves
     pairs = [(m["alias"], m["to"]) for m in sorted(moves, key=lambda m: m["time"])]
-    assert pairs == [("champion", "1"), ("challenger", "2"), ("champion", "3"), ("challenger", "4")]
+    assert pairs == [
+        ("champion", "1"),
+        ("challenger", "2"),
+        ("champion", "3"),
+        ("challenger", "4"),
+        ("challenger", "5"),
+    ]
     assert all(m["reason"].startswith("promotion gate:") for m in moves)
-
-
-def test_a_version_with_another_input_schema_never_replaces_the_champion(spark, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    path = _config(
-        tmp_path,
-        "out",
-        "churn_schema",
-        model={"algorithm": "logistic_regression", "hyperparameters": {"maxIter": 20}},
-        evaluation={"threshold": None},
-    )
-    main(["run", "--config", str(path), "--json"])
-    # fewer input columns (a client sending the old 11 columns would still be fine, but one that
-    # sends only these would get 422 from the champion): held, whatever its metric
-    main(["run", "--config", str(path), "--set", "features.exclude=[age,region,plan]"])
-    gate = json.loads((tmp_path / "out" / "run.json").read_text())["promotion"]
-    assert gate["decision"] == "challenger"
-    assert "input schema differs from champion v1" in gate["reason"] and "age" in gate["reason"]
-    assert _champion_and_challenger(uri, "churn_schema") == ("1", "2")

@@ -1,10 +1,9 @@
-"""One run path (issue 10): ``run`` and ``compare`` publish through the same steps, and the registry
-moves only when every step of a run succeeded. In-process through ``sparkpipe.cli.main`` on the
-session SparkSession, one MLflow store per test."""
+"""One run path (issue 10): the registry moves only when every step of a run succeeded (that ``run``
+and ``compare`` publish through the same steps is in tests/integration/test_compare.py). In-process
+through ``sparkpipe.cli.main`` on the session SparkSession, one MLflow store per test."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,6 @@ import yaml
 from sparkpipe.cli import main
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
-
-SMALL = {"logistic_regression": {"maxIter": 10}, "random_forest": {"numTrees": 5, "maxDepth": 3}}
 
 
 def _config(tmp_path: Path, out: str, name: str, **extra: Any) -> Path:
@@ -44,47 +41,6 @@ def _config(tmp_path: Path, out: str, name: str, **extra: Any) -> Path:
     path = tmp_path / f"{out}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-def _metadata(uri: str, name: str, version: str) -> dict[str, Any]:
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    return mlflow.models.get_model_info(f"models:/{name}/{version}").metadata["sparkpipe"]
-
-
-def test_run_and_compare_publish_the_same_model_metadata(spark, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    compare_cfg = _config(
-        tmp_path,
-        "cmp",
-        "compared",
-        compare={"bootstrap_samples": 0, "hyperparameters": SMALL},
-    )
-    main(["compare", "--config", str(compare_cfg), "--algorithms", ",".join(SMALL), "--json"])
-    compared = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    winner = compared["winner"]
-    assert compared["registered_version"] and compared["warnings"] == []
-    # the winner went through the same publish as a run: it is explained now
-    assert (tmp_path / "cmp" / "explain" / "feature_importance.csv").is_file()
-
-    run_cfg = _config(
-        tmp_path, "run", "single", model={"algorithm": winner, "hyperparameters": SMALL[winner]}
-    )
-    main(["run", "--config", str(run_cfg), "--json"])
-    run = json.loads((tmp_path / "run" / "run.json").read_text())
-
-    from_compare = _metadata(uri, "compared", compared["registered_version"])
-    from_run = _metadata(uri, "single", run["registered_version"])
-    # the fields compare used to lack are there, with the same values
-    assert from_compare["profile"] and from_compare["decision_threshold"] is not None
-    assert from_compare.keys() == from_run.keys()
-    for key in from_run:
-        assert from_compare[key] == from_run[key], key
-    # and the same model: same metrics on the same split
-    for key, value in run["metrics"].items():
-        assert compared["leaderboard"][0]["metrics"][key] == pytest.approx(value, abs=1e-9), key
 
 
 def test_a_run_failing_after_training_leaves_the_registry_as_it_was(spark, tmp_path, monkeypatch):
