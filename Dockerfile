@@ -19,11 +19,13 @@ RUN pip wheel --no-deps --no-cache-dir --wheel-dir /dist . \
 # the pinned requirements, split: all of them (train) and those the JVM-free server imports (serve)
 import tomllib
 deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
-# the service scores with the NumPy plan: it never imports Spark, the trainers or delta-rs
+# the service scores with the NumPy plan: it never imports Spark, the trainers or delta-rs; it reads the
+# registry with MLflow's client, so mlflow-skinny in the same version (no server, no scikit-learn)
 SERVE_EXCLUDE = {"pyspark", "xgboost", "optuna", "deltalake"}
 name = lambda d: d.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].strip()
+serve = [d.replace("mlflow", "mlflow-skinny", 1) if name(d) == "mlflow" else d for d in deps if name(d) not in SERVE_EXCLUDE]
 open("/dist/requirements-train.txt", "w").write("\n".join(deps) + "\n")
-open("/dist/requirements-serve.txt", "w").write("\n".join(d for d in deps if name(d) not in SERVE_EXCLUDE) + "\n")
+open("/dist/requirements-serve.txt", "w").write("\n".join(serve) + "\n")
 PY
 
 # --------------------------------------------------------------------------- serve

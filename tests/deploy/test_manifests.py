@@ -157,7 +157,7 @@ def test_serve_image_has_no_jvm_runs_as_non_root_with_a_health_check():
     _parse_cli(cmd)
     assert cmd[0] == "serve" and (ROOT / _config_arg(cmd)).is_file()
     # the serve requirements leave out Spark and the trainers (tests/deploy/test_tracking_server.py
-    # serves with exactly these modules made unimportable and no java on PATH)
+    # serves with these modules, and those mlflow-skinny lacks, unimportable and no java on PATH)
     assert serve_excluded() >= {"pyspark", "xgboost"}
 
 
@@ -166,6 +166,38 @@ def serve_excluded() -> set[str]:
     found = re.search(r"^SERVE_EXCLUDE = (\{.*\})$", DOCKERFILE, re.M)
     assert found, "Dockerfile lost SERVE_EXCLUDE"
     return set(json.loads(found.group(1).replace("'", '"').replace("{", "[").replace("}", "]")))
+
+
+NOT_IN_MLFLOW_SKINNY = {"sqlalchemy", "alembic", "flask", "sklearn", "graphene", "gunicorn"}
+"""Modules full ``mlflow`` brings and ``mlflow-skinny`` (the serve image's) does not."""
+
+
+def serve_missing_modules() -> set[str]:
+    """Top-level modules a process in the serve image cannot import."""
+    return serve_excluded() | {"py4j"} | NOT_IN_MLFLOW_SKINNY
+
+
+def _requirements(tmp_path: Path) -> dict[str, list[str]]:
+    """The Dockerfile's requirements step (its Python heredoc), run on the project's pyproject.toml."""
+    code = re.search(r"python - <<'PY'\n(.*?)\nPY\n", DOCKERFILE, re.S).group(1)
+    code = code.replace("/dist/", f"{tmp_path}/").replace(
+        'open("pyproject.toml"', f"open({str(ROOT / 'pyproject.toml')!r}"
+    )
+    exec(compile(code, "Dockerfile", "exec"), {})
+    return {k: (tmp_path / f"requirements-{k}.txt").read_text().split("\n")[:-1] for k in ("serve", "train")}
+
+
+def test_image_requirements_are_the_project_pins(tmp_path):
+    reqs = _requirements(tmp_path)
+    deps = PYPROJECT["project"]["dependencies"]
+    assert reqs["train"] == deps
+    pins = {d.split("==")[0]: d.split("==")[1] for d in deps if "==" in d}
+    assert f"mlflow-skinny=={pins['mlflow']}" in reqs["serve"]
+    names = {re.split(r"[<>=\[;]", d)[0] for d in reqs["serve"]}
+    assert not names & (serve_excluded() | {"mlflow"}), names
+    assert names | serve_excluded() | {"mlflow"} == {re.split(r"[<>=\[;]", d)[0] for d in deps} | {
+        "mlflow-skinny"
+    }
 
 
 def test_train_image_has_java_17_and_runs_the_pipeline():
