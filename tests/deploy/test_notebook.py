@@ -18,6 +18,22 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "model_exploration.ipynb"
 
 
+def _cell_seconds(nb) -> list[float]:
+    """Each code cell's execution time (nbclient records when it started and when it replied)."""
+    from datetime import datetime
+
+    out = []
+    for cell in nb.cells:
+        times = cell.get("metadata", {}).get("execution", {})
+        if "iopub.execute_input" in times and "shell.execute_reply" in times:
+            start, end = (
+                datetime.fromisoformat(times[k].replace("Z", "+00:00"))
+                for k in ("iopub.execute_input", "shell.execute_reply")
+            )
+            out.append(round((end - start).total_seconds(), 1))
+    return out
+
+
 def test_committed_notebook_has_no_outputs():
     nb = json.loads(NOTEBOOK.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
@@ -49,6 +65,7 @@ def test_notebook_executes(tmp_path):
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
     client.execute()
+    print(f"notebook cells: {_cell_seconds(nb)}")
 
     def outputs(marker: str) -> list[dict]:
         (cell,) = [c for c in nb.cells if c.cell_type == "code" and marker in c.source]
