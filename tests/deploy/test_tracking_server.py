@@ -198,7 +198,10 @@ def test_serve_image_command_serves_from_the_server_without_java_or_pyspark(trai
     for key, value in image_env.items():
         env[key] = value.replace("/app/state", str(state))
     port = _free_port()
+    home = tmp_path / "home"  # the image's HOME is /app, read-only in the Deployment
+    home.mkdir()
     env.update(
+        HOME=str(home),
         SPARKPIPE_HOST="127.0.0.1",
         SPARKPIPE_PORT=str(port),
         MLFLOW_TRACKING_URI=trained["uri"],  # as docker-compose.yml and the k8s ConfigMap set it
@@ -240,5 +243,6 @@ def test_serve_image_command_serves_from_the_server_without_java_or_pyspark(trai
     assert "None in sys.modules" not in text, text[-3000:]  # nothing tried to import a missing module
     # nothing was written outside the state directory (the Deployment's root filesystem is read-only)
     assert sorted(p.name for p in app_dir.iterdir()) == ["config"], list(app_dir.rglob("*"))
+    assert not list(home.iterdir()), list(home.rglob("*"))
     assert (state / "models").is_dir()
     assert "SERVE_EXCLUDE" in DOCKERFILE
