@@ -73,10 +73,12 @@ RUN pip install -r /dist/requirements-train.txt \
 ENV SPARK_HOME=/usr/local/lib/python3.11/site-packages/pyspark \
     PYSPARK_PYTHON=python \
     PATH=/usr/local/lib/python3.11/site-packages/pyspark/bin:$PATH
+# Spark on Kubernetes starts executors from this image with the argument "executor"; other commands pass
+COPY deploy/spark/entrypoint.sh /usr/local/bin/sparkpipe-entrypoint
 WORKDIR /app
 COPY --chown=10001:10001 config config
 USER 10001
-ENTRYPOINT ["tini", "--"]
+ENTRYPOINT ["sparkpipe-entrypoint"]
 CMD ["sparkpipe", "run", "--config", "config/pipeline_config.yaml"]
 
 # --------------------------------------------------------------------------- mlflow

@@ -129,7 +129,7 @@ def test_dockerfile_targets_and_what_they_copy():
         assert item in stages, item
     # nothing the build copies is excluded by .dockerignore
     ignored = (ROOT / ".dockerignore").read_text().split()
-    for kept in ("pyproject.toml", "README.md", "src", "config"):
+    for kept in ("pyproject.toml", "README.md", "src", "config", "deploy"):
         assert kept not in ignored and f"/{kept}" not in ignored
 
 
@@ -207,6 +207,47 @@ def test_train_image_has_java_17_and_runs_the_pipeline():
     assert cmd[0] == "sparkpipe"
     _parse_cli(cmd[1:])
     _check_config(ROOT / _config_arg(cmd))
+
+
+def test_train_entrypoint_runs_commands_and_spark_executors(tmp_path):
+    """The train image's entrypoint: a command runs as given; ``executor`` (how Spark on Kubernetes
+    starts executor pods from the driver's image) runs the executor backend with Spark's variables."""
+    import zipfile
+
+    import pyspark
+
+    train = _stages()["train"]
+    assert json.loads(re.search(r"^ENTRYPOINT\s+(\[.*\])\s*$", train, re.M).group(1)) == [
+        "sparkpipe-entrypoint"
+    ]
+    assert "COPY deploy/spark/entrypoint.sh /usr/local/bin/sparkpipe-entrypoint" in train
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "tini").write_text('#!/bin/bash\n[ "$1" = -s ] && shift\n[ "$1" = -- ] && shift\nexec "$@"\n')
+    (stubs / "java").write_text('#!/bin/bash\nprintf "%s\\n" "$@"\n')
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    script = str(ROOT / "deploy" / "spark" / "entrypoint.sh")
+    env = {"PATH": f"{stubs}:/usr/bin:/bin"}
+    run = subprocess.run([script, "echo", "a command"], env=env, capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0 and run.stdout == "a command\n", run.stderr
+    env |= {
+        "SPARK_HOME": "/spark", "SPARK_EXECUTOR_MEMORY": "2g", "SPARK_DRIVER_URL": "spark://driver:7078",
+        "SPARK_EXECUTOR_ID": "3", "SPARK_EXECUTOR_CORES": "1", "SPARK_APPLICATION_ID": "spark-1",
+        "SPARK_EXECUTOR_POD_IP": "10.0.0.3", "SPARK_EXECUTOR_POD_NAME": "pod-3",
+        "SPARK_JAVA_OPT_10": "-Dk=10", "SPARK_JAVA_OPT_0": "-Dk=0", "SPARK_JAVA_OPT_2": "-Dk=2",
+    }  # fmt: skip
+    run = subprocess.run([script, "executor"], env=env, capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run.stderr
+    args = run.stdout.splitlines()
+    backend = "org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBackend"
+    assert args[:7] == ["-Dk=0", "-Dk=2", "-Dk=10", "-Xms2g", "-Xmx2g", "-cp", "/spark/jars/*"], args
+    assert args[7] == backend and args[args.index("--driver-url") + 1] == "spark://driver:7078"
+    assert args[args.index("--hostname") + 1] == "10.0.0.3" and args[args.index("--executor-id") + 1] == "3"
+    # the class is in the Spark that pyspark ships (the image's SPARK_HOME)
+    (jar,) = (Path(pyspark.__file__).parent / "jars").glob("spark-kubernetes_*.jar")
+    with zipfile.ZipFile(jar) as z:
+        assert backend.replace(".", "/") + ".class" in z.namelist()
 
 
 # ----------------------------------------------------------------------------- Compose
