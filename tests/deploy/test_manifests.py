@@ -302,7 +302,9 @@ def test_compose_references_exist():
     assert "SPARKPIPE_API_KEY" in api["environment"] and api["read_only"] is True
     master = services["spark-master"]["command"]
     for worker in ("spark-worker-1", "spark-worker-2"):
-        assert f"spark://spark-master:{master[master.index('--port') + 1]}" in services[worker]["command"]
+        command = services[worker]["command"]
+        assert f"spark://spark-master:{master[master.index('--port') + 1]}" in command
+        assert command[command.index("--work-dir") + 1].startswith("/tmp/")  # writable by user 10001
     # Prometheus scrapes the API service on its port
     prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     (job,) = prom["scrape_configs"]
