@@ -95,6 +95,36 @@ def seed_mlflow_db():
     return _seed_mlflow_db
 
 
+def _env_without_java(tmp_path: Path, tracking_uri: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SPARKPIPE_", "PYSPARK_"))}
+    for var in ("JAVA_HOME", "SPARK_HOME"):
+        env.pop(var, None)
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    path = []
+    for i, d in enumerate([str(Path(sys.executable).parent), *env.get("PATH", "").split(os.pathsep)]):
+        if d and (Path(d) / "java").exists():
+            shadow = tmp_path / f"path{i}"
+            shadow.mkdir()
+            for f in Path(d).iterdir():
+                if not f.name.startswith("java"):
+                    (shadow / f.name).symlink_to(f)
+            d = str(shadow)
+        path.append(d)
+    env["PATH"] = os.pathsep.join(path)
+    assert shutil.which("java", path=env["PATH"]) is None
+    return env
+
+
+@pytest.fixture(scope="session")
+def without_java():
+    """``without_java(tmp_path, tracking_uri=None)``: the environment of a process that cannot start a
+    JVM: no MLflow/sparkpipe/PySpark settings (but ``MLFLOW_TRACKING_URI`` when given), no
+    JAVA_HOME/SPARK_HOME, and every PATH directory holding ``java`` replaced by a copy of it (symlinks
+    in ``tmp_path``) without ``java``."""
+    return _env_without_java
+
+
 @pytest.fixture(scope="session")
 def spark():
     from sparkpipe.config import SparkConfig

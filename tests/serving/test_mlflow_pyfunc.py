@@ -4,8 +4,6 @@ score with the NumPy plan, with no JVM and no pyspark; a pipeline without twins 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -34,28 +32,6 @@ def _model_dir(store: dict[str, Any], ref: str) -> Path:
 
     reg = Registry(store["cfg"].mlflow)
     return reg.download(reg.resolve(ref), cache_dir=store["root"] / "cache")
-
-
-def _env_without_java(store: dict[str, Any], tmp_path: Path) -> dict[str, str]:
-    """The environment of a process that cannot start a JVM: no JAVA_HOME/SPARK_HOME, and every PATH
-    directory holding ``java`` replaced by a copy of it (symlinks) without ``java``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SPARKPIPE_", "PYSPARK_"))}
-    for var in ("JAVA_HOME", "SPARK_HOME"):
-        env.pop(var, None)
-    env["MLFLOW_TRACKING_URI"] = store["tracking_uri"]
-    path = []
-    for i, d in enumerate([str(Path(sys.executable).parent), *env.get("PATH", "").split(os.pathsep)]):
-        if d and (Path(d) / "java").exists():
-            shadow = tmp_path / f"path{i}"
-            shadow.mkdir()
-            for f in Path(d).iterdir():
-                if not f.name.startswith("java"):
-                    (shadow / f.name).symlink_to(f)
-            d = str(shadow)
-        path.append(d)
-    env["PATH"] = os.pathsep.join(path)
-    assert shutil.which("java", path=env["PATH"]) is None
-    return env
 
 
 def _assert_same(got: list[float], probabilities: list[list[float]] | None, want: list[dict]) -> None:
@@ -93,7 +69,7 @@ def test_logged_model_carries_both_flavors_and_the_scorer_requirements(registere
 
 
 def test_pyfunc_scores_without_java_or_pyspark(
-    registered: dict[str, Any], spark: Any, tmp_path: Path
+    registered: dict[str, Any], spark: Any, tmp_path: Path, without_java: Any
 ) -> None:
     """``mlflow.pyfunc.load_model(uri).predict(df)`` in a process where no ``java`` is on PATH and
     pyspark cannot be imported (as in an environment built from the model's requirements)."""
@@ -128,7 +104,7 @@ print(json.dumps({
     )
     out = subprocess.run(
         [sys.executable, str(script), json.dumps(ROWS), f"models:/{MODEL}@champion"],
-        env=_env_without_java(registered, tmp_path),
+        env=without_java(tmp_path, registered["tracking_uri"]),
         capture_output=True,
         text=True,
         timeout=120,
@@ -163,7 +139,7 @@ def test_stage_without_twin_falls_back_to_the_spark_pyfunc(
 
 
 def test_mlflow_models_serve_answers_like_sparkpipe_serve_and_spark(
-    registered: dict[str, Any], spark: Any, client: Any, tmp_path: Path
+    registered: dict[str, Any], spark: Any, client: Any, tmp_path: Path, without_java: Any
 ) -> None:
     """A real ``mlflow models serve --env-manager local`` process on the registered champion."""
     with socket.socket() as s:
@@ -184,7 +160,7 @@ def test_mlflow_models_serve_answers_like_sparkpipe_serve_and_spark(
             "-p",
             str(port),
         ],
-        env=_env_without_java(registered, tmp_path),
+        env=without_java(tmp_path, registered["tracking_uri"]),
         cwd=tmp_path,
         stdout=log,
         stderr=subprocess.STDOUT,
