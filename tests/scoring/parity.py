@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from sparkpipe.errors import InputError
+from sparkpipe.scoring.base import RowFallback
 from sparkpipe.scoring.compile import CompiledPipeline, compile_pipeline
 
 ATOL = 1e-9
@@ -197,7 +198,46 @@ def assert_parity(
     for c in cols:
         for i, single in enumerate(singles):
             assert_column_equal(f"{c} (row {i} scored alone)", [out_rows[i][c]], single[c], atol)
+    assert_row_path(compiled, records, out_rows, cols, atol)
     return compiled
+
+
+def row_value_as_column(value: Any) -> Any:
+    """One row-path value as the one-row frame column the comparisons take."""
+    if isinstance(value, list):
+        return np.asarray([value], dtype=np.float64)
+    if value is None or isinstance(value, str):
+        return np.asarray([value], dtype=object)
+    return np.asarray([value], dtype=np.float64)
+
+
+def assert_row_path(
+    compiled: CompiledPipeline,
+    records: list[dict[str, Any]],
+    out_rows: list[Any],
+    cols: Sequence[str],
+    atol: float,
+) -> None:
+    """The row path (small requests) gives Spark's answers too: each record alone, then all together
+    as one small request. A row may leave its case to the batch path (:class:`RowFallback`), but not
+    every row may: the row path must score the usual rows itself."""
+    if not compiled.has_row_path:
+        return
+    scored = 0
+    for i, rec in enumerate(records):
+        try:
+            (row,) = compiled.score_rows([rec])
+        except RowFallback:
+            continue
+        scored += 1
+        for c in cols:
+            assert_column_equal(
+                f"{c} (row {i}, row path)", [out_rows[i][c]], row_value_as_column(row[c]), atol
+            )
+        predicted = compiled.predict([rec])[0]
+        for c in compiled.output_columns:  # predict takes the row path and returns the same values
+            np.testing.assert_array_equal(row_value_as_column(predicted[c]), row_value_as_column(row[c]), c)
+    assert scored or not records, "the row path left every row to the batch path"
 
 
 def assert_both_reject(spark_model: Any, df: Any, tmp_path: Path, field: str | None = None) -> InputError:

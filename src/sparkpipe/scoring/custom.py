@@ -20,7 +20,7 @@ import numpy as np
 
 from sparkpipe.core import INTEGRAL_TYPES
 from sparkpipe.errors import ScoringError
-from sparkpipe.scoring.base import Frame, StageFiles, Twin, n_rows, register
+from sparkpipe.scoring.base import Frame, Row, RowFallback, RowFn, StageFiles, Twin, n_rows, register
 
 STAGES_MODULE = "sparkpipe.features.stages"
 
@@ -245,6 +245,68 @@ class TimeFeaturesTwin(Twin):
                     frame[sin_name] = np.sin(angle)
                     frame[cos_name] = np.cos(angle)
 
+    def row_fn(self) -> RowFn:
+        # generated straight-line code: one block per input column, only the parts asked for
+        exprs = {
+            "hour": "float(in_day // _US_PER_HOUR)",
+            "minute": "float(in_day // _US_PER_MINUTE % 60)",
+            "day_of_week": "float(w)",
+            "day_of_month": "float(d.day)",
+            "month": "float(d.month)",
+            "year": "float(d.year)",
+            "is_weekend": "1.0 if w >= 5 else 0.0",
+        }
+        need_date = any(p in ("day_of_month", "month", "year") for p in self.parts)
+        need_weekday = any(p in ("day_of_week", "is_weekend") for p in self.parts)
+        lines = ["def time_parts(row):"]
+        for c, (names, cyclic) in zip(self._inputs, self._specs, strict=True):
+            lines += [
+                f"    us = row[{c!r}]",
+                "    if type(us) is str:",
+                "        us = parse_spark_timestamp(us)",
+                "    if type(us) is int:",
+                "        days, in_day = divmod(us, _US_PER_DAY)",
+            ]
+            if need_date:
+                lines += [
+                    "        try:",
+                    "            d = date.fromordinal(days + _ORDINAL_1970)",
+                    "        except (ValueError, OverflowError):",
+                    "            raise RowFallback from None",
+                ]
+            if need_weekday:
+                lines.append("        w = (days + 3) % 7  # 1970-01-01 was a Thursday; 0 = Monday")
+            for k, (p, name) in enumerate(names):
+                lines += [f"        v{k} = {exprs[p]}", f"        row[{name!r}] = v{k}"]
+            for p, sin_name, cos_name in cyclic if self.cyclic else []:
+                k = self.parts.index(p)
+                offset = 1.0 if p == "month" else 0.0
+                angle = f"(v{k} - {offset!r}) * {2.0 * math.pi / CYCLIC_PERIODS[p]!r}"
+                lines += [
+                    f"        row[{sin_name!r}] = sin({angle})",
+                    f"        row[{cos_name!r}] = cos({angle})",
+                ]
+            lines.append("    elif us is None:")
+            nulls = [name for _, name in names]
+            if self.cyclic:
+                nulls += [n for _, sin_name, cos_name in cyclic for n in (sin_name, cos_name)]
+            lines += [f"        row[{name!r}] = nan" for name in nulls]
+            lines += ["    else:", "        raise RowFallback"]
+        namespace: dict[str, Any] = {
+            "parse_spark_timestamp": parse_spark_timestamp,
+            "date": date,
+            "RowFallback": RowFallback,
+            "sin": math.sin,
+            "cos": math.cos,
+            "nan": math.nan,
+            "_US_PER_DAY": _US_PER_DAY,
+            "_US_PER_HOUR": _US_PER_HOUR,
+            "_US_PER_MINUTE": _US_PER_MINUTE,
+            "_ORDINAL_1970": _ORDINAL_1970,
+        }
+        exec(compile("\n".join(lines) + "\n", f"<TimeFeatures {self.uid}>", "exec"), namespace)
+        return namespace["time_parts"]
+
 
 # ------------------------------------------------------------------------------------ CastToDouble
 _NUM_SUFFIX_RE = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)[dDfF]$")
@@ -305,6 +367,28 @@ class CastToDoubleTwin(Twin):
             x = frame[src]
             # a numeric array is what to_float64 copies as float64 (skipping its checks)
             frame[dst] = x.astype(_F64) if type(x) is np.ndarray and x.dtype.kind in "biuf" else to_float64(x)
+
+    def row_fn(self) -> RowFn:
+        pairs, skip_missing = self.pairs, self.skip_missing
+
+        def cast(row: Row) -> None:
+            for src, dst in pairs:
+                v = row.get(src, row)
+                if v is row:
+                    if skip_missing:
+                        continue
+                    raise RowFallback
+                tv = type(v)
+                if tv is float:
+                    row[dst] = v
+                elif tv is str:
+                    row[dst] = parse_spark_double(v)
+                elif v is None:
+                    row[dst] = math.nan
+                else:
+                    raise RowFallback  # a timestamp: the batch path decides
+
+        return cast
 
 
 @register(f"{STAGES_MODULE}.ConstantImputer")
@@ -370,6 +454,16 @@ class MissingIndicatorTwin(Twin):
         for src, dst in self.pairs:
             frame[dst] = _is_missing(_column(frame, src, "MissingIndicator")).astype(np.float64)
 
+    def row_fn(self) -> RowFn:
+        pairs = self.pairs
+
+        def indicate(row: Row) -> None:
+            for src, dst in pairs:
+                v = row[src]
+                row[dst] = 1.0 if v is None or (type(v) is float and v != v) else 0.0
+
+        return indicate
+
 
 # ---------------------------------------------------------------------------- CategoricalImputer
 
@@ -421,6 +515,24 @@ class CategoricalImputerModelTwin(Twin):
                     s = spark_string(v, spark_type)
                     out[i] = fill if s is None else s
             frame[dst] = out
+
+    def row_fn(self) -> RowFn:
+        specs = self.specs
+
+        def impute(row: Row) -> None:
+            for src, dst, fill, spark_type in specs:
+                v = row[src]
+                if v is None:
+                    row[dst] = fill
+                elif type(v) is str:
+                    row[dst] = v
+                elif type(v) is float:
+                    s = spark_string(v, spark_type)
+                    row[dst] = fill if s is None else s
+                else:
+                    raise RowFallback  # a timestamp: the batch path decides
+
+        return impute
 
 
 # -------------------------------------------------------------------------------- OutlierHandlerModel

@@ -20,6 +20,7 @@ import logging
 import math
 import re
 from itertools import repeat
+from operator import mul, sub
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,9 @@ import scipy.sparse as sp
 from sparkpipe.errors import InputError, ScoringError, UnsupportedStageError
 from sparkpipe.scoring.base import (
     Frame,
+    Row,
+    RowFallback,
+    RowFn,
     StageFiles,
     Twin,
     as_2d,
@@ -100,6 +104,21 @@ def _to_spark_strings(values: np.ndarray, spark_type: str | None) -> list[Any]:
         else:
             out.append(_java_double_str(v, single=spark_type == "float"))
     return out
+
+
+def _spark_string_one(v: Any, spark_type: str | None) -> str | None:
+    """:func:`_to_spark_strings` of one row-path value (a string, ``None`` or a float)."""
+    if v is None or type(v) is str:
+        return v
+    if type(v) is not float:
+        raise RowFallback  # a timestamp (int microseconds): the batch path decides
+    if v != v:
+        return None
+    if spark_type in INTEGRAL_TYPES:
+        return str(int(v))
+    if spark_type == "boolean":
+        return "true" if v else "false"
+    return _java_double_str(v, single=spark_type == "float")
 
 
 def _handle_invalid(stage: StageFiles, default: str = "error") -> str:
@@ -282,6 +301,19 @@ class ImputerTwin(Twin):
         # reaches its end (which numpy signals with a costly IndexError)
         frame.update(zip(self._outputs, x, strict=False))
 
+    def row_fn(self) -> RowFn:
+        specs = [(c, o, float(f)) for (c, o), f in zip(self.pairs, self._fill[:, 0], strict=True)]
+        missing = self.missing if self._missing_is_number else None
+
+        def impute(row: Row) -> None:
+            for c, o, fill in specs:
+                v = row[c]
+                if type(v) is not float:
+                    raise RowFallback
+                row[o] = fill if v != v or v == missing else v
+
+        return impute
+
 
 # ----------------------------------------------------------------------------------- StringIndexer
 @register(_F + "StringIndexerModel")
@@ -335,6 +367,23 @@ class StringIndexerTwin(Twin):
                 indices += out
         block = np.array(indices, dtype=np.float64).reshape(len(self.pairs), n)
         frame.update(zip(self._outputs, block, strict=False))  # not strict: see ImputerTwin.transform
+
+    def row_fn(self) -> RowFn:
+        specs = [(c, o, m, self.types.get(c)) for (c, o), m in zip(self.pairs, self.maps, strict=True)]
+        sizes = self.sizes if self.invalid == "keep" else [None] * len(specs)
+        specs2 = [(*sp_, size) for sp_, size in zip(specs, sizes, strict=True)]
+
+        def index(row: Row) -> None:
+            for c, o, m, t, size in specs2:
+                v = row[c]
+                if type(v) is not str:
+                    v = _spark_string_one(v, t)
+                i = m.get(v, size)
+                if i is None:
+                    raise RowFallback  # unseen or null under handleInvalid error/skip
+                row[o] = i
+
+        return index
 
 
 # ----------------------------------------------------------------------------------- OneHotEncoder
@@ -402,6 +451,30 @@ class OneHotEncoderTwin(Twin):
                     out[np.flatnonzero(null)] = np.nan
                     out = out.tocsr()
             frame[o] = out
+
+    def row_fn(self) -> RowFn | None:
+        if any(eye is None for eye in self.eyes):
+            return None  # a wide vector: the batch path's sparse matrices
+        specs = [
+            (c, o, float(orig), [row.tolist() for row in eye], [math.nan] * size, self.keep)
+            for (c, o), orig, size, eye in zip(self.pairs, self.cat_sizes, self.sizes, self.eyes, strict=True)
+        ]
+
+        def encode(row: Row) -> None:
+            for c, o, orig, vectors, null, keep in specs:
+                v = row[c]
+                if type(v) is not float:
+                    raise RowFallback
+                if 0.0 <= v < orig:
+                    row[o] = vectors[int(v)]
+                elif v != v:
+                    row[o] = null
+                elif keep:
+                    row[o] = vectors[-1]  # the extra category (all zeros with dropLast)
+                else:
+                    raise RowFallback
+
+        return encode
 
 
 # --------------------------------------------------------------------------------- VectorSizeHint
@@ -497,6 +570,30 @@ class VectorAssemblerTwin(Twin):
                 )
         frame[self.out] = out
 
+    def row_fn(self) -> RowFn:
+        return _assemble_row_fn(self.cols, self.out, self.invalid == "keep")
+
+
+def _assemble_row_fn(cols: list[str], out_col: str, keep: bool) -> RowFn:
+    def assemble(row: Row) -> None:
+        out: list[float] = []
+        for c in cols:
+            v = row[c]
+            tv = type(v)
+            if tv is float:
+                out.append(v)
+            elif tv is list:
+                out += v
+            else:
+                raise RowFallback
+        if not keep:
+            total = sum(out)
+            if total != total:  # some NaN (or inf - inf): the batch path checks which rows Spark refuses
+                raise RowFallback
+        row[out_col] = out
+
+    return assemble
+
 
 def _concat_one_row(values: list[Any]) -> np.ndarray | None:
     """Columns of a one-row frame side by side as a ``(1, width)`` array, in one call that flattens
@@ -548,6 +645,25 @@ class StandardScalerTwin(Twin):
             frame[self.out] = _scale_dense_or_sparse(x, self.scale)
         else:
             frame[self.out] = x.copy()
+
+    def row_fn(self) -> RowFn:
+        inp, out, size = self.inp, self.out, self.scale.size
+        scale, mean = self.scale.tolist(), self.mean.tolist()
+        with_mean, with_std = self.with_mean, self.with_std
+
+        def standardize(row: Row) -> None:
+            x = row[inp]
+            if type(x) is not list or len(x) != size:
+                raise RowFallback
+            if with_mean:
+                y = list(map(sub, x, mean))
+                row[out] = list(map(mul, y, scale)) if with_std else y
+            elif with_std:
+                row[out] = list(map(mul, x, scale))
+            else:
+                row[out] = x
+
+        return standardize
 
 
 @register(_F + "MinMaxScalerModel")
@@ -941,6 +1057,17 @@ class IndexToStringTwin(Twin):
                 self.inp, i, f"{what} (the stage knows {self.k} labels)", f"index in [0, {self.k})"
             )
         frame[self.out] = self.labels[idx.astype(np.int64)]
+
+    def row_fn(self) -> RowFn:
+        inp, out, labels, k = self.inp, self.out, self.labels.tolist(), float(self.k)
+
+        def label(row: Row) -> None:
+            v = row[inp]
+            if type(v) is not float or (not (0.0 <= v < k) and not (-1.0 < v < 0.0)):
+                raise RowFallback  # null or no label: the batch path names the row
+            row[out] = labels[int(v)]  # int() truncates as np.trunc does
+
+        return label
 
 
 # ---------------------------------------------------------------------------------- vector stages
