@@ -75,6 +75,17 @@ class RowFallback(Exception):
     """Raised by a row function for a case it leaves to the batch path (see the module docstring)."""
 
 
+def generated_function(
+    lines: list[str], name: str, namespace: dict[str, Any], label: str
+) -> Callable[..., Any]:
+    """Compile generated Python source (``lines``, defining function ``name``) in ``namespace`` (the
+    names it uses; ``RowFallback`` and ``nan`` are added) and return the function. Row functions are
+    generated where straight-line code beats a loop over the stage's columns."""
+    ns = {"RowFallback": RowFallback, "nan": float("nan"), **namespace}
+    exec(compile("\n".join(lines) + "\n", f"<{label}>", "exec"), ns)
+    return ns[name]
+
+
 TWINS: dict[str, type[Twin]] = {}
 """Registry: class name in the stage metadata -> twin class."""
 

@@ -500,6 +500,70 @@ def _row_time(is_date: bool, v: Any) -> int | None:
         raise RowFallback from None
 
 
+_ROW_CAST_CODE = {
+    "double": [
+        "t = type(v)",
+        "if t is float:",
+        "    x = v",
+        "elif t is int or t is bool:",
+        "    x = float(v)",
+        "elif v is None:",
+        "    x = nan",
+        "else:",
+        "    raise RowFallback",
+    ],
+    "integral": [
+        "t = type(v)",
+        "if t is int or t is bool:",
+        "    x = float(v)",
+        "elif v is None:",
+        "    x = nan",
+        "elif t is float and (v != v or v.is_integer()):",
+        "    x = v",
+        "else:",
+        "    raise RowFallback",
+    ],
+    "string": ["if v is None or type(v) is str:", "    x = v", "else:", "    raise RowFallback"],
+}
+"""Inline row casts (value ``v`` to ``x``) of the usual types; the others call their row caster."""
+
+
+def _row_record_casters(
+    schema: list[tuple[str, str]], casters: list[tuple[str, Callable[[Any], Any]]]
+) -> tuple[Callable[[Any], Row], Callable[[Any, int], Row]]:
+    """Generated functions casting one record (``rec[name]``) and row ``i`` of columns
+    (``cols[name][i]``) into a row dict: one straight-line pass over the input columns."""
+    body: list[str] = []
+    namespace: dict[str, Any] = {}
+    for k, ((name, t), (_, cast)) in enumerate(zip(schema, casters, strict=True)):
+        kind = "integral" if t in INTEGRAL_TYPES else t if t in ("double", "string") else None
+        if kind is None and t in NUMERIC_TYPES and t != "float":
+            kind = "double"
+        body.append(f"v = SOURCE[{name!r}]ITEM")
+        if kind is None:
+            namespace[f"C{k}"] = cast
+            body.append(f"x{k} = C{k}(v)")
+        else:
+            body += [line.replace("x = ", f"x{k} = ") for line in _ROW_CAST_CODE[kind]]
+    result = "return {" + ", ".join(f"{name!r}: x{k}" for k, (name, _) in enumerate(schema)) + "}"
+
+    def source(fn: str, args: str, src: str, item: str) -> list[str]:
+        return [
+            f"def {fn}({args}):",
+            *(f"    {b.replace('SOURCE', src).replace('ITEM', item)}" for b in body),
+            f"    {result}",
+        ]
+
+    from sparkpipe.scoring.base import generated_function
+
+    return (
+        generated_function(source("cast_record", "rec", "rec", ""), "cast_record", namespace, "row casts"),
+        generated_function(
+            source("cast_columns", "cols, i", "cols", "[i]"), "cast_columns", namespace, "row casts"
+        ),
+    )
+
+
 def _row_caster(t: str) -> Callable[[Any], Any] | None:
     """The row-path caster of Spark type ``t`` (``None``: the type has no row path)."""
     if t in INTEGRAL_TYPES:
@@ -615,6 +679,7 @@ class CompiledPipeline:
                 logger.debug("no row path: %s has no row function", type(t).__name__)
                 return [], None
             fns.append(fn)
+        self._cast_record, self._cast_columns = _row_record_casters(self.input_schema, casters)
         return casters, fns
 
     @property
@@ -720,30 +785,26 @@ class CompiledPipeline:
         fns = self._row_fns
         if fns is None:
             raise RowFallback
-        casters = self._row_casters
         rows: list[Row] = []
-        if type(records) is dict or isinstance(records, Mapping):
-            try:
-                cols = [(name, cast, records[name]) for name, cast in casters]
-                n = len(cols[0][2]) if cols else 0
-                for _, _, vals in cols:
-                    if len(vals) != n:
+        try:
+            if type(records) is dict or isinstance(records, Mapping):
+                n = -1
+                for name, _ in self._row_casters:
+                    size = len(records[name])
+                    if size != n:
+                        if n != -1:
+                            raise RowFallback  # columns of different lengths
+                        n = size
+                cast = self._cast_columns
+                rows = [cast(records, i) for i in range(max(n, 0))]
+            else:
+                cast = self._cast_record
+                for rec in records:
+                    if type(rec) is not dict:
                         raise RowFallback
-                if n == 1:
-                    rows.append({name: cast(vals[0]) for name, cast, vals in cols})
-                else:
-                    for i in range(n):
-                        rows.append({name: cast(vals[i]) for name, cast, vals in cols})
-            except (KeyError, TypeError, IndexError):
-                raise RowFallback from None
-        else:
-            for rec in records:
-                if type(rec) is not dict:
-                    raise RowFallback
-                try:
-                    rows.append({name: cast(rec[name]) for name, cast in casters})
-                except KeyError:
-                    raise RowFallback from None
+                    rows.append(cast(rec))
+        except (KeyError, TypeError, IndexError, OverflowError):
+            raise RowFallback from None
         for row in rows:
             for fn in fns:
                 fn(row)

@@ -20,7 +20,17 @@ import numpy as np
 
 from sparkpipe.core import INTEGRAL_TYPES
 from sparkpipe.errors import ScoringError
-from sparkpipe.scoring.base import Frame, Row, RowFallback, RowFn, StageFiles, Twin, n_rows, register
+from sparkpipe.scoring.base import (
+    Frame,
+    Row,
+    RowFallback,
+    RowFn,
+    StageFiles,
+    Twin,
+    generated_function,
+    n_rows,
+    register,
+)
 
 STAGES_MODULE = "sparkpipe.features.stages"
 
@@ -295,17 +305,14 @@ class TimeFeaturesTwin(Twin):
         namespace: dict[str, Any] = {
             "parse_spark_timestamp": parse_spark_timestamp,
             "date": date,
-            "RowFallback": RowFallback,
             "sin": math.sin,
             "cos": math.cos,
-            "nan": math.nan,
             "_US_PER_DAY": _US_PER_DAY,
             "_US_PER_HOUR": _US_PER_HOUR,
             "_US_PER_MINUTE": _US_PER_MINUTE,
             "_ORDINAL_1970": _ORDINAL_1970,
         }
-        exec(compile("\n".join(lines) + "\n", f"<TimeFeatures {self.uid}>", "exec"), namespace)
-        return namespace["time_parts"]
+        return generated_function(lines, "time_parts", namespace, f"TimeFeatures {self.uid}")
 
 
 # ------------------------------------------------------------------------------------ CastToDouble
@@ -347,6 +354,17 @@ def to_float64(values: Any) -> np.ndarray:
                 raise ScoringError(f"cannot cast {type(v).__name__} value {v!r} to double")
         return out
     raise ScoringError(f"cannot cast an array of {arr.dtype} to double")
+
+
+def _row_double(v: Any) -> float:
+    """:func:`to_float64` of one row-path value."""
+    if type(v) is float:
+        return v
+    if v is None:
+        return math.nan
+    if type(v) is str:
+        return parse_spark_double(v)
+    raise RowFallback  # a timestamp (int microseconds): the batch path decides
 
 
 @register(f"{STAGES_MODULE}.CastToDouble")
@@ -404,6 +422,16 @@ class ConstantImputerTwin(Twin):
         for src, dst in self.pairs:
             x = to_float64(_column(frame, src, "ConstantImputer"))
             frame[dst] = np.where(np.isnan(x), self.fill, x)
+
+    def row_fn(self) -> RowFn:
+        pairs, fill = self.pairs, self.fill
+
+        def impute(row: Row) -> None:
+            for src, dst in pairs:
+                v = _row_double(row[src])
+                row[dst] = fill if v != v else v
+
+        return impute
 
 
 @register(f"{STAGES_MODULE}.ClipVector")
@@ -481,6 +509,15 @@ def spark_string(value: Any, spark_type: str) -> str | None:
     if spark_type in INTEGRAL_TYPES:
         return str(int(value))
     return str(value)
+
+
+def _row_string(v: Any, spark_type: str) -> str | None:
+    """One row-path value as the batch path's string columns hold it (see :func:`spark_string`)."""
+    if v is None or type(v) is str:
+        return v
+    if type(v) is float:
+        return spark_string(v, spark_type)
+    raise RowFallback  # a timestamp (int microseconds): the batch path decides
 
 
 @register(f"{STAGES_MODULE}.CategoricalImputerModel")
@@ -561,6 +598,19 @@ class OutlierHandlerModelTwin(Twin):
             else:
                 frame[dst] = np.where(x < lo, lo, np.where(x > hi, hi, x))
 
+    def row_fn(self) -> RowFn:
+        specs, flag = self.specs, self.flag
+
+        def outliers(row: Row) -> None:
+            for src, dst, lo, hi in specs:
+                x = _row_double(row[src])
+                if flag:
+                    row[dst] = 1.0 if x < lo or x > hi else 0.0  # NaN compares False: 0.0
+                else:
+                    row[dst] = lo if x < lo else (hi if x > hi else x)
+
+        return outliers
+
 
 # ------------------------------------------------------------------------ SafeRatio / PairwiseProduct
 def _nan_if_not_finite(x: np.ndarray) -> np.ndarray:
@@ -596,6 +646,19 @@ class _BinaryArithmeticTwin(Twin):
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 frame[dst] = _nan_if_not_finite(self._op(x, y))
 
+    def _row_op(self, a: float, b: float) -> float:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def row_fn(self) -> RowFn:
+        specs, op, isfinite, nan = self.specs, self._row_op, math.isfinite, math.nan
+
+        def arithmetic(row: Row) -> None:
+            for a, b, dst in specs:
+                v = op(_row_double(row[a]), _row_double(row[b]))
+                row[dst] = v if isfinite(v) else nan
+
+        return arithmetic
+
 
 @register(f"{STAGES_MODULE}.SafeRatio")
 class SafeRatioTwin(_BinaryArithmeticTwin):
@@ -607,6 +670,9 @@ class SafeRatioTwin(_BinaryArithmeticTwin):
     def _op(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(b == 0.0, np.nan, a / np.where(b == 0.0, 1.0, b))
 
+    def _row_op(self, a: float, b: float) -> float:
+        return math.nan if b == 0.0 else a / b  # b NaN: a / NaN is NaN
+
 
 @register(f"{STAGES_MODULE}.PairwiseProduct")
 class PairwiseProductTwin(_BinaryArithmeticTwin):
@@ -615,6 +681,9 @@ class PairwiseProductTwin(_BinaryArithmeticTwin):
     name = "PairwiseProduct"
 
     def _op(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a * b
+
+    def _row_op(self, a: float, b: float) -> float:
         return a * b
 
 
@@ -660,6 +729,26 @@ class ElapsedTimeTwin(Twin):
             diff = np.where(null, 0, end - start).astype(np.float64) / float(ELAPSED_UNITS[unit])
             frame[dst] = np.where(null, np.nan, diff)
 
+    def row_fn(self) -> RowFn:
+        specs = [(s, e, dst, float(ELAPSED_UNITS[unit])) for s, e, dst, unit in self.specs]
+
+        def micros(v: Any) -> int | None:
+            if type(v) is str:
+                return parse_spark_timestamp(v)
+            if v is None or type(v) is int:
+                return v
+            raise RowFallback
+
+        def elapsed(row: Row) -> None:
+            for s, e, dst, unit in specs:
+                start, end = micros(row[s]), micros(row[e])
+                if start is None or end is None:
+                    row[dst] = math.nan
+                else:
+                    row[dst] = float(end - start) / unit
+
+        return elapsed
+
 
 # ------------------------------------------------------------------------- RareCategoryGrouperModel
 RARE_CATEGORY = "__rare__"
@@ -698,6 +787,17 @@ class RareCategoryGrouperModelTwin(Twin):
             out = np.empty(rows, dtype=object)
             out[:] = [None if v is None else (v if v in keep else self.rare) for v in strings]
             frame[dst] = out
+
+    def row_fn(self) -> RowFn:
+        specs = [(src, dst, keep, self.types.get(src, "string")) for src, dst, keep in self.specs]
+        rare = self.rare
+
+        def group(row: Row) -> None:
+            for src, dst, keep, spark_type in specs:
+                v = _row_string(row[src], spark_type)
+                row[dst] = None if v is None else (v if v in keep else rare)
+
+        return group
 
 
 # ----------------------------------------------------------------------------- GroupAggregatorModel
@@ -757,6 +857,18 @@ class GroupAggregatorModelTwin(Twin):
             out[i] = table.get(key, defaults)
         for j, o in enumerate(self.output_cols):
             frame[o] = out[:, j].copy()
+
+    def row_fn(self) -> RowFn:
+        table = {k: v.tolist() for k, v in self.table.items()}
+        defaults = self.defaults.tolist()
+        groups = list(zip(self.groups, self.types, strict=True))
+        outputs = self.output_cols
+
+        def aggregate(row: Row) -> None:
+            key = tuple([_row_string(row[g], t) for g, t in groups])
+            row.update(zip(outputs, table.get(key, defaults), strict=True))
+
+        return aggregate
 
 
 TWIN_CLASSES: tuple[type[Twin], ...] = (

@@ -20,7 +20,7 @@ import logging
 import math
 import re
 from itertools import repeat
-from operator import mul, sub
+from operator import itemgetter, mul, sub
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ from sparkpipe.scoring.base import (
     StageFiles,
     Twin,
     as_2d,
+    generated_function,
     matrix_from_struct,
     register,
     vector_from_struct,
@@ -302,17 +303,18 @@ class ImputerTwin(Twin):
         frame.update(zip(self._outputs, x, strict=False))
 
     def row_fn(self) -> RowFn:
-        specs = [(c, o, float(f)) for (c, o), f in zip(self.pairs, self._fill[:, 0], strict=True)]
-        missing = self.missing if self._missing_is_number else None
-
-        def impute(row: Row) -> None:
-            for c, o, fill in specs:
-                v = row[c]
-                if type(v) is not float:
-                    raise RowFallback
-                row[o] = fill if v != v or v == missing else v
-
-        return impute
+        # straight-line code: each column's null (or missingValue) test and fill
+        lines = ["def impute(row):"]
+        test = "v != v or v == missing" if self._missing_is_number else "v != v"
+        for k, (c, o) in enumerate(self.pairs):
+            lines += [
+                f"    v = row[{c!r}]",
+                "    if type(v) is not float:",
+                "        raise RowFallback",
+                f"    row[{o!r}] = F{k} if {test} else v",
+            ]
+        fills = {f"F{k}": f for k, f in enumerate(self._fill[:, 0].tolist())}
+        return generated_function(lines, "impute", {**fills, "missing": self.missing}, f"Imputer {self.uid}")
 
 
 # ----------------------------------------------------------------------------------- StringIndexer
@@ -519,6 +521,9 @@ class VectorAssemblerTwin(Twin):
         self.invalid = _handle_invalid(stage)
 
     def bind_types(self, types: dict[str, str]) -> None:
+        self._kinds = {
+            c: ("vector" if types.get(c) == "vector" else "scalar") if c in types else None for c in self.cols
+        }
         types[self.out] = "vector"
 
     def _check(self, col: str, part: Any) -> None:
@@ -571,10 +576,37 @@ class VectorAssemblerTwin(Twin):
         frame[self.out] = out
 
     def row_fn(self) -> RowFn:
-        return _assemble_row_fn(self.cols, self.out, self.invalid == "keep")
+        return _assemble_row_fn(self.cols, self.out, self.invalid == "keep", getattr(self, "_kinds", {}))
 
 
-def _assemble_row_fn(cols: list[str], out_col: str, keep: bool) -> RowFn:
+def _assemble_row_fn(cols: list[str], out_col: str, keep: bool, kinds: dict[str, str | None]) -> RowFn:
+    if cols:
+        # straight-line code, one list display; an input of unknown kind (no stage recorded its type)
+        # is checked for both
+        lines = ["def assemble(row):"]
+        parts = []
+        for k, c in enumerate(cols):
+            kind = kinds.get(c)
+            lines.append(f"    a{k} = row[{c!r}]")
+            if kind is None:
+                lines += [
+                    f"    if type(a{k}) is float:",
+                    f"        a{k} = (a{k},)",
+                    f"    elif type(a{k}) is not list:",
+                    "        raise RowFallback",
+                ]
+            else:
+                lines += [
+                    f"    if type(a{k}) is not {'list' if kind == 'vector' else 'float'}:",
+                    "        raise RowFallback",
+                ]
+            parts.append(f"a{k}" if kind == "scalar" else f"*a{k}")
+        lines.append(f"    out = [{', '.join(parts)}]")
+        if not keep:  # some NaN (or inf - inf): the batch path checks which rows Spark refuses
+            lines += ["    total = sum(out)", "    if total != total:", "        raise RowFallback"]
+        lines.append(f"    row[{out_col!r}] = out")
+        return generated_function(lines, "assemble", {}, f"VectorAssembler {out_col}")
+
     def assemble(row: Row) -> None:
         out: list[float] = []
         for c in cols:
@@ -593,6 +625,24 @@ def _assemble_row_fn(cols: list[str], out_col: str, keep: bool) -> RowFn:
         row[out_col] = out
 
     return assemble
+
+
+def _slice_row_fn(inp: str, out: str, indices: list[int]) -> RowFn:
+    """A row function keeping the elements ``indices`` of a dense vector (a list)."""
+    pick = itemgetter(*indices) if indices else None
+
+    def slice_vector(row: Row) -> None:
+        x = row[inp]
+        if type(x) is not list:
+            raise RowFallback
+        if pick is None:
+            row[out] = []
+        elif len(indices) == 1:
+            row[out] = [x[indices[0]]]
+        else:
+            row[out] = list(pick(x))  # IndexError when too short: the batch path decides
+
+    return slice_vector
 
 
 def _concat_one_row(values: list[Any]) -> np.ndarray | None:
@@ -1089,6 +1139,9 @@ class VectorSlicerTwin(Twin):
         x = frame[self.inp]
         frame[self.out] = x[:, self.indices].tocsr() if sp.issparse(x) else as_2d(x)[:, self.indices]
 
+    def row_fn(self) -> RowFn:
+        return _slice_row_fn(self.inp, self.out, self.indices.tolist())
+
 
 class _SelectorTwin(Twin):
     def __init__(self, stage: StageFiles):
@@ -1100,6 +1153,9 @@ class _SelectorTwin(Twin):
     def transform(self, frame: Frame) -> None:
         x = frame[self.inp]
         frame[self.out] = x[:, self.indices].tocsr() if sp.issparse(x) else as_2d(x)[:, self.indices]
+
+    def row_fn(self) -> RowFn:
+        return _slice_row_fn(self.inp, self.out, self.indices.tolist())
 
 
 @register(

@@ -39,6 +39,7 @@ from sparkpipe.scoring.base import (
     StageFiles,
     Twin,
     as_2d,
+    generated_function,
     matrix_from_struct,
     register,
     vector_from_struct,
@@ -686,9 +687,7 @@ def _forest_function(
     for t, root in enumerate(forest.roots.tolist()):
         emit(t, root, 1)
     lines += [f"    {e}" for e in epilogue]
-    namespace = dict(consts)
-    exec(compile("\n".join(lines) + "\n", "<sparkpipe forest>", "exec"), namespace)
-    return namespace["forest"]
+    return generated_function(lines, "forest", consts, "sparkpipe forest")
 
 
 def _children_and_depth(
