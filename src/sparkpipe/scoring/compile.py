@@ -82,10 +82,11 @@ _NAT_US = np.iinfo(np.int64).min
 _US_DTYPE = np.dtype("datetime64[us]")
 _NAN = math.nan
 
-ROW_PATH_MAX_ROWS = 16
-"""Requests of at most this many rows take the row path (when every twin has one). Measured on the
-churn pipelines: the row path costs ~5-10 us per row, the batch path ~50 us plus ~2.5 us per row, so the
-row path wins up to ~20 rows; 16 keeps a margin for wider rows."""
+ROW_PATH_MAX_ROWS = 12
+"""Requests of at most this many rows take the row path (when every twin has one). Measured (CPU time,
+2-core machine): the churn LR pipeline costs ~12 us per row on the row path against ~80 us for one row
+and ~210-250 us for 4-32 rows on the batch path (crossover ~20 rows); the 100-tree forest ~34 us per row
+against ~190 us for one row and ~330-410 us for 4-16 rows (crossover ~12 rows)."""
 
 
 # ------------------------------------------------------------------------------------- locating stages
