@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 _F = "org.apache.spark.ml.feature."
 DENSE_MAX = 512
 """Vectors up to this many elements are produced as dense 2-D arrays, wider ones as CSR matrices."""
+ROW_VECTOR_MAX = 4096
+"""Hashed term vectors up to this width have a row path (a dense list); wider ones only the batch path."""
 
 INTEGRAL_TYPES = frozenset({"integer", "long", "short", "byte"})
 _OBJECT = np.dtype(object)
@@ -811,6 +813,17 @@ class TokenizerTwin(Twin):
         out[:] = [_java_split(_JAVA_WS, v.lower()) for v in vals.tolist()]
         frame[self.out] = out
 
+    def row_fn(self) -> RowFn:
+        inp, out = self.inp, self.out
+
+        def tokenize(row: Row) -> None:
+            v = row[inp]
+            if type(v) is not str:
+                raise RowFallback  # null text: Spark fails, the batch path names the row
+            row[out] = _java_split(_JAVA_WS, v.lower())
+
+        return tokenize
+
 
 @register(_F + "RegexTokenizer")
 class RegexTokenizerTwin(Twin):
@@ -847,6 +860,17 @@ class RegexTokenizerTwin(Twin):
         out[:] = [self._tokens(v) for v in vals.tolist()]
         frame[self.out] = out
 
+    def row_fn(self) -> RowFn:
+        inp, out, tokens = self.inp, self.out, self._tokens
+
+        def tokenize(row: Row) -> None:
+            v = row[inp]
+            if type(v) is not str:
+                raise RowFallback  # null text: Spark fails, the batch path names the row
+            row[out] = tokens(v)
+
+        return tokenize
+
 
 def _lower(s: str, locale: str) -> str:
     if locale.split("_")[0].lower() in ("tr", "az"):
@@ -882,6 +906,21 @@ class StopWordsRemoverTwin(Twin):
                     res.append([t for t in toks if t is None or _lower(t, self.locale) not in words])
             out[:] = res
             frame[o] = out
+
+    def row_fn(self) -> RowFn:
+        pairs, words, locale, case_sensitive = self.pairs, self.words, self.locale, self.case_sensitive
+
+        def remove(row: Row) -> None:
+            for c, o in pairs:
+                toks = row[c]
+                if type(toks) is not list:
+                    raise RowFallback  # null token list: the batch path names the row
+                if case_sensitive:
+                    row[o] = [t for t in toks if t not in words]
+                else:
+                    row[o] = [t for t in toks if t is None or _lower(t, locale) not in words]
+
+        return remove
 
 
 @register(_F + "NGram")
@@ -935,6 +974,26 @@ class HashingTFTwin(Twin):
                     r[k] = r.get(k, 0.0) + 1.0
             rows.append(r)
         frame[self.out] = _rows_to_csr(rows, self.n)
+
+    def row_fn(self) -> RowFn | None:
+        if self.n > ROW_VECTOR_MAX:
+            return None  # the batch path's sparse matrices
+        inp, out, n, h, binary = self.inp, self.out, self.n, self.hash, self.binary
+
+        def hashing_tf(row: Row) -> None:
+            toks = row[inp]
+            if type(toks) is not list:
+                raise RowFallback  # null token list: the batch path names the row
+            v = [0.0] * n
+            if binary:
+                for t in toks:
+                    v[h(t)] = 1.0
+            else:
+                for t in toks:
+                    v[h(t)] += 1.0
+            row[out] = v
+
+        return hashing_tf
 
 
 @register(_F + "CountVectorizerModel")
@@ -1022,6 +1081,18 @@ class IDFTwin(Twin):
 
     def transform(self, frame: Frame) -> None:
         frame[self.out] = _scale_dense_or_sparse(frame[self.inp], self.idf)
+
+    def row_fn(self) -> RowFn:
+        inp, out, idf = self.inp, self.out, self.idf.tolist()
+        size = len(idf)
+
+        def scale(row: Row) -> None:
+            x = row[inp]
+            if type(x) is not list or len(x) != size:
+                raise RowFallback
+            row[out] = list(map(mul, x, idf))
+
+        return scale
 
 
 # -------------------------------------------------------------------------------------- Bucketizer
@@ -1353,3 +1424,24 @@ class TargetEncoderTwin(Twin):
                         what = "null" if v != v else f"unseen category {v!r}"
                         raise InputError.at(c, i, f"{what} (TargetEncoder handleInvalid='error')")
             frame[o] = np.asarray(out, dtype=np.float64)
+
+    def row_fn(self) -> RowFn:
+        specs = list(zip(self.pairs, self.maps, self.globals, self.nulls, strict=True))
+        keep = self.keep
+
+        def encode(row: Row) -> None:
+            for (c, o), m, g, null_enc in specs:
+                v = row[c]
+                if type(v) is not float:
+                    raise RowFallback
+                e = m.get(v)
+                if e is None:
+                    if null_enc is not None and v != v:
+                        e = null_enc
+                    elif keep:
+                        e = g
+                    else:
+                        raise RowFallback  # the batch path names the row
+                row[o] = e
+
+        return encode
