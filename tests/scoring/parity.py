@@ -202,8 +202,13 @@ def assert_parity(
     return compiled
 
 
-def row_value_as_column(value: Any) -> Any:
-    """One row-path value as the one-row frame column the comparisons take."""
+def row_value_as_column(value: Any, spark_value: Any = None) -> Any:
+    """One row-path value as the one-row frame column the comparisons take (a list is a vector, or a
+    token list when Spark's value is a list too)."""
+    if isinstance(value, list) and isinstance(spark_value, list):
+        out = np.empty(1, dtype=object)
+        out[0] = value
+        return out
     if isinstance(value, list):
         return np.asarray([value], dtype=np.float64)
     if value is None or isinstance(value, str):
@@ -231,12 +236,14 @@ def assert_row_path(
             continue
         scored += 1
         for c in cols:
-            assert_column_equal(
-                f"{c} (row {i}, row path)", [out_rows[i][c]], row_value_as_column(row[c]), atol
-            )
+            like = out_rows[i][c]
+            assert_column_equal(f"{c} (row {i}, row path)", [like], row_value_as_column(row[c], like), atol)
         predicted = compiled.predict([rec], columns=cols)[0]
         for c in cols:  # predict takes the row path and returns the same values
-            np.testing.assert_array_equal(row_value_as_column(predicted[c]), row_value_as_column(row[c]), c)
+            like = out_rows[i][c]
+            np.testing.assert_array_equal(
+                row_value_as_column(predicted[c], like), row_value_as_column(row[c], like), c
+            )
     assert scored or not records, "the row path left every row to the batch path"
 
 
