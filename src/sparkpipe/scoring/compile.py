@@ -72,6 +72,7 @@ _NUMBER_TYPES = frozenset({float, int, bool, type(None), np.float64, np.float32,
 _WHOLE_TYPES = frozenset({int, bool, type(None), np.int64, np.int32})
 """Value types that are integral (or null) by construction: an integral column needs no fraction check."""
 _STRING_TYPES = frozenset({str, type(None)})
+_STR_ONLY = {str}
 _BOOL_TYPES = frozenset({bool, type(None)})
 _F64 = np.dtype(np.float64)
 _OBJECT = np.dtype(object)
@@ -356,7 +357,10 @@ def _to_utc_us(v: Any, is_date: bool) -> int:
 def _fast_iso_timestamps(vals: list[Any]) -> np.ndarray | None:
     """Vectorised parse of plain ISO-8601 timestamp strings (no offset), or ``None`` to take the exact
     per-value path (anything unusual: other types, offsets, short or odd strings, unparseable values)."""
-    if not vals or not all(type(v) is str and 10 <= len(v) <= 26 for v in vals):
+    if not vals or set(map(type, vals)) != _STR_ONLY:  # C loops: no per-value Python frame
+        return None
+    lengths = list(map(len, vals))
+    if min(lengths) < 10 or max(lengths) > 26:
         return None
     try:
         with warnings.catch_warnings():

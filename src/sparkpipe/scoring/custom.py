@@ -142,20 +142,20 @@ def calendar_parts(micros: np.ndarray, parts: Sequence[str] | None = None) -> di
     us = np.where(null, 0, micros)
     days = np.floor_divide(us, _US_PER_DAY)
     in_day = us - days * _US_PER_DAY
-    d = days.astype("datetime64[D]")
-    months = d.astype("datetime64[M]")
-    years = d.astype("datetime64[Y]")
+    want = set(parts or _CALENDAR_PARTS)  # only the parts asked for (calendar conversions cost)
+    d = days.astype("datetime64[D]") if want & {"day_of_month", "month", "year"} else None
+    months = d.astype("datetime64[M]") if want & {"day_of_month", "month"} else None
     weekday = (days + 3) % 7  # 1970-01-01 was a Thursday
-    parts = {
-        "hour": in_day // _US_PER_HOUR,
-        "minute": (in_day // _US_PER_MINUTE) % 60,
-        "day_of_week": weekday,
-        "day_of_month": (d - months).astype(np.int64) + 1,
-        "month": months.astype(np.int64) % 12 + 1,
-        "year": years.astype(np.int64) + 1970,
-        "is_weekend": (weekday >= 5).astype(np.int64),
+    compute = {
+        "hour": lambda: in_day // _US_PER_HOUR,
+        "minute": lambda: (in_day // _US_PER_MINUTE) % 60,
+        "day_of_week": lambda: weekday,
+        "day_of_month": lambda: (d - months).astype(np.int64) + 1,
+        "month": lambda: months.astype(np.int64) % 12 + 1,
+        "year": lambda: d.astype("datetime64[Y]").astype(np.int64) + 1970,
+        "is_weekend": lambda: (weekday >= 5).astype(np.int64),
     }
-    return {k: np.where(null, np.nan, v.astype(np.float64)) for k, v in parts.items()}
+    return {k: np.where(null, np.nan, compute[k]().astype(np.float64)) for k in _CALENDAR_PARTS if k in want}
 
 
 _CALENDAR_PARTS = ("hour", "minute", "day_of_week", "day_of_month", "month", "year", "is_weekend")
