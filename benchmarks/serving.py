@@ -1,21 +1,26 @@
-"""Serving benchmark: sparkpipe's JVM-free service vs ``mlflow models serve``, side by side, one run.
+"""Serving benchmark: sparkpipe's JVM-free service against its own previous code, a bare ASGI ceiling
+and ``mlflow models serve``, side by side, one run.
 
-On the same registered default model (``make run`` registers it), ``mlflow models serve`` twice: on the
-model's ``python_function`` flavor (sparkpipe's NumPy plan, :mod:`sparkpipe.pyfunc`) and on a copy whose
-``python_function`` loader is ``mlflow.spark`` (what MLflow serves for a plain ``mlflow.spark`` model:
-a local SparkSession, a Spark job per request):
-
-* cold start: process start → ready (our ``/ready``, MLflow's ``/ping``);
-* single-row sequential latency over loopback HTTP (keep-alive client): p50 / p99;
-* throughput at concurrency 16 (``wrk`` when installed — ``apt-get install wrk`` — else a Python client);
-* in-process scorer: microseconds per row for batches of 1 and 10,000.
+* in-process scorer, per pipeline (the default churn LR ``churn_model``, a 100-tree depth-10 random
+  forest ``churn_rf100`` and the full-features LR ``churn_full_features``; each is trained and
+  registered first when missing): microseconds for one row (the row path when the pipeline has one) and
+  per row in a 10,000-row batch (the batch path), best of three repetitions;
+* ``sparkpipe serve`` (one uvicorn worker by default): cold start, single-row sequential latency over
+  loopback HTTP (keep-alive client) p50 / p99, throughput at concurrency 16 (``wrk`` when installed —
+  ``apt-get install wrk`` — else a Python client);
+* the same for the code of ``--baseline`` (default ``main``, read with ``git archive``), in the same run:
+  the speed-up is measured, not remembered;
+* the ceiling: a bare ASGI app (``benchmarks/hello_asgi.py``) on the same server stack, and each
+  service's share of its throughput;
+* optionally ``mlflow models serve`` on the model's ``python_function`` flavor (sparkpipe's NumPy
+  plan, :mod:`sparkpipe.pyfunc`) and on a copy whose loader is ``mlflow.spark`` (a local SparkSession,
+  a Spark job per request).
 
 Usage::
 
-    .venv/bin/python benchmarks/serving.py                 # writes benchmarks/results/serving.{json,md}
-    .venv/bin/python benchmarks/serving.py --skip-mlflow   # only ours
-    .venv/bin/python benchmarks/serving.py --workers 1 --mlflow-flavors pyfunc,spark --requests 500 \
-        --mlflow-requests 200 --spark-requests 30 --seconds 5   # a shared machine: modest counts
+    .venv/bin/python benchmarks/serving.py --skip-mlflow    # writes benchmarks/results/serving.{json,md}
+    .venv/bin/python benchmarks/serving.py                  # with mlflow models serve (slow)
+    .venv/bin/python benchmarks/serving.py --skip-mlflow --requests 500 --seconds 5   # a shared machine
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -178,52 +184,157 @@ def stop(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def in_process(model_dir: Path, rows: list[dict]) -> dict[str, float]:
+def in_process(model_dir: Path, rows: list[dict], reps: int = 3) -> dict[str, Any]:
+    """Microseconds for one row and per row of a 10,000-row batch (best of ``reps``), wall clock and
+    this thread's CPU time."""
     from sparkpipe.scoring.compile import compile_pipeline
 
     plan = compile_pipeline(model_dir)
     gc.collect()
     gc.freeze()  # as the service does after start-up
     one = rows[:1]
-    for _ in range(200):
-        plan.predict(one)
-    n = 5000
     t0 = time.perf_counter()
-    for _ in range(n):
+    for _ in range(300):
         plan.predict(one)
-    single = (time.perf_counter() - t0) / n * 1e6
+    n = max(300, min(5000, int(300 * 0.5 / (time.perf_counter() - t0))))  # about half a second a repetition
+    single, single_cpu = [], []
+    for _ in range(reps):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        for _ in range(n):
+            plan.predict(one)
+        single.append((time.perf_counter() - t0) / n * 1e6)
+        single_cpu.append((time.thread_time() - c0) / n * 1e6)
     batch = (rows * (10_000 // len(rows) + 1))[:10_000]
     plan.predict(batch)
-    reps = 10
-    t0 = time.perf_counter()
+    per_row, per_row_cpu = [], []
     for _ in range(reps):
-        plan.predict(batch)
-    per_row = (time.perf_counter() - t0) / reps / len(batch) * 1e6
-    return {"single_row_us": single, "batch_10k_us_per_row": per_row}
+        t0, c0 = time.perf_counter(), time.thread_time()
+        for _ in range(3):
+            plan.predict(batch)
+        per_row.append((time.perf_counter() - t0) / 3 / len(batch) * 1e6)
+        per_row_cpu.append((time.thread_time() - c0) / 3 / len(batch) * 1e6)
+    # CPU time of this thread as well: the shared machine's other load does not add to it
+    return {
+        "single_row_us": min(single),
+        "batch_10k_us_per_row": min(per_row),
+        "single_row_cpu_us": min(single_cpu),
+        "batch_10k_cpu_us_per_row": min(per_row_cpu),
+        "row_path": bool(getattr(plan, "has_row_path", False)),
+        "stages": len(plan.stages),
+    }
 
 
-def ours(args: argparse.Namespace, workers: int, env: dict, logs: Path, body: bytes, first: bool) -> dict:
-    """Start ``sparkpipe serve`` with an empty model cache, measure, stop; the first configuration also
-    measures a restart on the cache the first start filled (the usual restart of a service)."""
-    cache = Path(tempfile.mkdtemp(prefix="sparkpipe-bench-cache-"))
-    env = dict(env, SPARKPIPE_MODEL_CACHE_DIR=str(cache))
-    cmd = [str(BIN / "sparkpipe"), "serve", "--config", args.config, "--set", f"deployment.workers={workers}"]
-    out: dict = {"workers": workers}
+def example_rows(model_dir: Path) -> list[dict]:
+    example = json.loads((model_dir / "input_example.json").read_text())
+    return [dict(zip(example["columns"], r, strict=True)) for r in example["data"]]
+
+
+def in_process_elsewhere(src: Path, model_dirs: dict[str, Path]) -> dict[str, Any]:
+    """:func:`in_process` of every model with the code under ``src`` (a subprocess)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--in-process-only",
+            json.dumps({k: str(v) for k, v in model_dirs.items()}),
+        ],
+        env=dict(os.environ, PYTHONPATH=str(src)),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def baseline_tree(ref: str) -> Path:
+    """The ``src/`` tree of git ref ``ref`` in a temporary directory (``git archive``: no worktree)."""
+    dst = Path(tempfile.mkdtemp(prefix="sparkpipe-baseline-"))
+    archive = subprocess.run(["git", "archive", ref, "src"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dst)], input=archive, check=True)
+    return dst / "src"
+
+
+def ours_cmd(args: argparse.Namespace, workers: int, port: int) -> list[str]:
+    return [
+        str(BIN / "sparkpipe"),
+        "serve",
+        "--config",
+        args.config,
+        "--set",
+        f"deployment.workers={workers}",
+        "--port",
+        str(port),
+    ]
+
+
+def hello_cmd(args: argparse.Namespace, workers: int, port: int) -> list[str]:
+    return [sys.executable, str(ROOT / "benchmarks" / "hello_asgi.py"), "--port", str(port)]
+
+
+def side_by_side(
+    args: argparse.Namespace, workers: int, env: dict, logs: Path, body: bytes, sides: dict[str, Path | None]
+) -> dict[str, dict]:
+    """Measure servers side by side: ``sides`` maps a tag to the ``src`` tree whose ``sparkpipe serve``
+    runs (``None``: this checkout's), ``"hello"`` to the bare ASGI ceiling. Every server starts cold
+    (a new process, an empty model cache) and stays up; sequential latency is measured on each, then
+    the concurrency test runs in ``--rounds`` rounds taking the servers in turn (a change in the shared
+    machine's load hits them alike); then each ``sparkpipe serve`` restarts once on its warm cache."""
+    out: dict[str, dict] = {tag: {"workers": workers} for tag in sides}
+    running: dict[str, tuple[subprocess.Popen, int]] = {}
+    envs: dict[str, dict] = {}
+    caches = []
     try:
-        for attempt in ("cold", "warm") if first else ("cold",):
+        for tag, src in sides.items():
+            e = dict(env)
+            if tag != "hello":
+                cache = Path(tempfile.mkdtemp(prefix="sparkpipe-bench-cache-"))
+                caches.append(cache)
+                e["SPARKPIPE_MODEL_CACHE_DIR"] = str(cache)
+            if src is not None:
+                e["PYTHONPATH"] = str(src)
+            envs[tag] = e
+            cmd = hello_cmd if tag == "hello" else ours_cmd
             port = free_port()
             t0 = time.perf_counter()
-            proc = start([*cmd, "--port", str(port)], env, logs / f"sparkpipe-w{workers}-{attempt}.log")
-            try:
-                wait_http(port, "/ready", 60, proc)
-                out[f"{attempt}_start_s"] = time.perf_counter() - t0
-                if attempt == "cold":
-                    wait_steady(port)  # the start-up registry refresh runs in the background first
-                    out["sequential"] = sequential(port, "/predict", body, args.requests)
-                    out["concurrent"] = concurrent(port, "/predict", body, args.concurrency, args.seconds)
-            finally:
-                stop(proc)
+            proc = start(cmd(args, workers, port), e, logs / f"{tag}-w{workers}-cold.log")
+            running[tag] = (proc, port)
+            wait_http(port, "/" if tag == "hello" else "/ready", 60, proc)
+            if tag != "hello":
+                out[tag]["cold_start_s"] = time.perf_counter() - t0
+                wait_steady(port)  # the start-up registry refresh runs in the background first
+        for tag, (_, port) in running.items():
+            print(f"  {tag}: sequential ...", flush=True)
+            out[tag]["sequential"] = sequential(port, "/predict", body, args.requests)
+        rounds: dict[str, list[dict]] = {tag: [] for tag in sides}
+        for r in range(args.rounds):
+            for tag, (_, port) in running.items():
+                print(f"  {tag}: concurrency, round {r + 1} ...", flush=True)
+                rounds[tag].append(concurrent(port, "/predict", body, args.concurrency, args.seconds))
+        for tag, rs in rounds.items():
+            out[tag]["concurrent"] = {
+                "rps": statistics.fmean(x["rps"] for x in rs),
+                "errors": sum(x["errors"] for x in rs),
+                "p50_ms": statistics.median(x.get("p50_ms", 0.0) for x in rs),
+                "p99_ms": statistics.median(x.get("p99_ms", 0.0) for x in rs),
+                "tool": rs[0]["tool"],
+                "rounds_rps": [x["rps"] for x in rs],
+            }
     finally:
+        for proc, _ in running.values():
+            stop(proc)
+    for tag in sides:
+        if tag == "hello":
+            continue
+        port = free_port()
+        t0 = time.perf_counter()
+        proc = start(ours_cmd(args, workers, port), envs[tag], logs / f"{tag}-w{workers}-warm.log")
+        try:
+            wait_http(port, "/ready", 60, proc)
+            out[tag]["warm_start_s"] = time.perf_counter() - t0
+        finally:
+            stop(proc)
+    for cache in caches:
         shutil.rmtree(cache, ignore_errors=True)
     return out
 
@@ -276,6 +387,37 @@ def mlflow_serve(model: str, args: argparse.Namespace, env: dict, log: Path, row
         stop(peer)
 
 
+PIPELINES: dict[str, tuple[str, list[str], str]] = {
+    "churn_model": ("config/pipeline_config.yaml", [], "churn LR (default pipeline)"),
+    "churn_rf100": (
+        "config/pipeline_config.yaml",
+        [
+            "model.algorithm=random_forest",
+            "model.hyperparameters={numTrees: 100, maxDepth: 10}",
+            "mlflow.registered_model_name=churn_rf100",
+        ],
+        "random forest, 100 trees, depth 10",
+    ),
+    "churn_full_features": ("config/examples/full_features.yaml", [], "full-features LR (25 stages)"),
+}
+"""In-process pipelines: registered name -> (config, ``--set`` overrides that train it, label)."""
+
+
+def registered_dir(reg: Any, name: str, args: argparse.Namespace) -> tuple[Any, Path]:
+    """The registered model ``name`` (trained and registered first when missing) and its directory."""
+    from sparkpipe.errors import ModelError
+
+    try:
+        ref = reg.resolve(name)
+    except ModelError:
+        config, overrides, _ = PIPELINES.get(name, (args.config, [], name))
+        print(f"no registered model {name!r}: running its pipeline first", flush=True)
+        sets = [x for o in overrides for x in ("--set", o)]
+        subprocess.run([str(BIN / "sparkpipe"), "run", "--config", str(ROOT / config), *sets], check=True)
+        ref = reg.resolve(name)
+    return ref, reg.download(ref)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "config" / "pipeline_config.yaml"))
@@ -292,20 +434,37 @@ def main() -> None:
         default=["pyfunc", "spark"],
         help="mlflow models serve on: pyfunc (sparkpipe's flavor), spark (mlflow.spark's pyfunc)",
     )
-    ap.add_argument("--seconds", type=float, default=10, help="duration of each concurrency test")
+    ap.add_argument("--seconds", type=float, default=10, help="duration of each concurrency test (round)")
+    ap.add_argument("--rounds", type=int, default=2, help="concurrency rounds per server, taken in turn")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument(
         "--workers",
         type=lambda v: [int(x) for x in v.split(",")],
-        default=[1, 2],
-        help="uvicorn worker counts to measure, comma-separated (default 1,2)",
+        default=[1],
+        help="uvicorn worker counts to measure, comma-separated (default 1)",
+    )
+    ap.add_argument(
+        "--pipelines",
+        type=lambda v: [x for x in v.split(",") if x],
+        default=list(PIPELINES),
+        help=f"registered models scored in-process (default {','.join(PIPELINES)})",
+    )
+    ap.add_argument(
+        "--baseline",
+        default="main",
+        help="git ref re-measured in the same run, in-process and over HTTP ('' skips)",
     )
     ap.add_argument("--skip-mlflow", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serving"))
+    ap.add_argument("--in-process-only", help=argparse.SUPPRESS)  # internal: {name: dir} -> JSON
     args = ap.parse_args()
 
+    if args.in_process_only:
+        dirs = json.loads(args.in_process_only)
+        print(json.dumps({k: in_process(Path(d), example_rows(Path(d))) for k, d in dirs.items()}))
+        return
+
     from sparkpipe.config import load_config
-    from sparkpipe.errors import ModelError
     from sparkpipe.tracking import Registry, resolve_tracking_uri
 
     os.chdir(ROOT)
@@ -313,16 +472,12 @@ def main() -> None:
     cfg = load_config(args.config)
     name = cfg.deployment.model_name or cfg.registered_model_name()
     reg = Registry(cfg.mlflow)
-    try:
-        ref = reg.resolve(name)
-    except ModelError:
-        print(f"no registered model {name!r}: running the default pipeline first", flush=True)
-        subprocess.run([str(BIN / "sparkpipe"), "run", "--config", args.config], check=True)
-        ref = reg.resolve(name)
-    model_dir = reg.download(ref)
-    example = json.loads((model_dir / "input_example.json").read_text())
-    rows = [dict(zip(example["columns"], r, strict=True)) for r in example["data"]]
-    row = rows[0]
+    ref, model_dir = registered_dir(reg, name, args)
+    dirs = {name: model_dir}
+    for p in args.pipelines:
+        if p not in dirs:
+            dirs[p] = registered_dir(reg, p, args)[1]
+    row = example_rows(model_dir)[0]
     env = dict(
         os.environ,
         SPARK_LOCAL_IP="127.0.0.1",
@@ -330,20 +485,35 @@ def main() -> None:
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     )  # mlflow serve runs `uvicorn` by name
     logs = Path(tempfile.mkdtemp(prefix="sparkpipe-bench-"))
-    results: dict[str, dict] = {
+    results: dict[str, Any] = {
         "model": {"name": ref.name, "version": ref.version, "algorithm": cfg.model.algorithm},
         "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+        "load_average_start": os.getloadavg(),
+        "baseline": args.baseline,
     }
+    base_src = baseline_tree(args.baseline) if args.baseline else None
 
-    print(f"model {ref.name} v{ref.version}; in-process scorer ...", flush=True)
-    results["in_process"] = in_process(model_dir, rows)
+    print(f"in-process scorer: {', '.join(dirs)} ...", flush=True)
+    results["in_process_models"] = {k: in_process(d, example_rows(d)) for k, d in dirs.items()}
+    results["in_process"] = results["in_process_models"][name]
+    if base_src is not None:
+        print(f"in-process scorer, {args.baseline} ...", flush=True)
+        results["in_process_baseline"] = in_process_elsewhere(base_src, dirs)
 
     body = json.dumps({"model_id": ref.name, "features": row}).encode()
     for workers in args.workers:
-        print(f"sparkpipe serve, {workers} worker(s) ...", flush=True)
-        results[f"sparkpipe_w{workers}"] = ours(
-            args, workers, env, logs, body, first=workers == args.workers[0]
-        )
+        sides: dict[str, Path | None] = {"sparkpipe": None}
+        if base_src is not None:
+            sides["baseline"] = base_src
+        if workers == args.workers[0]:
+            sides["hello"] = None
+        print(f"side by side, {workers} worker(s): {', '.join(sides)} ...", flush=True)
+        measured = side_by_side(args, workers, env, logs, body, sides)
+        results[f"sparkpipe_w{workers}"] = measured["sparkpipe"]
+        if "baseline" in measured:
+            results[f"baseline_w{workers}"] = measured["baseline"]
+        if "hello" in measured:
+            results["hello"] = measured["hello"]
     if not args.skip_mlflow and "pyfunc" in args.mlflow_flavors:
         loader = yaml.safe_load((model_dir / "MLmodel").read_text())["flavors"]["python_function"]
         if loader["loader_module"] != "sparkpipe.pyfunc":
@@ -359,6 +529,8 @@ def main() -> None:
             str(copy), args, env, logs / "mlflow-spark.log", row, args.spark_requests
         )
     results["load_average"] = os.getloadavg()
+    if base_src is not None:
+        shutil.rmtree(base_src.parent, ignore_errors=True)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -370,13 +542,20 @@ def main() -> None:
 
 
 def render(r: dict, concurrency: int) -> str:
-    columns = [
-        (k, f"sparkpipe serve, {v['workers']} worker{'s' if v['workers'] > 1 else ''}")
-        for k, v in r.items()
-        if k.startswith("sparkpipe_w")
-    ]
+    base = r.get("baseline") or "baseline"
+    columns = []
+    for k, v in r.items():
+        if k.startswith("sparkpipe_w"):
+            w = v["workers"]
+            columns.append((k, f"sparkpipe serve, {w} worker{'s' if w > 1 else ''}"))
+            if f"baseline_w{w}" in r:
+                columns.append((f"baseline_w{w}", f"same, `{base}` (re-measured)"))
+    if "hello" in r:
+        columns.append(("hello", "bare ASGI app (ceiling)"))
     columns.append(("mlflow_pyfunc", "mlflow models serve, sparkpipe.pyfunc flavor"))
     columns.append(("mlflow", "mlflow models serve, mlflow.spark pyfunc"))
+    columns = [(k, label) for k, label in columns if k in r]
+    ceiling = r.get("hello", {}).get("concurrent", {}).get("rps")
 
     def row(label: str, fmt) -> str:
         cells = []
@@ -399,15 +578,56 @@ def render(r: dict, concurrency: int) -> str:
         row("single-row p99 (ms)", lambda x: f"{x['sequential']['p99_ms']:.2f}"),
         row(f"throughput at concurrency {concurrency} (req/s)", lambda x: f"{x['concurrent']['rps']:,.0f}"),
         row(f"p99 at concurrency {concurrency} (ms)", lambda x: f"{x['concurrent']['p99_ms']:.2f}"),
+    ]
+    if ceiling:
+        lines.append(
+            row("share of the ceiling's throughput", lambda x: f"{x['concurrent']['rps'] / ceiling:.0%}")
+        )
+    lines += [
+        row(
+            "throughput per round (req/s, rounds taken in turn)",
+            lambda x: " / ".join(f"{v:,.0f}" for v in x["concurrent"]["rounds_rps"]),
+        ),
         row("cold start to ready, empty model cache (s)", lambda x: f"{x['cold_start_s']:.2f}"),
         row("restart to ready, warm model cache (s)", lambda x: f"{x['warm_start_s']:.2f}"),
-        "",
-        f"In-process scorer: {r['in_process']['single_row_us']:.1f} µs for one row; "
-        f"{r['in_process']['batch_10k_us_per_row']:.2f} µs per row in a 10,000-row batch.",
     ]
+    for k in r:
+        if k.startswith("sparkpipe_w") and f"baseline_w{k[11:]}" in r:
+            new, old = r[k]["concurrent"]["rps"], r[f"baseline_w{k[11:]}"]["concurrent"]["rps"]
+            lines.append(
+                f"\nThroughput at concurrency {concurrency}, {k[11:]} worker(s): {new / old:.2f}x `{base}`'s."
+            )
+    models = r.get("in_process_models") or {r["model"]["name"]: r["in_process"]}
+    old = r.get("in_process_baseline", {})
+    lines += [
+        "",
+        "In-process scorer, µs (one row: the row path where the pipeline has one; best of 3; wall clock,"
+        " and in brackets this thread's CPU time, which the machine's other load does not inflate):",
+        "",
+        f"| pipeline | one row | one row, `{base}` | 10k batch, per row | 10k batch per row, `{base}` | row path |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+
+    def cell(x: dict, key: str, digits: int) -> str:
+        if not x:
+            return "—"
+        cpu = x.get(key.replace("_us", "_cpu_us"))
+        return f"{x[key]:.{digits}f}" + (f" ({cpu:.{digits}f})" if cpu is not None else "")
+
+    for k, v in models.items():
+        o = old.get(k, {})
+        label = PIPELINES.get(k, (None, None, k))[2]
+        lines.append(
+            f"| `{k}`: {label} | {cell(v, 'single_row_us', 1)} | {cell(o, 'single_row_us', 1)} | "
+            f"{cell(v, 'batch_10k_us_per_row', 2)} | {cell(o, 'batch_10k_us_per_row', 2)} | "
+            f"{'yes' if v.get('row_path') else 'no (batch path)'} |"
+        )
     if "load_average" in r:
         lines.append(
-            "Load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.1f}" for x in r["load_average"])
+            "\nLoad average (1, 5, 15 min) at the start: "
+            + ", ".join(f"{x:.1f}" for x in r.get("load_average_start", ()))
+            + "; at the end: "
+            + ", ".join(f"{x:.1f}" for x in r["load_average"])
         )
     return "\n".join(lines)
 

@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from sparkpipe.errors import InputError
+from sparkpipe.scoring.base import RowFallback
 from sparkpipe.scoring.compile import CompiledPipeline, compile_pipeline
 
 ATOL = 1e-9
@@ -197,7 +198,53 @@ def assert_parity(
     for c in cols:
         for i, single in enumerate(singles):
             assert_column_equal(f"{c} (row {i} scored alone)", [out_rows[i][c]], single[c], atol)
+    assert_row_path(compiled, records, out_rows, cols, atol)
     return compiled
+
+
+def row_value_as_column(value: Any, spark_value: Any = None) -> Any:
+    """One row-path value as the one-row frame column the comparisons take (a list is a vector, or a
+    token list when Spark's value is a list too)."""
+    if isinstance(value, list) and isinstance(spark_value, list):
+        out = np.empty(1, dtype=object)
+        out[0] = value
+        return out
+    if isinstance(value, list):
+        return np.asarray([value], dtype=np.float64)
+    if value is None or isinstance(value, str):
+        return np.asarray([value], dtype=object)
+    return np.asarray([value], dtype=np.float64)
+
+
+def assert_row_path(
+    compiled: CompiledPipeline,
+    records: list[dict[str, Any]],
+    out_rows: list[Any],
+    cols: Sequence[str],
+    atol: float,
+) -> None:
+    """The row path (small requests) gives Spark's answers too: each record alone, then all together
+    as one small request. A row may leave its case to the batch path (:class:`RowFallback`), but not
+    every row may: the row path must score the usual rows itself."""
+    if not compiled.has_row_path:
+        return
+    scored = 0
+    for i, rec in enumerate(records):
+        try:
+            (row,) = compiled.score_rows([rec])
+        except RowFallback:
+            continue
+        scored += 1
+        for c in cols:
+            like = out_rows[i][c]
+            assert_column_equal(f"{c} (row {i}, row path)", [like], row_value_as_column(row[c], like), atol)
+        predicted = compiled.predict([rec], columns=cols)[0]
+        for c in cols:  # predict takes the row path and returns the same values
+            like = out_rows[i][c]
+            np.testing.assert_array_equal(
+                row_value_as_column(predicted[c], like), row_value_as_column(row[c], like), c
+            )
+    assert scored or not records, "the row path left every row to the batch path"
 
 
 def assert_both_reject(spark_model: Any, df: Any, tmp_path: Path, field: str | None = None) -> InputError:

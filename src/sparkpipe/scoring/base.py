@@ -29,6 +29,23 @@ Twins are registered by the Java (or Python) class name found in the saved stage
 
         def transform(self, frame: Frame) -> None:
             ...
+
+**The row path.** A twin may also offer :meth:`Twin.row_fn`: a closure scoring *one* row held in a
+plain ``dict`` (column name -> Python value), with no NumPy call on the way. Row values:
+
+========================  ==========================================================================
+Spark column type         row representation
+========================  ==========================================================================
+numeric, boolean          ``float``; null is ``NaN``
+string                    ``str``; null is ``None``
+timestamp / date          ``int`` microseconds since the epoch (UTC); null is ``None``
+vector                    ``list`` of ``float`` (dense; never mutated once stored)
+========================  ==========================================================================
+
+A row function handles the common case exactly as :meth:`Twin.transform` does (same IEEE operations
+where the order matters) and raises :class:`RowFallback` for anything else (an error Spark would raise,
+an unusual value type, a year outside 1-9999, ...): the compiled pipeline then scores the whole request
+on the batch path, which gives the reference answer or the reference error.
 """
 
 from __future__ import annotations
@@ -46,6 +63,28 @@ from sparkpipe.errors import ScoringError, UnsupportedStageError
 
 Frame = dict[str, Any]
 """Column name -> NumPy array (or scipy.sparse matrix for sparse vectors)."""
+
+Row = dict[str, Any]
+"""Column name -> Python value of one row (see the row path in the module docstring)."""
+
+RowFn = Callable[[Row], None]
+"""A twin's row function: reads its inputs from the row and adds its outputs to it."""
+
+
+class RowFallback(Exception):
+    """Raised by a row function for a case it leaves to the batch path (see the module docstring)."""
+
+
+def generated_function(
+    lines: list[str], name: str, namespace: dict[str, Any], label: str
+) -> Callable[..., Any]:
+    """Compile generated Python source (``lines``, defining function ``name``) in ``namespace`` (the
+    names it uses; ``RowFallback`` and ``nan`` are added) and return the function. Row functions are
+    generated where straight-line code beats a loop over the stage's columns."""
+    ns = {"RowFallback": RowFallback, "nan": float("nan"), **namespace}
+    exec(compile("\n".join(lines) + "\n", f"<{label}>", "exec"), ns)
+    return ns[name]
+
 
 TWINS: dict[str, type[Twin]] = {}
 """Registry: class name in the stage metadata -> twin class."""
@@ -170,6 +209,11 @@ class Twin:
 
     def transform(self, frame: Frame) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def row_fn(self) -> RowFn | None:
+        """Compile-time hook, called once after :meth:`bind_types`: the row function of this twin, or
+        ``None`` when it has none (the pipeline then scores every batch size on the batch path)."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         return {"class": self.stage.class_name, "uid": self.uid, "twin": type(self).__name__}

@@ -20,7 +20,17 @@ import numpy as np
 
 from sparkpipe.core import INTEGRAL_TYPES
 from sparkpipe.errors import ScoringError
-from sparkpipe.scoring.base import Frame, StageFiles, Twin, n_rows, register
+from sparkpipe.scoring.base import (
+    Frame,
+    Row,
+    RowFallback,
+    RowFn,
+    StageFiles,
+    Twin,
+    generated_function,
+    n_rows,
+    register,
+)
 
 STAGES_MODULE = "sparkpipe.features.stages"
 
@@ -132,20 +142,20 @@ def calendar_parts(micros: np.ndarray, parts: Sequence[str] | None = None) -> di
     us = np.where(null, 0, micros)
     days = np.floor_divide(us, _US_PER_DAY)
     in_day = us - days * _US_PER_DAY
-    d = days.astype("datetime64[D]")
-    months = d.astype("datetime64[M]")
-    years = d.astype("datetime64[Y]")
+    want = set(parts or _CALENDAR_PARTS)  # only the parts asked for (calendar conversions cost)
+    d = days.astype("datetime64[D]") if want & {"day_of_month", "month", "year"} else None
+    months = d.astype("datetime64[M]") if want & {"day_of_month", "month"} else None
     weekday = (days + 3) % 7  # 1970-01-01 was a Thursday
-    parts = {
-        "hour": in_day // _US_PER_HOUR,
-        "minute": (in_day // _US_PER_MINUTE) % 60,
-        "day_of_week": weekday,
-        "day_of_month": (d - months).astype(np.int64) + 1,
-        "month": months.astype(np.int64) % 12 + 1,
-        "year": years.astype(np.int64) + 1970,
-        "is_weekend": (weekday >= 5).astype(np.int64),
+    compute = {
+        "hour": lambda: in_day // _US_PER_HOUR,
+        "minute": lambda: (in_day // _US_PER_MINUTE) % 60,
+        "day_of_week": lambda: weekday,
+        "day_of_month": lambda: (d - months).astype(np.int64) + 1,
+        "month": lambda: months.astype(np.int64) % 12 + 1,
+        "year": lambda: d.astype("datetime64[Y]").astype(np.int64) + 1970,
+        "is_weekend": lambda: (weekday >= 5).astype(np.int64),
     }
-    return {k: np.where(null, np.nan, v.astype(np.float64)) for k, v in parts.items()}
+    return {k: np.where(null, np.nan, compute[k]().astype(np.float64)) for k in _CALENDAR_PARTS if k in want}
 
 
 _CALENDAR_PARTS = ("hour", "minute", "day_of_week", "day_of_month", "month", "year", "is_weekend")
@@ -245,6 +255,65 @@ class TimeFeaturesTwin(Twin):
                     frame[sin_name] = np.sin(angle)
                     frame[cos_name] = np.cos(angle)
 
+    def row_fn(self) -> RowFn:
+        # generated straight-line code: one block per input column, only the parts asked for
+        exprs = {
+            "hour": "float(in_day // _US_PER_HOUR)",
+            "minute": "float(in_day // _US_PER_MINUTE % 60)",
+            "day_of_week": "float(w)",
+            "day_of_month": "float(d.day)",
+            "month": "float(d.month)",
+            "year": "float(d.year)",
+            "is_weekend": "1.0 if w >= 5 else 0.0",
+        }
+        need_date = any(p in ("day_of_month", "month", "year") for p in self.parts)
+        need_weekday = any(p in ("day_of_week", "is_weekend") for p in self.parts)
+        lines = ["def time_parts(row):"]
+        for c, (names, cyclic) in zip(self._inputs, self._specs, strict=True):
+            lines += [
+                f"    us = row[{c!r}]",
+                "    if type(us) is str:",
+                "        us = parse_spark_timestamp(us)",
+                "    if type(us) is int:",
+                "        days, in_day = divmod(us, _US_PER_DAY)",
+            ]
+            if need_date:
+                lines += [
+                    "        try:",
+                    "            d = date.fromordinal(days + _ORDINAL_1970)",
+                    "        except (ValueError, OverflowError):",
+                    "            raise RowFallback from None",
+                ]
+            if need_weekday:
+                lines.append("        w = (days + 3) % 7  # 1970-01-01 was a Thursday; 0 = Monday")
+            for k, (p, name) in enumerate(names):
+                lines += [f"        v{k} = {exprs[p]}", f"        row[{name!r}] = v{k}"]
+            for p, sin_name, cos_name in cyclic if self.cyclic else []:
+                k = self.parts.index(p)
+                offset = 1.0 if p == "month" else 0.0
+                angle = f"(v{k} - {offset!r}) * {2.0 * math.pi / CYCLIC_PERIODS[p]!r}"
+                lines += [
+                    f"        row[{sin_name!r}] = sin({angle})",
+                    f"        row[{cos_name!r}] = cos({angle})",
+                ]
+            lines.append("    elif us is None:")
+            nulls = [name for _, name in names]
+            if self.cyclic:
+                nulls += [n for _, sin_name, cos_name in cyclic for n in (sin_name, cos_name)]
+            lines += [f"        row[{name!r}] = nan" for name in nulls]
+            lines += ["    else:", "        raise RowFallback"]
+        namespace: dict[str, Any] = {
+            "parse_spark_timestamp": parse_spark_timestamp,
+            "date": date,
+            "sin": math.sin,
+            "cos": math.cos,
+            "_US_PER_DAY": _US_PER_DAY,
+            "_US_PER_HOUR": _US_PER_HOUR,
+            "_US_PER_MINUTE": _US_PER_MINUTE,
+            "_ORDINAL_1970": _ORDINAL_1970,
+        }
+        return generated_function(lines, "time_parts", namespace, f"TimeFeatures {self.uid}")
+
 
 # ------------------------------------------------------------------------------------ CastToDouble
 _NUM_SUFFIX_RE = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)[dDfF]$")
@@ -287,6 +356,17 @@ def to_float64(values: Any) -> np.ndarray:
     raise ScoringError(f"cannot cast an array of {arr.dtype} to double")
 
 
+def _row_double(v: Any) -> float:
+    """:func:`to_float64` of one row-path value."""
+    if type(v) is float:
+        return v
+    if v is None:
+        return math.nan
+    if type(v) is str:
+        return parse_spark_double(v)
+    raise RowFallback  # a timestamp (int microseconds): the batch path decides
+
+
 @register(f"{STAGES_MODULE}.CastToDouble")
 class CastToDoubleTwin(Twin):
     """Twin of :class:`sparkpipe.features.stages.CastToDouble`."""
@@ -306,6 +386,28 @@ class CastToDoubleTwin(Twin):
             # a numeric array is what to_float64 copies as float64 (skipping its checks)
             frame[dst] = x.astype(_F64) if type(x) is np.ndarray and x.dtype.kind in "biuf" else to_float64(x)
 
+    def row_fn(self) -> RowFn:
+        pairs, skip_missing = self.pairs, self.skip_missing
+
+        def cast(row: Row) -> None:
+            for src, dst in pairs:
+                v = row.get(src, row)
+                if v is row:
+                    if skip_missing:
+                        continue
+                    raise RowFallback
+                tv = type(v)
+                if tv is float:
+                    row[dst] = v
+                elif tv is str:
+                    row[dst] = parse_spark_double(v)
+                elif v is None:
+                    row[dst] = math.nan
+                else:
+                    raise RowFallback  # a timestamp: the batch path decides
+
+        return cast
+
 
 @register(f"{STAGES_MODULE}.ConstantImputer")
 class ConstantImputerTwin(Twin):
@@ -320,6 +422,16 @@ class ConstantImputerTwin(Twin):
         for src, dst in self.pairs:
             x = to_float64(_column(frame, src, "ConstantImputer"))
             frame[dst] = np.where(np.isnan(x), self.fill, x)
+
+    def row_fn(self) -> RowFn:
+        pairs, fill = self.pairs, self.fill
+
+        def impute(row: Row) -> None:
+            for src, dst in pairs:
+                v = _row_double(row[src])
+                row[dst] = fill if v != v else v
+
+        return impute
 
 
 @register(f"{STAGES_MODULE}.ClipVector")
@@ -370,6 +482,16 @@ class MissingIndicatorTwin(Twin):
         for src, dst in self.pairs:
             frame[dst] = _is_missing(_column(frame, src, "MissingIndicator")).astype(np.float64)
 
+    def row_fn(self) -> RowFn:
+        pairs = self.pairs
+
+        def indicate(row: Row) -> None:
+            for src, dst in pairs:
+                v = row[src]
+                row[dst] = 1.0 if v is None or (type(v) is float and v != v) else 0.0
+
+        return indicate
+
 
 # ---------------------------------------------------------------------------- CategoricalImputer
 
@@ -387,6 +509,15 @@ def spark_string(value: Any, spark_type: str) -> str | None:
     if spark_type in INTEGRAL_TYPES:
         return str(int(value))
     return str(value)
+
+
+def _row_string(v: Any, spark_type: str) -> str | None:
+    """One row-path value as the batch path's string columns hold it (see :func:`spark_string`)."""
+    if v is None or type(v) is str:
+        return v
+    if type(v) is float:
+        return spark_string(v, spark_type)
+    raise RowFallback  # a timestamp (int microseconds): the batch path decides
 
 
 @register(f"{STAGES_MODULE}.CategoricalImputerModel")
@@ -422,6 +553,24 @@ class CategoricalImputerModelTwin(Twin):
                     out[i] = fill if s is None else s
             frame[dst] = out
 
+    def row_fn(self) -> RowFn:
+        specs = self.specs
+
+        def impute(row: Row) -> None:
+            for src, dst, fill, spark_type in specs:
+                v = row[src]
+                if v is None:
+                    row[dst] = fill
+                elif type(v) is str:
+                    row[dst] = v
+                elif type(v) is float:
+                    s = spark_string(v, spark_type)
+                    row[dst] = fill if s is None else s
+                else:
+                    raise RowFallback  # a timestamp: the batch path decides
+
+        return impute
+
 
 # -------------------------------------------------------------------------------- OutlierHandlerModel
 @register(f"{STAGES_MODULE}.OutlierHandlerModel")
@@ -448,6 +597,19 @@ class OutlierHandlerModelTwin(Twin):
                 frame[dst] = ((x < lo) | (x > hi)).astype(np.float64)  # NaN compares False: 0.0
             else:
                 frame[dst] = np.where(x < lo, lo, np.where(x > hi, hi, x))
+
+    def row_fn(self) -> RowFn:
+        specs, flag = self.specs, self.flag
+
+        def outliers(row: Row) -> None:
+            for src, dst, lo, hi in specs:
+                x = _row_double(row[src])
+                if flag:
+                    row[dst] = 1.0 if x < lo or x > hi else 0.0  # NaN compares False: 0.0
+                else:
+                    row[dst] = lo if x < lo else (hi if x > hi else x)
+
+        return outliers
 
 
 # ------------------------------------------------------------------------ SafeRatio / PairwiseProduct
@@ -484,6 +646,19 @@ class _BinaryArithmeticTwin(Twin):
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 frame[dst] = _nan_if_not_finite(self._op(x, y))
 
+    def _row_op(self, a: float, b: float) -> float:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def row_fn(self) -> RowFn:
+        specs, op, isfinite, nan = self.specs, self._row_op, math.isfinite, math.nan
+
+        def arithmetic(row: Row) -> None:
+            for a, b, dst in specs:
+                v = op(_row_double(row[a]), _row_double(row[b]))
+                row[dst] = v if isfinite(v) else nan
+
+        return arithmetic
+
 
 @register(f"{STAGES_MODULE}.SafeRatio")
 class SafeRatioTwin(_BinaryArithmeticTwin):
@@ -495,6 +670,9 @@ class SafeRatioTwin(_BinaryArithmeticTwin):
     def _op(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(b == 0.0, np.nan, a / np.where(b == 0.0, 1.0, b))
 
+    def _row_op(self, a: float, b: float) -> float:
+        return math.nan if b == 0.0 else a / b  # b NaN: a / NaN is NaN
+
 
 @register(f"{STAGES_MODULE}.PairwiseProduct")
 class PairwiseProductTwin(_BinaryArithmeticTwin):
@@ -503,6 +681,9 @@ class PairwiseProductTwin(_BinaryArithmeticTwin):
     name = "PairwiseProduct"
 
     def _op(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a * b
+
+    def _row_op(self, a: float, b: float) -> float:
         return a * b
 
 
@@ -548,6 +729,26 @@ class ElapsedTimeTwin(Twin):
             diff = np.where(null, 0, end - start).astype(np.float64) / float(ELAPSED_UNITS[unit])
             frame[dst] = np.where(null, np.nan, diff)
 
+    def row_fn(self) -> RowFn:
+        specs = [(s, e, dst, float(ELAPSED_UNITS[unit])) for s, e, dst, unit in self.specs]
+
+        def micros(v: Any) -> int | None:
+            if type(v) is str:
+                return parse_spark_timestamp(v)
+            if v is None or type(v) is int:
+                return v
+            raise RowFallback
+
+        def elapsed(row: Row) -> None:
+            for s, e, dst, unit in specs:
+                start, end = micros(row[s]), micros(row[e])
+                if start is None or end is None:
+                    row[dst] = math.nan
+                else:
+                    row[dst] = float(end - start) / unit
+
+        return elapsed
+
 
 # ------------------------------------------------------------------------- RareCategoryGrouperModel
 RARE_CATEGORY = "__rare__"
@@ -586,6 +787,17 @@ class RareCategoryGrouperModelTwin(Twin):
             out = np.empty(rows, dtype=object)
             out[:] = [None if v is None else (v if v in keep else self.rare) for v in strings]
             frame[dst] = out
+
+    def row_fn(self) -> RowFn:
+        specs = [(src, dst, keep, self.types.get(src, "string")) for src, dst, keep in self.specs]
+        rare = self.rare
+
+        def group(row: Row) -> None:
+            for src, dst, keep, spark_type in specs:
+                v = _row_string(row[src], spark_type)
+                row[dst] = None if v is None else (v if v in keep else rare)
+
+        return group
 
 
 # ----------------------------------------------------------------------------- GroupAggregatorModel
@@ -645,6 +857,18 @@ class GroupAggregatorModelTwin(Twin):
             out[i] = table.get(key, defaults)
         for j, o in enumerate(self.output_cols):
             frame[o] = out[:, j].copy()
+
+    def row_fn(self) -> RowFn:
+        table = {k: v.tolist() for k, v in self.table.items()}
+        defaults = self.defaults.tolist()
+        groups = list(zip(self.groups, self.types, strict=True))
+        outputs = self.output_cols
+
+        def aggregate(row: Row) -> None:
+            key = tuple([_row_string(row[g], t) for g, t in groups])
+            row.update(zip(outputs, table.get(key, defaults), strict=True))
+
+        return aggregate
 
 
 TWIN_CLASSES: tuple[type[Twin], ...] = (

@@ -20,6 +20,7 @@ import logging
 import math
 import re
 from itertools import repeat
+from operator import itemgetter, mul, sub
 from typing import Any
 
 import numpy as np
@@ -28,9 +29,13 @@ import scipy.sparse as sp
 from sparkpipe.errors import InputError, ScoringError, UnsupportedStageError
 from sparkpipe.scoring.base import (
     Frame,
+    Row,
+    RowFallback,
+    RowFn,
     StageFiles,
     Twin,
     as_2d,
+    generated_function,
     matrix_from_struct,
     register,
     vector_from_struct,
@@ -41,6 +46,8 @@ logger = logging.getLogger(__name__)
 _F = "org.apache.spark.ml.feature."
 DENSE_MAX = 512
 """Vectors up to this many elements are produced as dense 2-D arrays, wider ones as CSR matrices."""
+ROW_VECTOR_MAX = 4096
+"""Hashed term vectors up to this width have a row path (a dense list); wider ones only the batch path."""
 
 INTEGRAL_TYPES = frozenset({"integer", "long", "short", "byte"})
 _OBJECT = np.dtype(object)
@@ -100,6 +107,21 @@ def _to_spark_strings(values: np.ndarray, spark_type: str | None) -> list[Any]:
         else:
             out.append(_java_double_str(v, single=spark_type == "float"))
     return out
+
+
+def _spark_string_one(v: Any, spark_type: str | None) -> str | None:
+    """:func:`_to_spark_strings` of one row-path value (a string, ``None`` or a float)."""
+    if v is None or type(v) is str:
+        return v
+    if type(v) is not float:
+        raise RowFallback  # a timestamp (int microseconds): the batch path decides
+    if v != v:
+        return None
+    if spark_type in INTEGRAL_TYPES:
+        return str(int(v))
+    if spark_type == "boolean":
+        return "true" if v else "false"
+    return _java_double_str(v, single=spark_type == "float")
 
 
 def _handle_invalid(stage: StageFiles, default: str = "error") -> str:
@@ -282,6 +304,20 @@ class ImputerTwin(Twin):
         # reaches its end (which numpy signals with a costly IndexError)
         frame.update(zip(self._outputs, x, strict=False))
 
+    def row_fn(self) -> RowFn:
+        # straight-line code: each column's null (or missingValue) test and fill
+        lines = ["def impute(row):"]
+        test = "v != v or v == missing" if self._missing_is_number else "v != v"
+        for k, (c, o) in enumerate(self.pairs):
+            lines += [
+                f"    v = row[{c!r}]",
+                "    if type(v) is not float:",
+                "        raise RowFallback",
+                f"    row[{o!r}] = F{k} if {test} else v",
+            ]
+        fills = {f"F{k}": f for k, f in enumerate(self._fill[:, 0].tolist())}
+        return generated_function(lines, "impute", {**fills, "missing": self.missing}, f"Imputer {self.uid}")
+
 
 # ----------------------------------------------------------------------------------- StringIndexer
 @register(_F + "StringIndexerModel")
@@ -335,6 +371,23 @@ class StringIndexerTwin(Twin):
                 indices += out
         block = np.array(indices, dtype=np.float64).reshape(len(self.pairs), n)
         frame.update(zip(self._outputs, block, strict=False))  # not strict: see ImputerTwin.transform
+
+    def row_fn(self) -> RowFn:
+        specs = [(c, o, m, self.types.get(c)) for (c, o), m in zip(self.pairs, self.maps, strict=True)]
+        sizes = self.sizes if self.invalid == "keep" else [None] * len(specs)
+        specs2 = [(*sp_, size) for sp_, size in zip(specs, sizes, strict=True)]
+
+        def index(row: Row) -> None:
+            for c, o, m, t, size in specs2:
+                v = row[c]
+                if type(v) is not str:
+                    v = _spark_string_one(v, t)
+                i = m.get(v, size)
+                if i is None:
+                    raise RowFallback  # unseen or null under handleInvalid error/skip
+                row[o] = i
+
+        return index
 
 
 # ----------------------------------------------------------------------------------- OneHotEncoder
@@ -403,6 +456,30 @@ class OneHotEncoderTwin(Twin):
                     out = out.tocsr()
             frame[o] = out
 
+    def row_fn(self) -> RowFn | None:
+        if any(eye is None for eye in self.eyes):
+            return None  # a wide vector: the batch path's sparse matrices
+        specs = [
+            (c, o, float(orig), [row.tolist() for row in eye], [math.nan] * size, self.keep)
+            for (c, o), orig, size, eye in zip(self.pairs, self.cat_sizes, self.sizes, self.eyes, strict=True)
+        ]
+
+        def encode(row: Row) -> None:
+            for c, o, orig, vectors, null, keep in specs:
+                v = row[c]
+                if type(v) is not float:
+                    raise RowFallback
+                if 0.0 <= v < orig:
+                    row[o] = vectors[int(v)]
+                elif v != v:
+                    row[o] = null
+                elif keep:
+                    row[o] = vectors[-1]  # the extra category (all zeros with dropLast)
+                else:
+                    raise RowFallback
+
+        return encode
+
 
 # --------------------------------------------------------------------------------- VectorSizeHint
 @register(_F + "VectorSizeHint")
@@ -446,6 +523,9 @@ class VectorAssemblerTwin(Twin):
         self.invalid = _handle_invalid(stage)
 
     def bind_types(self, types: dict[str, str]) -> None:
+        self._kinds = {
+            c: ("vector" if types.get(c) == "vector" else "scalar") if c in types else None for c in self.cols
+        }
         types[self.out] = "vector"
 
     def _check(self, col: str, part: Any) -> None:
@@ -496,6 +576,75 @@ class VectorAssemblerTwin(Twin):
                     c, v if type(v) is np.ndarray or sp.issparse(v) else as_2d(np.asarray(v, np.float64))
                 )
         frame[self.out] = out
+
+    def row_fn(self) -> RowFn:
+        return _assemble_row_fn(self.cols, self.out, self.invalid == "keep", getattr(self, "_kinds", {}))
+
+
+def _assemble_row_fn(cols: list[str], out_col: str, keep: bool, kinds: dict[str, str | None]) -> RowFn:
+    if cols:
+        # straight-line code, one list display; an input of unknown kind (no stage recorded its type)
+        # is checked for both
+        lines = ["def assemble(row):"]
+        parts = []
+        for k, c in enumerate(cols):
+            kind = kinds.get(c)
+            lines.append(f"    a{k} = row[{c!r}]")
+            if kind is None:
+                lines += [
+                    f"    if type(a{k}) is float:",
+                    f"        a{k} = (a{k},)",
+                    f"    elif type(a{k}) is not list:",
+                    "        raise RowFallback",
+                ]
+            else:
+                lines += [
+                    f"    if type(a{k}) is not {'list' if kind == 'vector' else 'float'}:",
+                    "        raise RowFallback",
+                ]
+            parts.append(f"a{k}" if kind == "scalar" else f"*a{k}")
+        lines.append(f"    out = [{', '.join(parts)}]")
+        if not keep:  # some NaN (or inf - inf): the batch path checks which rows Spark refuses
+            lines += ["    total = sum(out)", "    if total != total:", "        raise RowFallback"]
+        lines.append(f"    row[{out_col!r}] = out")
+        return generated_function(lines, "assemble", {}, f"VectorAssembler {out_col}")
+
+    def assemble(row: Row) -> None:
+        out: list[float] = []
+        for c in cols:
+            v = row[c]
+            tv = type(v)
+            if tv is float:
+                out.append(v)
+            elif tv is list:
+                out += v
+            else:
+                raise RowFallback
+        if not keep:
+            total = sum(out)
+            if total != total:  # some NaN (or inf - inf): the batch path checks which rows Spark refuses
+                raise RowFallback
+        row[out_col] = out
+
+    return assemble
+
+
+def _slice_row_fn(inp: str, out: str, indices: list[int]) -> RowFn:
+    """A row function keeping the elements ``indices`` of a dense vector (a list)."""
+    pick = itemgetter(*indices) if indices else None
+
+    def slice_vector(row: Row) -> None:
+        x = row[inp]
+        if type(x) is not list:
+            raise RowFallback
+        if pick is None:
+            row[out] = []
+        elif len(indices) == 1:
+            row[out] = [x[indices[0]]]
+        else:
+            row[out] = list(pick(x))  # IndexError when too short: the batch path decides
+
+    return slice_vector
 
 
 def _concat_one_row(values: list[Any]) -> np.ndarray | None:
@@ -548,6 +697,25 @@ class StandardScalerTwin(Twin):
             frame[self.out] = _scale_dense_or_sparse(x, self.scale)
         else:
             frame[self.out] = x.copy()
+
+    def row_fn(self) -> RowFn:
+        inp, out, size = self.inp, self.out, self.scale.size
+        scale, mean = self.scale.tolist(), self.mean.tolist()
+        with_mean, with_std = self.with_mean, self.with_std
+
+        def standardize(row: Row) -> None:
+            x = row[inp]
+            if type(x) is not list or len(x) != size:
+                raise RowFallback
+            if with_mean:
+                y = list(map(sub, x, mean))
+                row[out] = list(map(mul, y, scale)) if with_std else y
+            elif with_std:
+                row[out] = list(map(mul, x, scale))
+            else:
+                row[out] = x
+
+        return standardize
 
 
 @register(_F + "MinMaxScalerModel")
@@ -645,6 +813,17 @@ class TokenizerTwin(Twin):
         out[:] = [_java_split(_JAVA_WS, v.lower()) for v in vals.tolist()]
         frame[self.out] = out
 
+    def row_fn(self) -> RowFn:
+        inp, out = self.inp, self.out
+
+        def tokenize(row: Row) -> None:
+            v = row[inp]
+            if type(v) is not str:
+                raise RowFallback  # null text: Spark fails, the batch path names the row
+            row[out] = _java_split(_JAVA_WS, v.lower())
+
+        return tokenize
+
 
 @register(_F + "RegexTokenizer")
 class RegexTokenizerTwin(Twin):
@@ -681,6 +860,17 @@ class RegexTokenizerTwin(Twin):
         out[:] = [self._tokens(v) for v in vals.tolist()]
         frame[self.out] = out
 
+    def row_fn(self) -> RowFn:
+        inp, out, tokens = self.inp, self.out, self._tokens
+
+        def tokenize(row: Row) -> None:
+            v = row[inp]
+            if type(v) is not str:
+                raise RowFallback  # null text: Spark fails, the batch path names the row
+            row[out] = tokens(v)
+
+        return tokenize
+
 
 def _lower(s: str, locale: str) -> str:
     if locale.split("_")[0].lower() in ("tr", "az"):
@@ -716,6 +906,21 @@ class StopWordsRemoverTwin(Twin):
                     res.append([t for t in toks if t is None or _lower(t, self.locale) not in words])
             out[:] = res
             frame[o] = out
+
+    def row_fn(self) -> RowFn:
+        pairs, words, locale, case_sensitive = self.pairs, self.words, self.locale, self.case_sensitive
+
+        def remove(row: Row) -> None:
+            for c, o in pairs:
+                toks = row[c]
+                if type(toks) is not list:
+                    raise RowFallback  # null token list: the batch path names the row
+                if case_sensitive:
+                    row[o] = [t for t in toks if t not in words]
+                else:
+                    row[o] = [t for t in toks if t is None or _lower(t, locale) not in words]
+
+        return remove
 
 
 @register(_F + "NGram")
@@ -769,6 +974,26 @@ class HashingTFTwin(Twin):
                     r[k] = r.get(k, 0.0) + 1.0
             rows.append(r)
         frame[self.out] = _rows_to_csr(rows, self.n)
+
+    def row_fn(self) -> RowFn | None:
+        if self.n > ROW_VECTOR_MAX:
+            return None  # the batch path's sparse matrices
+        inp, out, n, h, binary = self.inp, self.out, self.n, self.hash, self.binary
+
+        def hashing_tf(row: Row) -> None:
+            toks = row[inp]
+            if type(toks) is not list:
+                raise RowFallback  # null token list: the batch path names the row
+            v = [0.0] * n
+            if binary:
+                for t in toks:
+                    v[h(t)] = 1.0
+            else:
+                for t in toks:
+                    v[h(t)] += 1.0
+            row[out] = v
+
+        return hashing_tf
 
 
 @register(_F + "CountVectorizerModel")
@@ -857,6 +1082,18 @@ class IDFTwin(Twin):
     def transform(self, frame: Frame) -> None:
         frame[self.out] = _scale_dense_or_sparse(frame[self.inp], self.idf)
 
+    def row_fn(self) -> RowFn:
+        inp, out, idf = self.inp, self.out, self.idf.tolist()
+        size = len(idf)
+
+        def scale(row: Row) -> None:
+            x = row[inp]
+            if type(x) is not list or len(x) != size:
+                raise RowFallback
+            row[out] = list(map(mul, x, idf))
+
+        return scale
+
 
 # -------------------------------------------------------------------------------------- Bucketizer
 @register(_F + "Bucketizer")
@@ -942,6 +1179,17 @@ class IndexToStringTwin(Twin):
             )
         frame[self.out] = self.labels[idx.astype(np.int64)]
 
+    def row_fn(self) -> RowFn:
+        inp, out, labels, k = self.inp, self.out, self.labels.tolist(), float(self.k)
+
+        def label(row: Row) -> None:
+            v = row[inp]
+            if type(v) is not float or (not (0.0 <= v < k) and not (-1.0 < v < 0.0)):
+                raise RowFallback  # null or no label: the batch path names the row
+            row[out] = labels[int(v)]  # int() truncates as np.trunc does
+
+        return label
+
 
 # ---------------------------------------------------------------------------------- vector stages
 @register(_F + "VectorSlicer")
@@ -962,6 +1210,9 @@ class VectorSlicerTwin(Twin):
         x = frame[self.inp]
         frame[self.out] = x[:, self.indices].tocsr() if sp.issparse(x) else as_2d(x)[:, self.indices]
 
+    def row_fn(self) -> RowFn:
+        return _slice_row_fn(self.inp, self.out, self.indices.tolist())
+
 
 class _SelectorTwin(Twin):
     def __init__(self, stage: StageFiles):
@@ -973,6 +1224,9 @@ class _SelectorTwin(Twin):
     def transform(self, frame: Frame) -> None:
         x = frame[self.inp]
         frame[self.out] = x[:, self.indices].tocsr() if sp.issparse(x) else as_2d(x)[:, self.indices]
+
+    def row_fn(self) -> RowFn:
+        return _slice_row_fn(self.inp, self.out, self.indices.tolist())
 
 
 @register(
@@ -1170,3 +1424,24 @@ class TargetEncoderTwin(Twin):
                         what = "null" if v != v else f"unseen category {v!r}"
                         raise InputError.at(c, i, f"{what} (TargetEncoder handleInvalid='error')")
             frame[o] = np.asarray(out, dtype=np.float64)
+
+    def row_fn(self) -> RowFn:
+        specs = list(zip(self.pairs, self.maps, self.globals, self.nulls, strict=True))
+        keep = self.keep
+
+        def encode(row: Row) -> None:
+            for (c, o), m, g, null_enc in specs:
+                v = row[c]
+                if type(v) is not float:
+                    raise RowFallback
+                e = m.get(v)
+                if e is None:
+                    if null_enc is not None and v != v:
+                        e = null_enc
+                    elif keep:
+                        e = g
+                    else:
+                        raise RowFallback  # the batch path names the row
+                row[o] = e
+
+        return encode

@@ -19,7 +19,10 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from operator import mul
 from typing import Any
 
 import numpy as np
@@ -30,9 +33,13 @@ from scipy import special
 from sparkpipe.errors import ScoringError, UnsupportedStageError
 from sparkpipe.scoring.base import (
     Frame,
+    Row,
+    RowFallback,
+    RowFn,
     StageFiles,
     Twin,
     as_2d,
+    generated_function,
     matrix_from_struct,
     register,
     vector_from_struct,
@@ -186,6 +193,42 @@ def _softmax_minvalue(raw: np.ndarray) -> np.ndarray:
         return e / _seq_sum(e)[:, None]
 
 
+# ------------------------------------------------------------------------------- row-path helpers
+def _exp_row(x: float) -> float:
+    """``math.exp`` that overflows to ``inf`` as NumPy's does."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def spark_argmax_row(a: list[float]) -> float:
+    """:func:`spark_argmax` of one row: the first maximum, never moving to a ``NaN``."""
+    if not a:
+        return -1.0
+    best, k = a[0], 0
+    if best != best:
+        return 0.0
+    for i in range(1, len(a)):
+        v = a[i]
+        if v > best:
+            best, k = v, i
+    return float(k)
+
+
+def _dot_row(features: str, w: list[float]) -> Callable[[Row], float]:
+    """``x . w`` of a row's feature list (sequential sum: within an ulp of BLAS's order)."""
+    size = len(w)
+
+    def dot(row: Row) -> float:
+        x = row[features]
+        if type(x) is not list or len(x) != size:
+            raise RowFallback
+        return sum(map(mul, x, w))
+
+    return dot
+
+
 # ------------------------------------------------------------------------------------- base twins
 class _ModelTwin(Twin):
     """Shared plumbing: the features column and the output column params."""
@@ -272,6 +315,54 @@ class _ClassifierTwin(_ModelTwin):
             else:
                 pred = self._predict(x)
             frame[self.prediction_col] = np.asarray(pred, dtype=np.float64)
+
+    # --- the row path: the same steps on one row's lists (subclasses give _row_raw and _row_raw2prob)
+    _row_raw2prob: Callable[[list[float]], list[float]] | None = None
+
+    def _row_raw(self) -> Callable[[list[float]], list[float]] | None:
+        """A function from the feature list to rawPrediction, or ``None`` (no row path)."""
+        return None
+
+    def _row_prob2pred(self, prob: list[float]) -> float:
+        if self.thresholds is None:
+            return spark_argmax_row(prob)
+        best, k = -math.inf, 0
+        for i, (p, t) in enumerate(zip(prob, self._row_thresholds, strict=True)):
+            v = p / t if t != 0.0 else (math.copysign(math.inf, p) if p != 0.0 else math.nan)  # NumPy's p / t
+            if v > best:  # NaN never wins (-inf in the batch path)
+                best, k = v, i
+        return float(k)
+
+    def _row_raw2pred(self, raw: list[float]) -> float:
+        if self.thresholds is None or not self.probabilistic:
+            return spark_argmax_row(raw)
+        return self._row_prob2pred(self._row_raw2prob(list(raw)))
+
+    def row_fn(self) -> RowFn | None:
+        raw_of = self._row_raw()
+        if raw_of is None or (self.probabilistic and self._row_raw2prob is None):
+            return None
+        if self.thresholds is not None:
+            self._row_thresholds = self.thresholds.tolist()
+        features, size = self.features_col, self.num_features
+        raw_col, prob_col, pred_col = self.raw_col, self.prob_col, self.prediction_col
+        raw2prob, raw2pred = self._row_raw2prob, self._row_raw2pred
+
+        def classify(row: Row) -> None:
+            x = row[features]
+            if type(x) is not list or len(x) != size:
+                raise RowFallback
+            raw = raw_of(x)
+            prob = None
+            if raw_col:
+                row[raw_col] = raw
+            if prob_col:
+                prob = raw2prob(list(raw))
+                row[prob_col] = prob
+            if pred_col:
+                row[pred_col] = raw2pred(raw) if raw_col or prob is None else self._row_prob2pred(prob)
+
+        return classify
 
 
 # ------------------------------------------------------------------------------ linear classifiers
@@ -378,6 +469,32 @@ class LogisticRegressionTwin(_ClassifierTwin):
             else:
                 pred = _sigmoid(m) > self.prob_threshold
             frame[self.prediction_col] = pred.astype(np.float64)
+
+    def row_fn(self) -> RowFn | None:
+        if self.is_multinomial:
+            return None
+        dot = _dot_row(self.features_col, self.w.tolist())
+        b, raw_t, prob_t = self.b, self.raw_threshold, self.prob_threshold
+        raw_col, prob_col, pred_col = self.raw_col, self.prob_col, self.prediction_col
+
+        def logistic(row: Row) -> None:
+            m = dot(row) + b
+            if raw_col:
+                row[raw_col] = [-m, m]
+            p0 = 0.0
+            if prob_col:
+                p0 = 1.0 / (1.0 + _exp_row(m))
+                row[prob_col] = [p0, 1.0 - p0]
+            if pred_col:
+                if raw_col:
+                    pred = m > raw_t
+                elif prob_col:
+                    pred = 1.0 - p0 > prob_t
+                else:
+                    pred = 1.0 / (1.0 + _exp_row(-m)) > prob_t
+                row[pred_col] = 1.0 if pred else 0.0
+
+        return logistic
 
 
 @register("org.apache.spark.ml.classification.LinearSVCModel")
@@ -517,6 +634,60 @@ class _Forest:
                     right[m] = member != self.cat_is_left[cm]
             node = self.children[2 * node + right]
         return node.reshape(n, t)
+
+
+def _lit(v: float) -> str:
+    """A float as a Python literal that evaluates to exactly it (``NaN`` and infinities included)."""
+    return repr(float(v)) if math.isfinite(v) else f"float({str(float(v))!r})"
+
+
+def _forest_function(
+    forest: _Forest, leaf: Callable[[int, int], list[str]], prologue: list[str], epilogue: list[str]
+) -> Callable[[list[float]], Any]:
+    """Python source for every tree of ``forest`` as nested ``if``s over the features, compiled once.
+
+    The function takes the feature list ``x``; ``leaf(tree, node)`` gives the statements run at a
+    leaf (accumulating into the variables ``prologue`` sets up), ``epilogue`` ends it (``return ...``).
+    A continuous split is ``x <= threshold`` (``NaN`` goes right, as in :meth:`_Forest.leaves`); a
+    categorical split is a membership test in a frozenset of float category values.
+    """
+    consts: dict[str, Any] = {}
+
+    def lit(v: float) -> str:
+        if math.isfinite(v):
+            return repr(float(v))
+        name = f"K{len(consts)}"
+        consts[name] = float(v)
+        return name
+
+    used = forest.used.tolist()
+    lines = ["def forest(x):", *(f"    f{j} = x[{f}]" for j, f in enumerate(used))]
+    lines += [f"    {p}" for p in prologue]
+    children, feature, threshold = forest.children.tolist(), forest.feature.tolist(), forest.threshold
+    cat_row, cat_is_left = forest.cat_row.tolist(), forest.cat_is_left.tolist()
+
+    def emit(tree: int, node: int, depth: int) -> None:
+        pad = "    " * depth
+        left, right = children[2 * node], children[2 * node + 1]
+        if left == node:
+            lines.extend(pad + stmt for stmt in leaf(tree, node))
+            return
+        f, c = feature[node], cat_row[node]
+        if c >= 0:
+            name = f"S{c}"
+            consts[name] = frozenset(float(j) for j in np.flatnonzero(forest.cat_table[c]).tolist())
+            cond = f"f{f} in {name}" if cat_is_left[c] else f"f{f} not in {name}"
+        else:
+            cond = f"f{f} <= {lit(float(threshold[node]))}"
+        lines.append(f"{pad}if {cond}:")
+        emit(tree, left, depth + 1)
+        lines.append(f"{pad}else:")
+        emit(tree, right, depth + 1)
+
+    for t, root in enumerate(forest.roots.tolist()):
+        emit(t, root, 1)
+    lines += [f"    {e}" for e in epilogue]
+    return generated_function(lines, "forest", consts, "sparkpipe forest")
 
 
 def _children_and_depth(
@@ -742,6 +913,17 @@ class _TreeClassifierTwin(_ClassifierTwin):
     def _raw2prob(self, raw: np.ndarray) -> np.ndarray:
         return _normalize_rows(raw)
 
+    @staticmethod
+    def _row_raw2prob(raw: list[float]) -> list[float]:
+        total = 0.0
+        for v in raw:
+            if v < 0.0:
+                raise RowFallback  # the batch path raises FeatureValueError
+            total += v
+        if not total > 0.0:
+            raise RowFallback
+        return [v / total for v in raw]
+
 
 @register("org.apache.spark.ml.classification.DecisionTreeClassificationModel")
 class DecisionTreeClassifierTwin(_TreeClassifierTwin):
@@ -752,6 +934,14 @@ class DecisionTreeClassifierTwin(_TreeClassifierTwin):
 
     def _predict(self, x: Matrix) -> np.ndarray:
         return self.forest.prediction[self.forest.leaves(x)[:, 0]]
+
+    def _row_raw(self) -> Callable[[list[float]], list[float]]:
+        stats = self.forest.stats[:, : self.num_classes].tolist()
+
+        def leaf(tree: int, node: int) -> list[str]:
+            return [f"return [{', '.join(map(_lit, stats[node]))}]"]
+
+        return _forest_function(self.forest, leaf, [], [])
 
 
 @register("org.apache.spark.ml.classification.RandomForestClassificationModel")
@@ -768,6 +958,18 @@ class RandomForestClassifierTwin(_TreeClassifierTwin):
     def _raw(self, x: Matrix) -> np.ndarray:
         # cumsum accumulates strictly in tree order: the same rounding as Spark's loop
         return np.cumsum(self.votes[self.forest.leaves(x)], axis=1)[:, -1, :]
+
+    def _row_raw(self) -> Callable[[list[float]], list[float]]:
+        votes = self.votes.tolist()
+        k = range(self.num_classes)
+
+        def leaf(tree: int, node: int) -> list[str]:
+            return [f"r{c} += {_lit(votes[node][c])}" for c in k]  # tree order: cumsum's rounding
+
+        acc = ", ".join(f"r{c}" for c in k)
+        return _forest_function(
+            self.forest, leaf, [f"{acc} = {', '.join('0.0' for _ in k)}"], [f"return [{acc}]"]
+        )
 
 
 @register("org.apache.spark.ml.classification.GBTClassificationModel")
@@ -797,6 +999,19 @@ class GBTClassifierTwin(_TreeClassifierTwin):
             p0 = 1.0 / (1.0 + np.exp(-2.0 * raw[:, 0]))
         return np.column_stack([p0, 1.0 - p0])
 
+    @staticmethod
+    def _row_raw2prob(raw: list[float]) -> list[float]:
+        p0 = 1.0 / (1.0 + _exp_row(-2.0 * raw[0]))
+        return [p0, 1.0 - p0]
+
+    def _row_raw(self) -> Callable[[list[float]], list[float]]:
+        terms = (self.forest.prediction[:, None] * self.weights[None, :]).tolist()  # as margin()'s products
+
+        def leaf(tree: int, node: int) -> list[str]:
+            return [f"m += {_lit(terms[node][tree])}"]
+
+        return _forest_function(self.forest, leaf, ["m = 0.0"], ["return [-m, m]"])
+
     def _predict(self, x: Matrix) -> np.ndarray:
         if self.thresholds is not None:
             return super()._predict(x)
@@ -817,6 +1032,29 @@ class _TreeRegressorTwin(_ModelTwin):
         x = _features(frame, self.features_col, self.num_features)
         if self.prediction_col:
             frame[self.prediction_col] = self.predict(x)
+
+    def _row_terms(self) -> tuple[list[list[float]], str]:
+        """Per node and tree the term a leaf adds, and the expression of the prediction from the sum
+        ``m`` (the row path of :meth:`predict`)."""
+        raise NotImplementedError
+
+    def row_fn(self) -> RowFn | None:
+        features, size, pred_col = self.features_col, self.num_features, self.prediction_col
+        terms, result = self._row_terms()
+
+        def leaf(tree: int, node: int) -> list[str]:
+            return [f"m += {_lit(terms[node][tree])}"]  # tree order: cumsum's rounding
+
+        walk = _forest_function(self.forest, leaf, ["m = 0.0"], [f"return {result}"])
+
+        def regress(row: Row) -> None:
+            x = row[features]
+            if type(x) is not list or len(x) != size:
+                raise RowFallback
+            if pred_col:
+                row[pred_col] = walk(x)
+
+        return regress
 
 
 @register("org.apache.spark.ml.regression.DecisionTreeRegressionModel")
@@ -848,6 +1086,24 @@ class DecisionTreeRegressorTwin(_TreeRegressorTwin):
         if self.variance_col:
             frame[self.variance_col] = self.variance[leaves]
 
+    def row_fn(self) -> RowFn:
+        features, size = self.features_col, self.num_features
+        pred_col, var_col = self.prediction_col, self.variance_col
+        pred, var = self.forest.prediction.tolist(), self.variance.tolist()
+        walk = _forest_function(self.forest, lambda tree, node: [f"return {node}"], [], [])
+
+        def regress(row: Row) -> None:
+            x = row[features]
+            if type(x) is not list or len(x) != size:
+                raise RowFallback
+            leaf = walk(x)
+            if pred_col:
+                row[pred_col] = pred[leaf]
+            if var_col:
+                row[var_col] = var[leaf]
+
+        return regress
+
 
 @register("org.apache.spark.ml.regression.RandomForestRegressionModel")
 class RandomForestRegressorTwin(_TreeRegressorTwin):
@@ -857,6 +1113,10 @@ class RandomForestRegressorTwin(_TreeRegressorTwin):
         preds = self.forest.prediction[self.forest.leaves(x)]
         return np.cumsum(preds, axis=1)[:, -1] / preds.shape[1]
 
+    def _row_terms(self) -> tuple[list[list[float]], str]:
+        n = self.forest.num_trees
+        return [[p] * n for p in self.forest.prediction.tolist()], f"m / {float(n)!r}"
+
 
 @register("org.apache.spark.ml.regression.GBTRegressionModel")
 class GBTRegressorTwin(_TreeRegressorTwin):
@@ -865,6 +1125,9 @@ class GBTRegressorTwin(_TreeRegressorTwin):
     def predict(self, x: Matrix) -> np.ndarray:
         terms = self.forest.prediction[self.forest.leaves(x)] * self.weights
         return np.cumsum(terms, axis=1)[:, -1]
+
+    def _row_terms(self) -> tuple[list[list[float]], str]:
+        return (self.forest.prediction[:, None] * self.weights[None, :]).tolist(), "m"
 
 
 # ------------------------------------------------------------------------------------------- MLP

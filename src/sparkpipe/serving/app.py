@@ -354,14 +354,9 @@ def app_from_env() -> FastAPI:
     return create_app(settings)
 
 
-def run(settings: ServingSettings | None = None) -> None:
-    """Serve with uvicorn (uvloop + httptools when installed); used by ``sparkpipe serve``."""
-    import uvicorn
-
-    settings = settings or ServingSettings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    )
+def uvicorn_options(settings: ServingSettings) -> dict[str, Any]:
+    """The keyword arguments :func:`run` gives ``uvicorn.run`` (the server stack: uvloop and httptools
+    when installed, no access log); ``benchmarks/serving.py`` serves its bare ASGI ceiling with them."""
     kwargs: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -383,6 +378,18 @@ def run(settings: ServingSettings | None = None) -> None:
         DrainingHttpToolsProtocol.drain_seconds = settings.shutdown_drain_seconds
         kwargs["http"] = DrainingHttpToolsProtocol
     kwargs["timeout_graceful_shutdown"] = settings.shutdown_timeout_seconds
+    return kwargs
+
+
+def run(settings: ServingSettings | None = None) -> None:
+    """Serve with uvicorn (uvloop + httptools when installed); used by ``sparkpipe serve``."""
+    import uvicorn
+
+    settings = settings or ServingSettings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+    kwargs = uvicorn_options(settings)
     if settings.workers > 1:
         data = settings.model_dump(mode="json")
         data["api_key"] = settings.api_key_value()

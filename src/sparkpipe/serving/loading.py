@@ -108,6 +108,14 @@ class LoadedModel:
                 out[name].append(None)
                 continue
             present += 1
+            t = type(value)
+            if (
+                value is None
+                or (t is str and kind == STR)
+                or (t is float and kind == NUM and value - value == 0.0)
+            ):
+                out[name].append(value)  # what check_value returns for these (a finite float: x - x is 0)
+                continue
             try:
                 out[name].append(check_value(value, kind, stype))
             except BadValue as exc:

@@ -8,6 +8,7 @@ A value that does not fit its column is a 422 naming the field (``features.age``
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from typing import TYPE_CHECKING, Any
@@ -85,8 +86,6 @@ def check_value(value: Any, kind: int, spark_type: str) -> Any:
     elif kind == TIME:
         if t is str:
             try:
-                import datetime as dt
-
                 dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
             except ValueError:
                 raise BadValue(f"expected {_KIND_NAMES[TIME]} ({spark_type}), got {short(value)}") from None
