@@ -353,6 +353,36 @@ def spark_pyfunc_copy(model_dir: Path, dst: Path) -> Path:
     return dst
 
 
+FLOOR_LOADER = """\
+class _Constant:
+    def predict(self, data, params=None):
+        return [0.0] * len(data)
+
+
+def _load_pyfunc(path, model_config=None):
+    return _Constant()
+"""
+
+
+def floor_pyfunc_copy(model_dir: Path, dst: Path) -> Path:
+    """A copy of the model whose ``python_function`` loader returns a constant per row: the same
+    signature, so ``mlflow models serve`` does all its own work per request (parse the JSON into a
+    DataFrame, enforce the schema, write the answer) and scores nothing. Its latency is the floor any
+    python_function flavor served by MLflow stands on."""
+    import yaml
+
+    shutil.copytree(model_dir, dst)
+    (dst / "floor_code").mkdir()
+    (dst / "floor_code" / "sparkpipe_floor.py").write_text(FLOOR_LOADER)
+    meta = yaml.safe_load((dst / "MLmodel").read_text())
+    flavor = meta["flavors"]["python_function"]
+    flavor["loader_module"], flavor["code"] = "sparkpipe_floor", "floor_code"
+    for key in ("scorer", "no_twin", "data"):
+        flavor.pop(key, None)
+    (dst / "MLmodel").write_text(yaml.safe_dump(meta, sort_keys=False))
+    return dst
+
+
 def mlflow_serve(model: str, args: argparse.Namespace, env: dict, log: Path, row: dict, n: int) -> dict:
     """Start ``mlflow models serve`` on ``model`` (a URI or directory), measure, stop."""
     port = free_port()
@@ -431,8 +461,9 @@ def main() -> None:
     ap.add_argument(
         "--mlflow-flavors",
         type=lambda v: [x for x in v.split(",") if x],
-        default=["pyfunc", "spark"],
-        help="mlflow models serve on: pyfunc (sparkpipe's flavor), spark (mlflow.spark's pyfunc)",
+        default=["pyfunc", "floor", "spark"],
+        help="mlflow models serve on: pyfunc (sparkpipe's flavor), floor (a constant model with the same "
+        "signature: MLflow's own cost per request), spark (mlflow.spark's pyfunc)",
     )
     ap.add_argument("--seconds", type=float, default=10, help="duration of each concurrency test (round)")
     ap.add_argument("--rounds", type=int, default=2, help="concurrency rounds per server, taken in turn")
@@ -522,6 +553,14 @@ def main() -> None:
         results["mlflow_pyfunc"] = mlflow_serve(
             ref.uri, args, env, logs / "mlflow-pyfunc.log", row, args.mlflow_requests
         )
+    if not args.skip_mlflow and "floor" in args.mlflow_flavors:
+        print(
+            "mlflow models serve, a constant model with the same signature (MLflow's floor) ...", flush=True
+        )
+        copy = floor_pyfunc_copy(model_dir, logs / "floor-pyfunc-model")
+        results["mlflow_floor"] = mlflow_serve(
+            str(copy), args, env, logs / "mlflow-floor.log", row, args.mlflow_requests
+        )
     if not args.skip_mlflow and "spark" in args.mlflow_flavors:
         print("mlflow models serve, mlflow.spark's pyfunc ...", flush=True)
         copy = spark_pyfunc_copy(model_dir, logs / "spark-pyfunc-model")
@@ -553,6 +592,7 @@ def render(r: dict, concurrency: int) -> str:
     if "hello" in r:
         columns.append(("hello", "bare ASGI app (ceiling)"))
     columns.append(("mlflow_pyfunc", "mlflow models serve, sparkpipe.pyfunc flavor"))
+    columns.append(("mlflow_floor", "mlflow models serve, constant model (MLflow's floor)"))
     columns.append(("mlflow", "mlflow models serve, mlflow.spark pyfunc"))
     columns = [(k, label) for k, label in columns if k in r]
     ceiling = r.get("hello", {}).get("concurrent", {}).get("rps")

@@ -315,9 +315,11 @@ def test_compose_references_exist():
     assert ds["datasources"][0]["url"] == "http://prometheus:9090"
 
 
-def test_compose_cluster_config_points_at_the_stack():
+def test_compose_cluster_config_points_at_the_stack(monkeypatch):
     from sparkpipe.config import load_config
 
+    # the file's default, as in the stack (MLflow's set_tracking_uri exports the variable in-process)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = load_config(ROOT / "config" / "examples" / "compose_cluster.yaml")
     assert cfg.spark.master == "spark://spark-master:7077"
     assert cfg.mlflow.tracking_uri == "http://mlflow:5000"

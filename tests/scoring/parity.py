@@ -181,9 +181,26 @@ def assert_parity(
     CompiledPipeline
         The compiled pipeline, for further checks.
     """
+    compiled, records = save_and_compile(spark_model, df, tmp_path, input_schema)
+    assert_plan_matches_spark(compiled, spark_model, df, records, columns, atol)
+    return compiled
+
+
+def assert_plan_matches_spark(
+    compiled: CompiledPipeline,
+    spark_model: Any,
+    df: Any,
+    records: list[dict[str, Any]] | None = None,
+    columns: Sequence[str] | None = None,
+    atol: float = ATOL,
+) -> None:
+    """Assert an already compiled plan (e.g. a registered version's, compiled from its directory as
+    serving does) reproduces ``spark_model.transform`` on ``df``: all rows at once, each row alone,
+    and on the row path. ``records`` are ``df``'s rows as request records (default: collected)."""
     from pyspark.sql import functions as F
 
-    compiled, records = save_and_compile(spark_model, df, tmp_path, input_schema)
+    if records is None:
+        records = [{k: _python_value(v) for k, v in r.asDict().items()} for r in df.collect()]
     # Spark's rows in input order (the order of ``records``): a stage that joins (ALS) reorders them
     indexed = df.withColumn(_ROW, F.monotonically_increasing_id())
     out_rows = sorted(spark_model.transform(indexed).collect(), key=lambda r: r[_ROW])
@@ -199,7 +216,6 @@ def assert_parity(
         for i, single in enumerate(singles):
             assert_column_equal(f"{c} (row {i} scored alone)", [out_rows[i][c]], single[c], atol)
     assert_row_path(compiled, records, out_rows, cols, atol)
-    return compiled
 
 
 def row_value_as_column(value: Any, spark_value: Any = None) -> Any:
