@@ -18,38 +18,12 @@ import yaml
 
 from sparkpipe.cli import main
 
+from .test_run_path import _config
+
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 SMALL = {"logistic_regression": {"maxIter": 10}, "random_forest": {"numTrees": 5, "maxDepth": 3}}
 ALGORITHMS = list(SMALL)
-
-
-def _config(tmp_path: Path, out: str, name: str, **extra: Any) -> Path:
-    cfg: dict[str, Any] = {
-        "spark": {"app_name": "sparkpipe-tests", "master": "local[2]"},
-        "data": {
-            "input_path": "builtin:churn",
-            "rows": 600,
-            "output_path": str(tmp_path / out),
-            "validation_split": 0.2,
-            "test_split": 0.2,
-            "seed": 11,
-        },
-        # auto threshold: a value only the shared evaluate step puts into the metadata
-        "evaluation": {"report": False, "threshold": "auto", "classification": ["auc_roc", "f1"]},
-        "mlflow": {
-            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "experiment_name": "compare-tests",
-            "registered_model_name": name,
-            "log_input_example": False,
-        },
-        "logging": {"level": "WARNING"},
-    }
-    for section, values in extra.items():
-        cfg[section] = {**cfg.get(section, {}), **values}
-    path = tmp_path / f"{out}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 def _metadata(uri: str, name: str, version: str) -> dict[str, Any]:
