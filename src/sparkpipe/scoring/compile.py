@@ -29,7 +29,17 @@ import scipy.sparse as sp
 
 from sparkpipe.errors import InputError, ScoringError, UnsupportedStageError
 from sparkpipe.scoring import features as _features  # noqa: F401  (registers the feature twins)
-from sparkpipe.scoring.base import TWINS, Frame, Row, RowFallback, RowFn, StageFiles, Twin, n_rows
+from sparkpipe.scoring.base import (
+    TWINS,
+    Frame,
+    Row,
+    RowFallback,
+    RowFn,
+    StageFiles,
+    Twin,
+    generated_function,
+    n_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -558,8 +568,6 @@ def _row_record_casters(
             *(f"    {b.replace('SOURCE', src).replace('ITEM', item)}" for b in body),
             f"    {result}",
         ]
-
-    from sparkpipe.scoring.base import generated_function
 
     return (
         generated_function(source("cast_record", "rec", "rec", ""), "cast_record", namespace, "row casts"),
