@@ -341,6 +341,45 @@ def test_casting_rules():
         cast_column("i", "long", [float("inf")])
 
 
+@pytest.mark.parametrize("t", ["double", "float", "integer", "long"])
+@pytest.mark.parametrize(
+    ("tail", "error"),
+    [
+        ([], None),
+        ([2.0], None),  # a whole float in an integer column
+        ([2.5], "integer"),  # a fraction: refused in integer columns, a number in the others
+        ([None], None),
+        ([True], None),
+        ([float("nan")], None),
+        ([float("-inf")], "integer"),  # not a whole number: refused in integer columns
+        (["1.5"], "got str"),
+        ([[1.0]], "got list"),
+        ([10**400], "overflow"),
+    ],
+)
+def test_large_numeric_columns_cast_like_small_ones(t, tail, error):
+    """Columns of more than 64 values take one C pass (array('d')); every value the checked path
+    refuses or converts is refused or converted alike, with the same message naming the row."""
+    from sparkpipe.scoring.compile import _FAST_CAST_ROWS
+
+    small = [3, 4.0, *tail]
+    large = list(range(_FAST_CAST_ROWS + 1)) + small
+    if error == "integer" and t in ("double", "float"):
+        error = None
+    if error is None:
+        got = cast_column("c", t, large)
+        assert np.array_equal(got[-len(small) :], cast_column("c", t, small), equal_nan=True)
+        assert np.array_equal(got[: _FAST_CAST_ROWS + 1], np.arange(_FAST_CAST_ROWS + 1, dtype=float))
+        return
+    with pytest.raises((InputError, OverflowError)) as small_exc:
+        cast_column("c", t, small)
+    with pytest.raises(type(small_exc.value)) as large_exc:
+        cast_column("c", t, large)
+    if isinstance(small_exc.value, InputError):
+        assert large_exc.value.row == small_exc.value.row + _FAST_CAST_ROWS + 1
+        assert str(small_exc.value).split(":", 1)[-1] == str(large_exc.value).split(":", 1)[-1]
+
+
 def test_unseen_and_null_rows_score_like_spark_keep(typed):
     out = typed.predict([GOOD, {**GOOD, "city": None, "age": None}, {**GOOD, "city": "atlantis"}])
     assert out[1]["features"] != out[0]["features"]
