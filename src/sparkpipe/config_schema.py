@@ -255,6 +255,13 @@ class FeaturesConfig(_Strict):
     # recommendation (ALS) columns
     user_col: str | None = None
     item_col: str | None = None
+    cold_start: Literal["popular", "none", "error"] = Field(
+        default="popular",
+        description=(
+            "recommenders: what GET /recommend answers for a user not in the training data: the most "
+            "rated training items (popular), an empty list (none) or a 404 (error); always flagged cold_start"
+        ),
+    )
 
     @field_validator("aggregations", mode="before")
     @classmethod
