@@ -364,7 +364,7 @@ class EvaluationConfig(_Strict):
     classification: list[str] = ["accuracy", "precision", "recall", "f1", "auc_roc", "auc_pr", "log_loss"]
     regression: list[str] = ["rmse", "mae", "r2", "mape"]
     clustering: list[str] = ["silhouette", "davies_bouldin"]
-    recommendation: list[str] = ["rmse", "mae", "precision_at_k", "ndcg_at_k"]
+    recommendation: list[str] = ["rmse", "mae", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k"]
     primary_metric: str | None = None
     k: int = Field(default=10, ge=1, description="cut-off for ranking metrics")
     report: bool = True

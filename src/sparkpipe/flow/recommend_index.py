@@ -38,7 +38,9 @@ def als_stage(model: PipelineModel) -> Any | None:
     return None
 
 
-def write_recommend_index(model: PipelineModel, train: DataFrame, target: str | Path, cold_start: str) -> Path:
+def write_recommend_index(
+    model: PipelineModel, train: DataFrame, target: str | Path, cold_start: str
+) -> Path:
     """Write ``<target>/recommend`` for the ALS pipeline ``model`` fitted on the raw ``train`` rows.
 
     Returns the index directory.

@@ -104,7 +104,9 @@ class RecommendIndex:
         order = np.lexsort((items, users))
         policy = meta.get("cold_start", "popular")
         if policy not in COLD_START_POLICIES:
-            raise ScoringError(f"{meta_path}: cold_start {policy!r} is not one of {list(COLD_START_POLICIES)}")
+            raise ScoringError(
+                f"{meta_path}: cold_start {policy!r} is not one of {list(COLD_START_POLICIES)}"
+            )
         return cls(
             seen_users=users[order],
             seen_items=items[order],
@@ -160,7 +162,12 @@ class Recommender:
             for lab, i in self._item_map.items():
                 labels[int(i)] = lab
             self._item_labels = labels
-        self._item_ids_out = self._raw_items(twin.item_ids)
+        self._user_labels: list[str] | None = None
+        if self._user_map is not None:
+            ulabels = [""] * len(self._user_map)
+            for lab, i in self._user_map.items():
+                ulabels[int(i)] = lab
+            self._user_labels = ulabels
         norms = np.linalg.norm(twin.item_factors.astype(np.float64), axis=1)
         self._unit = twin.item_factors.astype(np.float64) / np.where(norms > 0, norms, 1.0)[:, None]
         self.user_type = dict(plan.input_schema).get(self.user_col, "integer")
@@ -223,6 +230,13 @@ class Recommender:
             labels = self._item_labels
             return [labels[i] if 0 <= i < len(labels) else None for i in model_ids.tolist()]
         return model_ids.tolist()
+
+    def raw_users(self) -> list[Any]:
+        """Every user the model has factors for, as the client knows them (raw ids)."""
+        if self._user_labels is not None:
+            labels = self._user_labels
+            return [labels[i] for i in self.twin.user_ids.tolist() if 0 <= i < len(labels)]
+        return self.twin.user_ids.tolist()
 
     def user_position(self, user: Any) -> int | None:
         """Row of ``user`` in the user factors (``None``: unknown user)."""

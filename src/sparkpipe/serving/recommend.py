@@ -43,7 +43,9 @@ def query_id(value: str, column_type: str, field: str) -> Any:
     base = column_type.split("(")[0].lower()
     if base in _NUMERIC:
         if not _INT_RE.match(value.strip()):
-            raise invalid(field, f"must be an integer id (this model's id column is {column_type}), got {value!r}")
+            raise invalid(
+                field, f"must be an integer id (this model's id column is {column_type}), got {value!r}"
+            )
         return int(value)
     return value
 
