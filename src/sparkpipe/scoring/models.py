@@ -1673,13 +1673,14 @@ def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
     n = scores.size
     if k <= 0 or n == 0:
         return np.zeros(0, dtype=np.int64)
-    if k < n:
-        neg = -np.nan_to_num(scores.astype(np.float64), nan=-np.inf)
-        kth = np.argpartition(neg, k - 1)[k - 1]
-        cand = np.flatnonzero(-neg >= -neg[kth])
+    bad = ~np.isfinite(scores)
+    n_bad = int(np.count_nonzero(bad))
+    work = np.where(bad, -np.inf, scores) if n_bad else scores  # never chosen: sorted first
+    if k < n - n_bad:
+        kth = work[np.argpartition(work, n - k)[n - k]]  # the k-th largest (finite) score
+        cand = np.flatnonzero(work >= kth)
     else:
-        cand = np.arange(n)
-    cand = cand[np.isfinite(scores[cand])]
+        cand = np.flatnonzero(~bad)
     order = np.lexsort((-ids[cand], -scores[cand].astype(np.float64)))
     return cand[order[:k]]
 

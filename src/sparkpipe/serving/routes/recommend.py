@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from sparkpipe.serving import recommend as svc
-from sparkpipe.serving.schemas import ErrorResponse, dumps, parse_json
+from sparkpipe.serving.schemas import ErrorResponse, RecommendRequest, dumps, json_body_doc, parse_json
 from sparkpipe.serving.service import ServiceDep
 
 router = APIRouter(tags=["recommend"])
@@ -44,6 +44,7 @@ async def recommend(
     "/recommend/{model:path}",
     summary=f'Top-k items for many users: {{"users": [...], "k": 10}} (at most {svc.MAX_USERS} users)',
     responses=_ERRORS,
+    openapi_extra=json_body_doc(RecommendRequest),
 )
 async def recommend_many(model: str, request: Request, service: ServiceDep) -> Response:
     payload = parse_json(await request.body(), request.headers.get("content-type"))
