@@ -130,9 +130,13 @@ def test_implicit_prefs_reached_the_model(als):
     # the default recommendation metrics: MAP@k and recall@k beside precision@k and NDCG@k
     for m in ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k"):
         assert 0.0 <= run["metrics"][f"test_{m}"] <= 1.0, run["metrics"]
-    params = {p.name: v for p, v in stage.extractParamMap().items()}
-    if "implicitPrefs" in params:  # ALSModel keeps the estimator's params when Spark copies them
-        assert params["implicitPrefs"] is True and params["alpha"] == 10.0
+    # the estimator's hyperparameters as the run logged them (a fitted ALSModel does not keep them)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{als['root'] / 'mlflow.db'}")
+    params = client.get_run(run["run_id"]).data.params
+    assert params["model.hyperparameters.implicitPrefs"] == "True", params
+    assert float(params["model.hyperparameters.alpha"]) == 10.0
 
 
 def test_top_k_without_exclusion_is_spark_recommend_for_user_subset(spark, als, recommender):
