@@ -294,6 +294,8 @@ def main() -> None:
                     [f"/similar/{MODEL}?item={u % args.items}&k=10" for u in users[: args.requests // 2]],
                 ),
                 "concurrent": concurrent(port, sample, expected, args.clients, args.per_client),
+                "load_average_1min": os.getloadavg()[0],
+                "cpus": os.cpu_count(),
             }
         finally:
             stop(proc)
@@ -318,7 +320,8 @@ def render(r: dict[str, Any]) -> str:
         f"| `GET /similar` k=10 (cosine over the item factors) | {r['similar']['p50_ms']:.2f} | {r['similar']['p99_ms']:.2f} |",
         f"| {cc['clients']} concurrent clients, {cc['requests']:,} requests: {cc['errors']} errors, {cc['wrong_answers']} wrong answers, {cc['rps']:.0f} req/s | {cc['p50_ms']:.2f} | {cc['p99_ms']:.2f} |",
         "",
-        f"in process: {r['in_process_us']:.0f} µs per `Recommender.recommend` (k=10, seen items excluded)",
+        f"in process: {r['in_process_us']:.0f} µs per `Recommender.recommend` (k=10, seen items excluded); "
+        f"load average at the end {r['load_average_1min']:.1f} on {r['cpus']} CPUs",
     ]
     return "\n".join(lines) + "\n"
 

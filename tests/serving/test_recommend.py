@@ -373,3 +373,62 @@ def test_concurrent_clients_get_no_errors_and_the_right_answers(als, recommender
     with ThreadPoolExecutor(32) as pool:
         problems = [p for ps in pool.map(client, range(32)) for p in ps]
     assert problems == []
+
+
+# ------------------------------------------------------------------------------------- string ids
+def test_string_ids_go_through_the_pipelines_indexer(spark, tmp_path):
+    """String user and item ids: the pipeline's StringIndexer maps them to ALS ids; the index, the
+    answers and the exclusion work in the client's ids (the twin's lists, Spark's by the parity test)."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import StringIndexer
+    from pyspark.ml.recommendation import ALS
+
+    from sparkpipe.flow.recommend_index import write_recommend_index
+    from sparkpipe.scoring import compile_pipeline
+    from sparkpipe.scoring.recommend import Recommender
+
+    rng = np.random.default_rng(11)
+    pairs = {
+        (f"u{u}", f"i{i}") for u, i in zip(rng.integers(0, 12, 120), rng.integers(0, 9, 120), strict=True)
+    }
+    df = spark.createDataFrame(
+        [(u, i, float(1 + (len(u) * 7 + int(i[1:])) % 5)) for u, i in sorted(pairs)],
+        "user string, item string, rating double",
+    ).coalesce(1)
+    model = Pipeline(
+        stages=[
+            StringIndexer(
+                inputCols=["user", "item"], outputCols=["user__idx", "item__idx"], handleInvalid="keep"
+            ),
+            ALS(
+                userCol="user__idx",
+                itemCol="item__idx",
+                ratingCol="rating",
+                rank=3,
+                maxIter=4,
+                seed=1,
+                numUserBlocks=1,  # one task per stage: tiny data
+                numItemBlocks=1,
+            ),
+        ]
+    ).fit(df)
+    path = tmp_path / "model"
+    model.write().overwrite().save(str(path))
+    write_recommend_index(model, df, path, "popular")
+    plan = compile_pipeline(path, input_schema=[("user", "string"), ("item", "string")])
+    rec = Recommender.from_model_dir(plan, path)
+    assert (rec.user_col, rec.item_col) == ("user", "item")
+    indexer = model.stages[0]
+    users_idx = {lab: i for i, lab in enumerate(indexer.labelsArray[0])}
+    items = indexer.labelsArray[1]
+    for user, uid in users_idx.items():
+        # the twin's integer lists are Spark's (test_top_k_without_exclusion_is_...): here in labels
+        full = [items[i] for i in rec.twin.recommend_for_user(uid, len(items))[0]]
+        assert rec.recommend(user, 4, exclude_seen=False).items == full[:4]
+        seen = {i for u, i in pairs if u == user}
+        assert seen and rec.recommend(user, 4).items == [i for i in full if i not in seen][:4]
+    assert sorted(rec.raw_users()) == sorted(users_idx)
+    cold = rec.recommend("nobody", 3)
+    assert cold.cold_start and all(isinstance(i, str) for i in cold.items)
+    reasons = rec.pair_reasons(["u1", "nobody"], ["i1", "nothing"])
+    assert reasons[0] is None and reasons[1].startswith("unknown user 'nobody' and unknown item 'nothing'")

@@ -280,13 +280,9 @@ def _recommend_index(cfg: PipelineConfig, fit: FitResult) -> Iterator[dict[str, 
     from sparkpipe.scoring.recommend import INDEX_DIR
 
     with tempfile.TemporaryDirectory(prefix="sparkpipe-recommend-") as tmp:
-        write_recommend_index(fit.model, _raw_train(fit), tmp, cfg.features.cold_start)
+        # the training split as read (raw ids): the pipeline's own stages index string ids
+        write_recommend_index(fit.model, fit.data.train, tmp, cfg.features.cold_start)
         yield {INDEX_DIR: str(Path(tmp) / INDEX_DIR)}
-
-
-def _raw_train(fit: FitResult) -> DataFrame:
-    """The training split with the raw id columns the pipeline's first stage reads."""
-    return fit.data.train
 
 
 MAX_META_FEATURE_NAMES = 4096

@@ -1,8 +1,7 @@
 """Top-k recommendations and similar items from a compiled ALS pipeline, without a JVM.
 
 A recommender model directory holds, beside the saved pipeline (``sparkml/`` in an MLflow model
-directory), the index written at fit time (:func:`sparkpipe.flow.fit` via
-``sparkpipe.flow.recommend_index``)::
+directory), the index :mod:`sparkpipe.flow.recommend_index` writes when the fitted model is published::
 
     recommend/
       recommend.json     {"format": 1, "cold_start": "popular", "popular": [item ids], "popular_counts": [...]}
