@@ -79,8 +79,8 @@ class Recommendations:
 class RecommendIndex:
     """Items each user rated in training (ALS ids) and the most popular items, with the cold-start policy."""
 
-    seen_users: np.ndarray  # int64, sorted
-    seen_items: np.ndarray  # int64, in the order of seen_users
+    seen_users: np.ndarray  # int32, sorted
+    seen_items: np.ndarray  # int32, in the order of seen_users
     popular: np.ndarray  # int64 ALS item ids, most rated first
     popular_counts: np.ndarray
     cold_start: str = "popular"
@@ -123,14 +123,15 @@ class RecommendIndex:
 
 
 def _read_seen(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The (user, item) pairs as int32 arrays (ALS ids are 32-bit: 8 bytes a pair in memory)."""
     if not path.exists():
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.zeros(0, np.int32), np.zeros(0, np.int32)
     import pyarrow.parquet as pq
 
     table = pq.read_table(str(path), columns=["user", "item"])
     return (
-        np.asarray(table.column("user").to_numpy(), dtype=np.int64),
-        np.asarray(table.column("item").to_numpy(), dtype=np.int64),
+        np.asarray(table.column("user").to_numpy(), dtype=np.int32),
+        np.asarray(table.column("item").to_numpy(), dtype=np.int32),
     )
 
 
@@ -167,8 +168,9 @@ class Recommender:
             for lab, i in self._user_map.items():
                 ulabels[int(i)] = lab
             self._user_labels = ulabels
-        norms = np.linalg.norm(twin.item_factors.astype(np.float64), axis=1)
-        self._unit = twin.item_factors.astype(np.float64) / np.where(norms > 0, norms, 1.0)[:, None]
+        self._unit_factors: np.ndarray | None = None  # for /similar, built on first use
+        if twin.user_ids.size:  # the transposed item factors the scores read, built now (warm-up)
+            twin.item_scores(0)
         self.user_type = dict(plan.input_schema).get(self.user_col, "integer")
         self.item_type = dict(plan.input_schema).get(self.item_col, "integer")
 
@@ -303,7 +305,8 @@ class Recommender:
         ipos = self.item_position(item)
         if ipos is None:
             raise UnknownIdError("item", f"unknown item {item!r}: not in the training data")
-        sims = self._unit @ self._unit[ipos]
+        unit = self._unit
+        sims = unit @ unit[ipos]
         sims[ipos] = -np.inf
         best = top_k(sims, self.twin.item_ids, k)
         items = self._raw_items(self.twin.item_ids[best])
@@ -311,6 +314,16 @@ class Recommender:
             "item": item,
             "items": [{"item": i, "similarity": s} for i, s in zip(items, sims[best].tolist(), strict=True)],
         }
+
+    @property
+    def _unit(self) -> np.ndarray:
+        """Item factors scaled to unit length (float64), computed once on the first ``similar``."""
+        unit = self._unit_factors
+        if unit is None:
+            f = self.twin.item_factors.astype(np.float64)
+            norms = np.linalg.norm(f, axis=1)
+            unit = self._unit_factors = f / np.where(norms > 0, norms, 1.0)[:, None]
+        return unit
 
     def pair_reasons(self, users: list[Any], items: list[Any]) -> list[str | None]:
         """Why each (user, item) pair cannot be scored (``None``: it can): an unknown user, item or both."""
