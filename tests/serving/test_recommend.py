@@ -345,6 +345,18 @@ def test_readme_recommend_cli_lines(als, capsys, recommender):
     assert sorted(by_user) == recommender.twin.user_ids.tolist()
     for u in list(by_user)[:5]:
         assert by_user[u] == recommender.recommend(u, 10).items
+    # the same table as Delta (delta-rs), Spark's lists with --include-seen
+    from deltalake import DeltaTable
+
+    from sparkpipe.flow.recommend_batch import recommend_all_users
+
+    out_path = str(als["root"] / "output" / "recs_delta")
+    res = recommend_all_users(str(als["path"]), out_path, 3, "delta", als["mlflow"], exclude_seen=False)
+    rows = DeltaTable(out_path).to_pyarrow_table().to_pylist()
+    assert res["rows"] == len(rows) == 3 * recommender.n_users
+    u = rows[0]["user"]
+    got = [r["item"] for r in sorted((r for r in rows if r["user"] == u), key=lambda r: r["rank"])]
+    assert got == recommender.twin.recommend_for_user(u, 3)[0].tolist()
 
 
 # ---------------------------------------------------------------------------------------- concurrency
