@@ -124,6 +124,7 @@ def build_model(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             extra_dirs={"recommend": str(index)},
         )
         tracker.register(uri_model, MODEL, alias="champion")
+    spark.stop()  # no JVM left running while the server is measured
     return {"tracking_uri": uri}
 
 
