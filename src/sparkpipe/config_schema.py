@@ -255,6 +255,13 @@ class FeaturesConfig(_Strict):
     # recommendation (ALS) columns
     user_col: str | None = None
     item_col: str | None = None
+    cold_start: Literal["popular", "none", "error"] = Field(
+        default="popular",
+        description=(
+            "recommenders: what GET /recommend answers for a user not in the training data: the most "
+            "rated training items (popular), an empty list (none) or a 404 (error); always flagged cold_start"
+        ),
+    )
 
     @field_validator("aggregations", mode="before")
     @classmethod
@@ -357,7 +364,7 @@ class EvaluationConfig(_Strict):
     classification: list[str] = ["accuracy", "precision", "recall", "f1", "auc_roc", "auc_pr", "log_loss"]
     regression: list[str] = ["rmse", "mae", "r2", "mape"]
     clustering: list[str] = ["silhouette", "davies_bouldin"]
-    recommendation: list[str] = ["rmse", "mae", "precision_at_k", "ndcg_at_k"]
+    recommendation: list[str] = ["rmse", "mae", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k"]
     primary_metric: str | None = None
     k: int = Field(default=10, ge=1, description="cut-off for ranking metrics")
     report: bool = True

@@ -165,7 +165,7 @@ DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy", "precision", "recall", "f1", "auc_roc", "auc_pr", "log_loss"),
     "regression": ("rmse", "mae", "r2", "mape"),
     "clustering": ("silhouette", "davies_bouldin"),
-    "recommendation": ("rmse", "mae", "precision_at_k", "ndcg_at_k"),
+    "recommendation": ("rmse", "mae", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k"),
 }
 
 

@@ -167,10 +167,12 @@ def save_model(
     path: str | Path,
     mlflow_model: Any = None,
     signature: Any = None,
+    extra_dirs: Mapping[str, str | Path] | None = None,
     **kwargs: Any,
 ) -> None:
     """``mlflow.spark.save_model`` plus this flavor (the MLflow flavor-module contract ``Model.log``
-    calls). Keyword arguments are ``mlflow.spark.save_model``'s."""
+    calls). ``extra_dirs`` (name → local directory) are copied into the model directory under their
+    names (a recommender's ``recommend/`` index). Other keyword arguments are ``mlflow.spark.save_model``'s."""
     import mlflow.spark
     from mlflow.models import Model
 
@@ -178,6 +180,8 @@ def save_model(
     mlflow.spark.save_model(
         spark_model, str(path), mlflow_model=mlflow_model, signature=_with_output_param(signature), **kwargs
     )
+    for name, src in (extra_dirs or {}).items():
+        shutil.copytree(src, Path(path) / name)
     add_flavor(path, mlflow_model)
 
 

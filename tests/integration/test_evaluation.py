@@ -296,10 +296,18 @@ class _FakeALSModel:
 
 def test_ranking_from_model_recommendations(spark, ratings) -> None:
     got = evaluate(
-        ratings, "recommendation", ["precision_at_k", "ndcg_at_k"], k=2, model=_FakeALSModel(spark)
+        ratings,
+        "recommendation",
+        ["precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k"],
+        k=2,
+        model=_FakeALSModel(spark),
     )
     # user1: [12, 99] vs {10, 12} -> 1/2 ; user2: [98, 97] vs {20} -> 0 ; user3 has nothing relevant
     assert got["precision_at_k"] == pytest.approx(0.25)
+    # recall@2: user1 1 of its 2 relevant items, user2 none
+    assert got["recall_at_k"] == pytest.approx(0.25)
+    # MAP@2 (Spark: precision at each hit / min(k, relevant)): user1 (1/1) / 2, user2 0
+    assert got["map_at_k"] == pytest.approx(0.25)
     assert got["ndcg_at_k"] == pytest.approx((1 / (1 + 1 / math.log2(3)) + 0.0) / 2)
 
 

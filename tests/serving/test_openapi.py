@@ -29,7 +29,8 @@ EXAMPLES_PER_MODE = 40
 """Examples per operation and generation mode (positive, negative): keeps the run to a few minutes."""
 
 RUNTIME_CHECKED = (
-    r"^/(predict|invocations|train|predict/batch|feedback|ab/.*|models/.*/rollback|monitoring/.*/drift)$"
+    r"^/(predict|invocations|train|predict/batch|feedback|ab/.*|models/.*/rollback|monitoring/.*/drift"
+    r"|recommend/.*|similar/.*)$"
 )
 CONFIG = f"""
 [[operations]]
@@ -38,7 +39,8 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 """
 """Bodies of these operations are checked against what exists at run time (the model's input schema,
 the algorithm registry and hyperparameters, files under the data root, logged request ids, an
-experiment's variants, an alias's recorded history, a drift ``since`` that is a string but no time): a request that fits the
+experiment's variants, an alias's recorded history, a drift ``since`` that is a string but no time, a
+recommender model and its user and item ids): a request that fits the
 OpenAPI schema can still be refused there with a documented 400/422 (``positive_data_acceptance``
 would otherwise demand a 2xx). Every other check, and every other operation, is as Schemathesis ships."""
 

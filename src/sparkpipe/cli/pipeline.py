@@ -194,6 +194,48 @@ def predict(
 
 
 @app.command()
+def recommend(
+    model: Annotated[str, typer.Option(help="models:/name@alias, name/version, runs:/... or a local dir.")],
+    user: Annotated[str | None, typer.Option(help="One user id: print its top-k items as JSON.")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="Items per user (1..1000).")] = 10,
+    all_users: Annotated[
+        bool, typer.Option("--all-users", help="Every user of the model, written to --output.")
+    ] = False,
+    output: Annotated[str | None, typer.Option(help="Table to write with --all-users.")] = None,
+    format: Annotated[
+        str, typer.Option(help="Output format with --all-users: parquet or delta.")
+    ] = "parquet",
+    include_seen: Annotated[
+        bool,
+        typer.Option("--include-seen", help="Keep the items each user rated in training (Spark's lists)."),
+    ] = False,
+    config: ConfigOpt = None,
+    set_: RegistrySetOpt = None,
+) -> None:
+    """Top-k recommendations of an ALS model, with NumPy (no Spark): one user as JSON, or every user to a
+    table (columns user, rank, item, score). Items a user rated in training are left out.
+
+    Example: sparkpipe recommend --model models:/movielens_als@champion --user 1 -k 10
+    """
+    from sparkpipe.flow.recommend_batch import recommend_all_users, recommend_user
+
+    if all_users == (user is not None):
+        raise typer.BadParameter("give either --user ID or --all-users (with --output)", param_hint="--user")
+    if all_users and not output:
+        raise typer.BadParameter("--all-users writes a table: add --output PATH", param_hint="--output")
+    cfg, _ = _load(config, set_)
+    if user is not None:
+        answer = recommend_user(model, user, k, cfg.mlflow, exclude_seen=not include_seen)
+        console.print_json(json.dumps(answer))
+        return
+    assert output is not None
+    res = recommend_all_users(model, output, k, format, cfg.mlflow, exclude_seen=not include_seen)
+    console.print(
+        f"recommended {res['k']} items to {res['users']} users ({res['rows']} rows) → {res['output_path']}"
+    )
+
+
+@app.command()
 def validate(
     config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML to check.")],
     set_: ValidateSetOpt = None,

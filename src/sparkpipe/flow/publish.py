@@ -138,11 +138,15 @@ def _explain(
 
 
 def _default_record(cfg: PipelineConfig, fit: FitResult, run: RunInfo | None) -> RecordFn:
-    """Writes ``run.json`` (:func:`write_run_outputs`); with MLflow off the model is saved beside it."""
+    """Writes ``run.json`` (:func:`write_run_outputs`); with MLflow off the model is saved beside it
+    (with a recommender's index)."""
     save = fit.model if run is None else None
 
     def record(res: RunResult) -> RunResult:
-        return write_run_outputs(cfg, res, save if res.model_uri is None else None)
+        if save is None or res.model_uri is not None:
+            return write_run_outputs(cfg, res, None)
+        with _recommend_index(cfg, fit) as extra:
+            return write_run_outputs(cfg, res, save, extra)
 
     return record
 
@@ -252,12 +256,33 @@ def _log_model(tracker: Tracker, cfg: PipelineConfig, fit: FitResult, evaluation
         _input_example(fit.data.train, input_cols) if cfg.mlflow.log_input_example and input_cols else None
     )
     signature = model_signature(plan.input_schema, fit.task, probability=fit.task == "classification")
-    return tracker.log_spark_model(
-        fit.model,
-        input_example=example,
-        signature=signature,
-        metadata={"sparkpipe": model_metadata(fit, evaluation)},
-    )
+    with _recommend_index(cfg, fit) as extra:
+        return tracker.log_spark_model(
+            fit.model,
+            input_example=example,
+            signature=signature,
+            metadata={"sparkpipe": model_metadata(fit, evaluation)},
+            extra_dirs=extra,
+        )
+
+
+@contextlib.contextmanager
+def _recommend_index(cfg: PipelineConfig, fit: FitResult) -> Iterator[dict[str, str] | None]:
+    """A recommender's ``recommend/`` index (seen items, popularity, cold-start policy) written to a
+    temporary directory for the model directory to copy; ``None`` for other models."""
+    from sparkpipe.flow.recommend_index import als_stage, write_recommend_index
+
+    if fit.task != "recommendation" or als_stage(fit.model) is None:
+        yield None
+        return
+    import tempfile
+
+    from sparkpipe.scoring.recommend import INDEX_DIR
+
+    with tempfile.TemporaryDirectory(prefix="sparkpipe-recommend-") as tmp:
+        # the training split as read (raw ids): the pipeline's own stages index string ids
+        write_recommend_index(fit.model, fit.data.train, tmp, cfg.features.cold_start)
+        yield {INDEX_DIR: str(Path(tmp) / INDEX_DIR)}
 
 
 MAX_META_FEATURE_NAMES = 4096
@@ -356,7 +381,10 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write_run_outputs(
-    cfg: PipelineConfig, result: RunResult, model: PipelineModel | None = None
+    cfg: PipelineConfig,
+    result: RunResult,
+    model: PipelineModel | None = None,
+    extra_dirs: dict[str, str] | None = None,
 ) -> RunResult:
     """Write the run's record (and the model itself when MLflow is disabled) under the output path.
 
@@ -372,6 +400,8 @@ def write_run_outputs(
         target = out / "model"
         staging = out / f".model.{uuid.uuid4().hex}"
         model.save(str(staging))
+        for name, src in (extra_dirs or {}).items():  # a recommender's index, beside the stages
+            shutil.copytree(src, staging / name)
         if target.exists():
             shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)

@@ -1561,6 +1561,7 @@ class ALSTwin(_ModelTwin):
         self.user_ids, self.user_factors = self._factors(stage, "userFactors")
         self.item_ids, self.item_factors = self._factors(stage, "itemFactors")
         self.rank = self.user_factors.shape[1]
+        self._item_factors_t: np.ndarray | None = None
 
     @staticmethod
     def _factors(stage: StageFiles, subdir: str) -> tuple[np.ndarray, np.ndarray]:
@@ -1624,11 +1625,30 @@ class ALSTwin(_ModelTwin):
             frame[self.prediction_col] = pred
         frame[COLD_START_COL] = ~known
 
+    def item_scores(self, upos: int) -> np.ndarray:
+        """float32 scores of every item for the user at row ``upos`` of the user factors.
+
+        Spark's ``dot += u[i] * v[i]`` in single precision, one rank column at a time for the whole
+        catalogue (``rank`` vector operations over contiguous rows of the transposed item factors).
+        """
+        vt = self._item_factors_t
+        if vt is None:
+            vt = self._item_factors_t = np.ascontiguousarray(self.item_factors.T)
+        u = self.user_factors[upos]
+        acc = np.zeros(vt.shape[1], dtype=np.float32)
+        tmp = np.empty_like(acc)
+        for r in range(vt.shape[0]):
+            np.multiply(vt[r], u[r], out=tmp)
+            acc += tmp
+        return acc
+
     def recommend_for_user(self, user_id: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` items for one user, ordered as Spark's ``recommendForUserSubset``.
 
         Scores are float32 dot products (returned as float64); ordering is by score descending,
-        ties broken by the larger item id first (Spark's top-k of ``struct(rating, itemId)``).
+        ties broken by the larger item id first (Spark's top-k of ``struct(rating, itemId)``); the
+        top ``k`` is found with :func:`top_k` (``np.argpartition``, then only the candidates sorted).
+        Nothing is excluded: :class:`sparkpipe.scoring.recommend.Recommender` removes seen items.
 
         Returns
         -------
@@ -1638,10 +1658,31 @@ class ALSTwin(_ModelTwin):
         pos, found = self._lookup(np.asarray([int(user_id)], dtype=np.int64), self.user_ids)
         if not found[0] or k <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        u = np.broadcast_to(self.user_factors[pos[0]], self.item_factors.shape)
-        scores = self._dot32(u, self.item_factors)
-        order = np.lexsort((-self.item_ids, -scores.astype(np.float64)))[:k]
-        return self.item_ids[order].copy(), scores[order].astype(np.float64)
+        scores = self.item_scores(int(pos[0]))
+        best = top_k(scores, self.item_ids, k)
+        return self.item_ids[best].copy(), scores[best].astype(np.float64)
+
+
+def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` best ``scores`` (``-inf`` and NaN never chosen), ordered as Spark orders a
+    top-k of ``struct(score, id)``: score descending, ties by the larger id first.
+
+    ``np.argpartition`` finds the k-th best score; every position scoring at least that much is a
+    candidate (ties at the boundary included), and only the candidates are sorted.
+    """
+    n = scores.size
+    if k <= 0 or n == 0:
+        return np.zeros(0, dtype=np.int64)
+    bad = ~np.isfinite(scores)
+    n_bad = int(np.count_nonzero(bad))
+    work = np.where(bad, -np.inf, scores) if n_bad else scores  # never chosen: sorted first
+    if k < n - n_bad:
+        kth = work[np.argpartition(work, n - k)[n - k]]  # the k-th largest (finite) score
+        cand = np.flatnonzero(work >= kth)
+    else:
+        cand = np.flatnonzero(~bad)
+    order = np.lexsort((-ids[cand], -scores[cand].astype(np.float64)))
+    return cand[order[:k]]
 
 
 # ------------------------------------------------------------------------------------------- xgboost
@@ -2065,4 +2106,5 @@ __all__ = [
     "read_xgboost_booster",
     "spark_argmax",
     "thresholded_argmax",
+    "top_k",
 ]

@@ -59,6 +59,8 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
     load_seconds: float = 0.0
     unsupported: list[str] = field(default_factory=list)
+    recommender: Any = None
+    """A :class:`~sparkpipe.scoring.recommend.Recommender` when the model is an ALS recommender."""
 
     def __post_init__(self) -> None:
         self.names = tuple(n for n, _ in self.input_schema)
@@ -165,6 +167,8 @@ class LoadedModel:
         }
         if self.unsupported:
             info["unsupported_stages"] = list(self.unsupported)
+        if self.recommender is not None:
+            info["recommender"] = self.recommender.describe()
         return info
 
     def close(self) -> None:
@@ -304,6 +308,7 @@ def load_model_dir(
         aliases=list(aliases or []),
         run_id=run_id,
         unsupported=unsupported,
+        recommender=_recommender(scorer, path) if serving_path == "numpy" else None,
     )
     model.example_rows = [r for r in examples if _example_is_valid(model, r)][:5]
     _warm_up(model)
@@ -317,6 +322,17 @@ def load_model_dir(
         model.load_seconds,
     )
     return model
+
+
+def _recommender(plan: Any, path: Path) -> Any:
+    """The :class:`~sparkpipe.scoring.recommend.Recommender` of an ALS pipeline (its fit-time index
+    read from ``<path>/recommend``), else ``None``."""
+    from sparkpipe.scoring.models import ALSTwin
+    from sparkpipe.scoring.recommend import Recommender
+
+    if not isinstance(plan.model_stage, ALSTwin):
+        return None
+    return Recommender.from_model_dir(plan, path)
 
 
 def _fallback_schema(

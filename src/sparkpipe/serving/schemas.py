@@ -185,6 +185,19 @@ class PredictRequest(BaseModel):
     instances: list[list[Scalar] | dict[str, Scalar]] | None = None
 
 
+class RecommendRequest(BaseModel):
+    """Body of ``POST /recommend/{model}``: the users to recommend to (raw ids), ``k`` and whether the
+    items each user rated in training are left out."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"users": [1, 2, 99999], "k": 10}]}
+    )
+
+    users: list[int | str] = Field(min_length=1, max_length=1000)
+    k: int = Field(default=10, ge=1, le=1000)
+    exclude_seen: bool = True
+
+
 class PredictResponse(BaseModel):
     """Answer of ``POST /predict``."""
 

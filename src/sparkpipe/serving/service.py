@@ -299,6 +299,10 @@ class ModelService:
         model = await self.aget(payload.get("model_id"))
         cols, n, prefix, omitted = predict_columns(model, payload, self.settings.max_batch_rows)
         preds = await self.score(model, cols, n, prefix)
+        if model.recommender is not None:  # an unknown user or item: say so beside the null prediction
+            from sparkpipe.serving.recommend import flag_cold_pairs
+
+            flag_cold_pairs(model, cols, preds)
         return model, preds, [c for c in model.names if c in omitted] if omitted else []
 
     async def invocations(self, payload: Any, model_id: str | None) -> tuple[LoadedModel, list[Any]]:

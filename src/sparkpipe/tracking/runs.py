@@ -203,11 +203,13 @@ class Tracker:
         input_example: Any = None,
         signature: Any = None,
         metadata: dict[str, Any] | None = None,
+        extra_dirs: dict[str, str | Path] | None = None,
     ) -> str:
         """Log the fitted PipelineModel with explicit requirements; return its ``runs:/`` URI.
 
         The model has MLflow's ``spark`` flavor and, as its ``python_function`` flavor, the JVM-free
-        NumPy plan (:mod:`sparkpipe.pyfunc`).
+        NumPy plan (:mod:`sparkpipe.pyfunc`); ``extra_dirs`` (name → local directory) are copied into
+        the model directory (a recommender's ``recommend/`` index).
         """
         if not self.enabled or self.info is None:
             raise SparkpipeError("log_spark_model needs an active tracked run")
@@ -222,6 +224,7 @@ class Tracker:
                 input_example=input_example,
                 pip_requirements=pip_requirements(model),
                 metadata=metadata,
+                extra_dirs=extra_dirs,
             )
         except Exception as exc:
             raise SparkpipeError(f"logging the Spark model to MLflow failed: {exc}") from exc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sparkpipe.serving.routes import ab, health, jobs, metrics, models, monitoring, predict
+from sparkpipe.serving.routes import ab, health, jobs, metrics, models, monitoring, predict, recommend
 
 ROUTERS = (
     health.router,
@@ -12,6 +12,7 @@ ROUTERS = (
     metrics.router,
     ab.router,
     monitoring.router,
+    recommend.router,
 )
 
 __all__ = ["ROUTERS"]
