@@ -239,7 +239,9 @@ def test_bare_serve_serves_the_registry(registered: dict[str, Any], tmp_path: An
                 -3000:
             ]
             assert ready.json()["default"] == "churn_model/1"
-            assert http.post("/predict", json={"features": row}).json()["model"] == "churn_model"
+            answer = http.post("/predict", json={"features": row})
+            assert answer.json()["model"] == "churn_model"
+            assert "server" not in answer.headers and "server" not in ready.headers  # the stack is not named
             other = http.post("/predict", json={"model_id": "other_model", "features": row})
             assert other.status_code == 200, other.text
             assert other.json()["model"] == "other_model" and other.json()["version"] == "1"

@@ -363,6 +363,9 @@ def uvicorn_options(settings: ServingSettings) -> dict[str, Any]:
         "access_log": False,
         "log_level": settings.log_level.lower(),
         "timeout_keep_alive": 30,
+        # no `server: uvicorn` header: it tells a scanner the stack, and uvicorn validates and writes
+        # it on every response
+        "server_header": False,
     }
     with contextlib.suppress(ImportError):
         import uvloop  # noqa: F401
