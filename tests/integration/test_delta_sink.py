@@ -79,3 +79,39 @@ def test_an_application_transaction_is_committed_once(spark, tmp_path):
     assert other.version == 1
     dt = DeltaTable(table)
     assert dt.transaction_version("query-a") == 0 and dt.count() == 10
+
+
+@pytest.mark.slow
+def test_a_run_records_the_delta_version_it_read(spark, tmp_path, monkeypatch):
+    """``sparkpipe run`` on a Delta table at ``data.version: 0`` while the table is at version 1: the
+    MLflow run names the table and the version it trained on (tag and lineage param)."""
+    import json
+
+    import mlflow
+    import yaml
+
+    from sparkpipe.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    table = tmp_path / "customers"
+    rows = "SELECT id, CAST(id % 50 AS DOUBLE) AS tenure, CAST(id % 7 AS DOUBLE) AS calls, "
+    label = "CAST((id % 50) + 3 * (id % 7) > 40 AS INT) AS churned FROM range"
+    write_dataset(spark.sql(f"{rows}{label}(0, 300)"), str(table), "delta")
+    write_dataset(spark.sql(f"{rows}{label}(300, 320)"), str(table), "delta", mode="append")
+    cfg = {
+        "spark": {"app_name": "sparkpipe-tests", "master": "local[2]"},
+        "data": {"input_path": str(table), "version": 0, "output_path": str(tmp_path / "out")},
+        "features": {"target": "churned", "exclude": ["id"]},
+        "model": {"algorithm": "logistic_regression", "hyperparameters": {"maxIter": 5}},
+        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment_name": "delta"},
+        "logging": {"level": "WARNING"},
+        "evaluation": {"report": False},
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    main(["run", "--config", str(tmp_path / "cfg.yaml"), "--json"])
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["lineage"]["delta_version"] == 0 and record["lineage"]["row_count"] == 300
+    run = mlflow.MlflowClient(tracking_uri=cfg["mlflow"]["tracking_uri"]).get_run(record["run_id"])
+    assert run.data.tags["sparkpipe.input_delta_version"] == "0"
+    assert run.data.tags["sparkpipe.input_table"] == str(table)
+    assert run.data.params["lineage.delta_version"] == "0"
