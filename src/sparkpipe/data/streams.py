@@ -96,9 +96,9 @@ def require_kafka(spark: SparkSession) -> None:
     version = spark.version
     raise DataError(
         "a kafka:// source needs Spark's Kafka connector, which this Spark does not have "
-        f"({KAFKA_PROVIDER} is not on the classpath). Start Spark with it, e.g. "
-        f"--set spark.config.spark.jars.packages=org.apache.spark:spark-sql-kafka-0-10_2.13:{version} "
-        "(needs Maven access) or put the jar and its dependencies in $SPARK_HOME/jars on every node"
+        f"({KAFKA_PROVIDER} is not on the classpath). Start Spark with it: in the config, "
+        f'spark: {{conf: {{spark.jars.packages: "org.apache.spark:spark-sql-kafka-0-10_2.13:{version}"}}}} '
+        "(needs Maven access), or put the jar and its dependencies in $SPARK_HOME/jars on every node"
     )
 
 
