@@ -122,8 +122,9 @@ def stream_schema(
     """The schema the stream reads ``source`` with.
 
     ``ddl`` (``--schema``) wins. Otherwise the columns of the files already in the source (a CSV header,
-    the fields of JSON lines, a parquet schema) in their order, each typed as the model reads it; the
-    columns the model does not read pass through (CSV: as text). With no files yet, the model's own
+    the fields of JSON lines, a parquet schema) in their order; CSV and JSON columns the model reads are
+    typed as it reads them (a value that does not convert is quarantined), the others pass through
+    (CSV: as text); parquet keeps its own types. With no files yet, the model's own
     columns. A model column the files lack is an error naming it.
     """
     if ddl:
@@ -138,6 +139,8 @@ def stream_schema(
                 ", ".join(model_fields.names),
             )
             schema = model_fields
+        elif fmt == "parquet":  # typed files: their own types (the model casts what it reads)
+            schema = existing
         else:
             typed = {f.name: f for f in model_fields.fields}
             schema = StructType([typed.get(f.name, f) for f in existing.fields])
