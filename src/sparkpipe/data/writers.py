@@ -96,12 +96,22 @@ def delta_schema_problem(table_fields: dict[str, str], new_fields: dict[str, str
 
 
 def _delta_types(schema: Any) -> dict[str, str]:
-    """``{column: Delta type}`` of a ``deltalake.Schema`` (nested types as their JSON)."""
-    out: dict[str, str] = {}
-    for f in schema.fields:
-        t = f.type
-        out[f.name] = str(t.type) if hasattr(t, "type") and isinstance(t.type, str) else repr(t)
-    return out
+    """``{column: Delta type}`` of a ``deltalake.Schema``: ``long``, ``array<double>``,
+    ``map<string,long>``, ``struct<a:long>`` (nullability ignored: Spark's differs from write to write)."""
+
+    def name(t: Any) -> str:
+        if isinstance(t, str):
+            return t
+        kind = t.get("type")
+        if kind == "array":
+            return f"array<{name(t['elementType'])}>"
+        if kind == "map":
+            return f"map<{name(t['keyType'])},{name(t['valueType'])}>"
+        if kind == "struct":
+            return "struct<" + ",".join(f"{f['name']}:{name(f['type'])}" for f in t["fields"]) + ">"
+        return json.dumps(t, sort_keys=True)
+
+    return {f["name"]: name(f["type"]) for f in json.loads(schema.to_json())["fields"]}
 
 
 def _nullable_arrow_schema(df: DataFrame) -> Any:
