@@ -244,6 +244,7 @@ def stream(
 
     Example: sparkpipe stream --model models:/churn_model@champion --source data/incoming --sink output/scored_stream --checkpoint output/stream_ckpt --format delta --available-now
     """
+    from sparkpipe.flow.prepare import setup_logging
     from sparkpipe.flow.stream import stream_predict
 
     if once and available_now:
@@ -255,6 +256,7 @@ def stream(
             raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--source-option")
         options[key] = value
     cfg, _ = _load(config, set_)
+    setup_logging(cfg)  # a long-running stream logs each micro-batch as it commits (stderr)
     res = stream_predict(
         model,
         source,
