@@ -187,19 +187,24 @@ class BatchSink:
         if _path_exists(out.sparkSession, target):
             log.info("micro-batch %d is already in %s: not written again", batch_id, target)
             return 0, True, None
-        out = out.persist()
-        try:
-            n = out.count()
-            write_dataset(out, target, "parquet", mode="error")
-        finally:
-            out.unpersist()
-        return n, False, None
+        write_dataset(out, target, "parquet", mode="error")  # one pass: the rows are counted from the footers
+        return _parquet_rows(out.sparkSession, target), False, None
 
     def _record(self, record: dict[str, Any]) -> None:
         if not _is_local_path(self.checkpoint):
             return
         with open(Path(_local(self.checkpoint)) / BATCH_RECORD, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+
+
+def _parquet_rows(spark: SparkSession, path: str) -> int:
+    """Rows in the parquet files under ``path`` (from the footers; no Spark job for a local path)."""
+    if not _is_local_path(path):
+        return int(spark.read.parquet(path).count())
+    import pyarrow.parquet as pq
+
+    files = [p for p in Path(_local(path)).rglob("*.parquet") if not p.name.startswith((".", "_"))]
+    return sum(int(pq.read_metadata(p).num_rows) for p in files)
 
 
 def _is_local_path(path: str) -> bool:
