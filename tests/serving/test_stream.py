@@ -126,8 +126,10 @@ def test_a_stream_killed_after_a_committed_batch_writes_every_row_once(
         )
         assert [(b["batch_id"], b["skipped"]) for b in res["batches"]] == [(0, True), (1, False), (2, False)]
         assert res["written"] == 2 * ROWS and res["replays_skipped"] == 1
-        assert [p["input_rows"] for p in res["progress"]] == [ROWS + len(BAD_LINES), ROWS, ROWS]
-        assert all(p["latency_ms"] > 0 and p["processed_rows_per_s"] > 0 for p in res["progress"])
+        # the replayed batch is recognised before it is read; the others report their rows and speed
+        progress = {p["batch_id"]: p for p in res["progress"]}
+        assert progress[1]["input_rows"] == ROWS and progress[2]["input_rows"] == ROWS
+        assert all(progress[b]["latency_ms"] > 0 and progress[b]["processed_rows_per_s"] > 0 for b in (1, 2))
         if fmt == "delta":
             table = DeltaTable(str(sink))
             assert table.version() == 2 and res["output_delta_version"] == 2

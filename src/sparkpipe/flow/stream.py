@@ -3,6 +3,7 @@
 Spark Structured Streaming reads a directory of files (or a Kafka topic) under the model's schema; every
 micro-batch goes through :class:`BatchSink` (``foreachBatch``), which
 
+0. skips a batch the sink already holds (a replay: see 3) before reading it;
 1. splits the batch into good and malformed records (:func:`sparkpipe.data.streams.split_batch`: the
    batch readers' permissive parsing) and writes the malformed ones to the quarantine sink,
    ``<quarantine>/batch_id=<n>/`` (JSON lines: raw text, reason, source file), counted;
@@ -106,6 +107,13 @@ class BatchSink:
         from sparkpipe.data.streams import split_batch
 
         start = time.perf_counter()
+        if self._already_written(batch, batch_id):  # a replay: nothing to read, score or write
+            record = self._skip_record(batch_id, start)
+            self.records.append(record)
+            self._record(record)
+            log.info("micro-batch %d is already in %s: replay skipped", batch_id, self.sink)
+            _hold_if_asked(self.checkpoint, batch_id)
+            return
         split = split_batch(batch, self.source)
         try:
             quarantined_written = self._quarantine(split.bad, batch_id)
@@ -138,6 +146,39 @@ class BatchSink:
             record["handler_ms"],
         )
         _hold_if_asked(self.checkpoint, batch_id)
+
+    def _already_written(self, batch: DataFrame, batch_id: int) -> bool:
+        """Whether the sink holds this batch (a replay after a crash between our write and Spark's
+        commit): the Delta table's ``txn`` version for this query, or the batch's parquet directory."""
+        from sparkpipe.data.paths import _path_exists
+
+        if self.format == "delta":
+            from deltalake import DeltaTable
+
+            from sparkpipe.data.paths import _delta_uri
+
+            uri = _delta_uri(self.sink)
+            if not DeltaTable.is_deltatable(uri):
+                return False
+            done = DeltaTable(uri).transaction_version(self.app_id)
+            return done is not None and done >= batch_id
+        return bool(_path_exists(batch.sparkSession, f"{self.sink.rstrip('/')}/batch_id={batch_id}"))
+
+    def _skip_record(self, batch_id: int, start: float) -> dict[str, Any]:
+        return {
+            "batch_id": batch_id,
+            "rows": 0,
+            "quarantined": 0,
+            "quarantined_by_reason": {},
+            "quarantine_written": False,
+            "written": 0,
+            "skipped": True,
+            "delta_version": None,
+            "model_name": self.meta["model_name"],
+            "model_version": self.meta["model_version"],
+            "handler_ms": round(1000 * (time.perf_counter() - start), 1),
+            "at": _now(),
+        }
 
     def _quarantine(self, bad: DataFrame | None, batch_id: int) -> bool:
         from sparkpipe.data.io import write_dataset
