@@ -374,7 +374,7 @@ def test_readme_cli_line(served, capsys, command):
     elif argv[0] == "predict":
         assert "scored 200 rows" in out, out
     elif argv[0] == "stream":  # every generated row, once, with the model's version
-        rows = {"data/churn100k": 100_000, "data/churn_csv": 20_000}[argv[argv.index("--source") + 1]]
+        rows = {"data/churn_csv": 20_000}[argv[argv.index("--source") + 1]]
         text = " ".join(out.split())  # the console wraps long lines
         assert f"streamed {rows} rows" in text and "model churn_model version" in text, out
     elif argv[:2] == ["models", "list"]:
