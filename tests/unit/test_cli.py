@@ -149,6 +149,7 @@ SET_SECTIONS = {
     "compare": "compare.",
     "evaluate": "mlflow.",
     "predict": "spark.",
+    "stream": "spark.",
     "validate": "features.",
     "serve": "deployment.",
     "data generate": "spark.",
