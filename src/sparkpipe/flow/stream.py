@@ -358,6 +358,12 @@ def stream_predict(
         raise UnknownNameError("stream output format", output_format, list(STREAM_FORMATS))
     if trigger not in ("continuous", "once", "available_now"):
         raise DataError(f"trigger must be continuous, once or available_now, got {trigger!r}")
+    if output_format == "delta" and not _is_local_path(sink):
+        raise DataError(
+            f"--sink {sink}: a streamed Delta table must be on a local (or mounted) filesystem for now: "
+            "its micro-batches are committed with delta-rs from files Spark wrote beside it. Stream to "
+            "parquet on the object store (also exactly-once), or to a local/mounted Delta path"
+        )
     spark = spark or get_spark(spark_cfg)
     model, meta = load_spark_model(model_uri, mlflow_cfg)
     source = source if source.startswith("kafka://") else _abs_local(source)
