@@ -71,9 +71,14 @@ def test_delta_output_prints_the_row_count(cli_cfg: str, tmp_path: Path, capsys:
     from deltalake import DeltaTable
 
     _predict(cli_cfg, tmp_path, "scored_delta", "delta")
-    assert "scored 3 rows" in capsys.readouterr().out
-    table = DeltaTable(str(tmp_path / "scored_delta")).to_pyarrow_table()
+    out = " ".join(capsys.readouterr().out.split())
+    assert "scored 3 rows" in out and "(Delta version 0)" in out and f"with {MODEL} version 1" in out, out
+    dt = DeltaTable(str(tmp_path / "scored_delta"))
+    table = dt.to_pyarrow_table()
     assert table.num_rows == 3 and table.schema.field("probability").type.value_type == "double"
+    # the commit names the model version that wrote it (lineage in the table's own history)
+    commit = dt.history()[0]
+    assert (commit["sparkpipe.model_name"], commit["sparkpipe.model_version"]) == (MODEL, "1")
 
 
 def test_input_without_the_model_columns_names_them(cli_cfg: str, tmp_path: Path, capsys: Any) -> None:

@@ -350,7 +350,7 @@ versions the lines before it registered)."""
 
 def test_the_cli_lines_run_here_cover_every_command():
     assert {_argv(c)[1] for c in CLI_HERE} >= {
-        "run", "train", "compare", "validate", "evaluate", "predict", "data", "models"
+        "run", "train", "compare", "validate", "evaluate", "predict", "stream", "data", "models"
     }, CLI_HERE  # fmt: skip
 
 
@@ -385,6 +385,10 @@ def test_readme_cli_line(served, capsys, command):
         )
     elif argv[0] == "predict":
         assert "scored 200 rows" in out, out
+    elif argv[0] == "stream":  # every generated row, once, with the model's version
+        rows = {"data/churn_csv": 20_000}[argv[argv.index("--source") + 1]]
+        text = " ".join(out.split())  # the console wraps long lines
+        assert f"streamed {rows} rows" in text and "model churn_model version" in text, out
     elif argv[:2] == ["models", "list"]:
         assert any("churn_model" in x and "champion" in x for x in out.splitlines()), out
     elif argv[:2] == ["models", "promote"]:

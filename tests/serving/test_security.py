@@ -279,7 +279,8 @@ def test_batch_job_writes_new_output_and_overwrites_only_its_own(
         "tracking_uri": registered["tracking_uri"],
     }
     assert batch_predict_job(payload)["rows"] == 2
-    assert (data / "scored" / OUTPUT_MARKER).is_file()
+    marker = json.loads((data / "scored" / OUTPUT_MARKER).read_text())
+    assert marker["model_version"] == "1" and marker["output_delta_version"] is None  # parquet
     with pytest.raises(FileExistsError, match="overwrite"):
         batch_predict_job(payload)
     assert batch_predict_job({**payload, "mode": "overwrite"})["rows"] == 2

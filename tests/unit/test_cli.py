@@ -150,6 +150,7 @@ SET_SECTIONS = {
     "evaluate": "mlflow.",
     "predict": "spark.",
     "recommend": "mlflow.",
+    "stream": "spark.",
     "validate": "features.",
     "serve": "deployment.",
     "data generate": "spark.",

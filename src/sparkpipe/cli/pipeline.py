@@ -1,5 +1,5 @@
-"""The pipeline commands: ``run``, ``train``, ``compare``, ``evaluate``, ``predict``, ``validate`` and
-``serve``."""
+"""The pipeline commands: ``run``, ``train``, ``compare``, ``evaluate``, ``predict``, ``stream``,
+``validate`` and ``serve``."""
 
 from __future__ import annotations
 
@@ -190,7 +190,108 @@ def predict(
 
     cfg, _ = _load(config, set_)
     res = batch_predict(model, input, output, cfg.spark, output_format=format, mlflow_cfg=cfg.mlflow)
-    console.print(f"scored {res['rows']} rows → {res['output_path']} ({res['quarantined']} quarantined)")
+    version = f" (Delta version {res['output_delta_version']})" if "output_delta_version" in res else ""
+    console.print(
+        f"scored {res['rows']} rows → {res['output_path']}{version} ({res['quarantined']} quarantined) "
+        f"with {res['model_name']} version {res['model_version']}"
+    )
+
+
+@app.command()
+def stream(
+    model: Annotated[str, typer.Option(help="models:/name@alias, name/version, runs:/... or a local dir.")],
+    source: Annotated[
+        str, typer.Option(help="Directory of csv/json/parquet files, or kafka://HOST:PORT/TOPIC.")
+    ],
+    sink: Annotated[str, typer.Option(help="Output directory (parquet) or Delta table.")],
+    checkpoint: Annotated[str, typer.Option(help="Spark checkpoint directory (reuse it to resume).")],
+    format: Annotated[str, typer.Option(help="Output format: parquet or delta.")] = "parquet",
+    source_format: Annotated[
+        str, typer.Option(help="csv, json or parquet (auto: from the files' extensions).")
+    ] = "auto",
+    schema: Annotated[
+        str | None,
+        typer.Option(
+            help="Spark DDL of the input, e.g. 'id BIGINT, plan STRING' (default: the model's "
+            "columns, plus the other columns of the files already there)."
+        ),
+    ] = None,
+    source_option: Annotated[
+        list[str] | None,
+        typer.Option(help="Reader option KEY=VALUE (repeatable), e.g. sep=; or kafka.security.protocol=SSL."),
+    ] = None,
+    trigger_seconds: Annotated[
+        float | None, typer.Option(help="Start a micro-batch every N seconds (default: when data arrives).")
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="One micro-batch, then stop.")] = False,
+    available_now: Annotated[
+        bool, typer.Option("--available-now", help="Everything there now (in micro-batches), then stop.")
+    ] = False,
+    max_per_trigger: Annotated[
+        int | None, typer.Option(help="Files (Kafka: offsets) per micro-batch.")
+    ] = None,
+    quarantine: Annotated[
+        str | None, typer.Option(help="Where malformed records go (default: <sink>_quarantine).")
+    ] = None,
+    timeout_seconds: Annotated[
+        float | None, typer.Option(help="Stop a continuous stream after N seconds.")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SparkSetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Streaming scoring with exactly-once output (Spark Structured Streaming).
+
+    Example: sparkpipe stream --model models:/churn_model@champion --source data/incoming --sink output/scored_stream --checkpoint output/stream_ckpt --format delta --available-now
+    """
+    from sparkpipe.flow.prepare import setup_logging
+    from sparkpipe.flow.stream import stream_predict
+
+    if once and available_now:
+        raise typer.BadParameter("choose one of --once and --available-now", param_hint="--once")
+    options: dict[str, str] = {}
+    for item in source_option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--source-option")
+        options[key] = value
+    cfg, _ = _load(config, set_)
+    setup_logging(cfg)  # a long-running stream logs each micro-batch as it commits (stderr)
+    res = stream_predict(
+        model,
+        source,
+        sink,
+        checkpoint,
+        output_format=format,
+        source_format=source_format,
+        schema=schema,
+        source_options=options,
+        trigger_seconds=trigger_seconds,
+        trigger="once" if once else "available_now" if available_now else "continuous",
+        max_per_trigger=max_per_trigger,
+        quarantine=quarantine,
+        timeout_seconds=timeout_seconds,
+        spark_cfg=cfg.spark,
+        mlflow_cfg=cfg.mlflow,
+    )
+    if as_json:
+        console.print_json(json.dumps(res, default=str))
+        return
+    for p in res["progress"]:
+        console.print(
+            f"batch {p['batch_id']}: {p['input_rows']} rows · {p['processed_rows_per_s']:.0f} rows/s · "
+            f"{p['latency_ms']} ms"
+        )
+    version = (
+        f" (Delta version {res['output_delta_version']})"
+        if res.get("output_delta_version") is not None
+        else ""
+    )
+    console.print(
+        f"streamed {res['written']} rows in {len(res['batches'])} micro-batch(es) → {res['sink']}{version} · "
+        f"{res['quarantined']} quarantined → {res['quarantine_path']} · model {res['model_name']} "
+        f"version {res['model_version']}"
+    )
 
 
 @app.command()

@@ -25,15 +25,19 @@ def load_spark_model(
 ) -> tuple[PipelineModel, dict[str, Any]]:
     """Load a PipelineModel from an MLflow URI (``models:/...``, ``runs:/...``) or a local directory.
 
-    Returns the model and sparkpipe's metadata (task, target, input schema) when available.
+    Returns the model and sparkpipe's metadata (task, target, input schema) when available, plus
+    ``model_name`` and ``model_version`` (:func:`model_identity`): what every streamed row and every
+    Delta commit of its predictions names.
     """
     from pyspark.ml import PipelineModel
 
     from sparkpipe.tracking import Registry
 
     path = Path(model_uri)
+    identity: dict[str, str] = {}
     if path.exists():
         local = path
+        identity["model_name"] = path.resolve().name
     else:
         import mlflow.artifacts
 
@@ -43,6 +47,7 @@ def load_spark_model(
         ):
             ref = reg.resolve(model_uri)
             local = reg.download(ref)
+            identity = {"model_name": ref.name, "model_version": str(ref.version)}
         else:
             try:
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
@@ -53,8 +58,16 @@ def load_spark_model(
     if mlmodel.is_file():
         import yaml
 
-        meta = (yaml.safe_load(mlmodel.read_text()).get("metadata") or {}).get("sparkpipe", {})
+        doc = yaml.safe_load(mlmodel.read_text()) or {}
+        meta = dict((doc.get("metadata") or {}).get("sparkpipe", {}))
+        if "model_version" not in identity and doc.get("run_id"):
+            identity["model_version"] = f"run:{doc['run_id']}"
         local = local / "sparkml"
+    if model_uri.startswith("runs:/"):
+        identity.setdefault("model_name", model_uri[len("runs:/") :].split("/", 1)[-1] or "model")
+    identity.setdefault("model_name", local.name)
+    identity.setdefault("model_version", "unregistered")
+    meta.update(identity)
     try:
         return PipelineModel.load(str(local)), meta
     except Exception as exc:
@@ -105,15 +118,40 @@ def batch_predict(
     ]
     out_df = scored.select(*keep, *extra)
     out_df = _flat_for_csv(out_df, model) if output_format == "csv" else _vectors_as_arrays(out_df)
-    write_dataset(out_df, output_path, output_format, mode=write_mode)
-    return {
+    lineage = {
+        "sparkpipe.model": model_uri,
+        "sparkpipe.model_name": meta["model_name"],
+        "sparkpipe.model_version": meta["model_version"],
+        "sparkpipe.input_path": input_path,
+        "sparkpipe.input_delta_version": loaded.lineage.get("delta_version"),
+    }
+    write_dataset(out_df, output_path, output_format, mode=write_mode, delta_metadata=lineage)
+    result = {
         "model": model_uri,
+        "model_name": meta["model_name"],
+        "model_version": meta["model_version"],
         "input_path": input_path,
         "output_path": output_path,
         "rows": _written_rows(spark, output_path, output_format),
         "quarantined": loaded.quarantined,
+        "quarantine_path": loaded.quarantine_path,
         "task": meta.get("task"),
     }
+    if loaded.lineage.get("format") == "delta":
+        result["input_delta_version"] = loaded.lineage.get("delta_version")
+    if output_format == "delta":
+        result["output_delta_version"] = output_delta_version(output_path)
+    return result
+
+
+def output_delta_version(path: str) -> int | None:
+    """The latest version of the Delta table at ``path`` (read with delta-rs), ``None`` if unreadable."""
+    from sparkpipe.data.io import _open_delta
+
+    try:
+        return int(_open_delta(path, None).version())
+    except SparkpipeError:
+        return None
 
 
 def _abs_local(path: str) -> str:

@@ -240,6 +240,8 @@ def _log_run(
     if threshold:
         tracker.log_metrics({"validation_threshold_f1": threshold["f1"]})
     tracker.log_dict(lineage, "data/lineage.json")
+    if input_table_tags(lineage):
+        tracker.set_tags(input_table_tags(lineage))
     tracker.log_metrics(quarantine_metrics(lineage))
     if fit.plan.profile:
         tracker.log_dict(fit.plan.profile, "data/profile.json")
@@ -354,6 +356,18 @@ def _analysis_step(step: str, result: RunResult) -> Iterator[None]:
         log.error(message)
         log.debug("%s step failure", step, exc_info=exc)
         result.warnings.append(message)
+
+
+def input_table_tags(lineage: dict[str, Any]) -> dict[str, str]:
+    """Run tags naming a Delta input table and the version the run read (``{}`` for other formats):
+    with them, ``mlflow.search_runs(filter_string="tags.sparkpipe.input_delta_version = '3'")`` finds the
+    runs trained on a table version, and ``data.version`` re-reads exactly that data."""
+    if lineage.get("format") != "delta" or lineage.get("delta_version") is None:
+        return {}
+    return {
+        "sparkpipe.input_table": str(lineage.get("resolved_path") or lineage.get("path")),
+        "sparkpipe.input_delta_version": str(lineage["delta_version"]),
+    }
 
 
 def quarantine_metrics(lineage: dict[str, Any]) -> dict[str, float]:

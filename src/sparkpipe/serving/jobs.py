@@ -453,7 +453,13 @@ def batch_predict_job(payload: dict[str, Any]) -> dict[str, Any]:
         write_mode=write_mode,
     )
     if local:
-        marker = {"written_by": "sparkpipe batch", "model_uri": payload["model_uri"], "written_at": now()}
+        marker = {
+            "written_by": "sparkpipe batch",
+            "model_uri": payload["model_uri"],
+            "model_version": result.get("model_version"),
+            "output_delta_version": result.get("output_delta_version"),  # Delta output: the version written
+            "written_at": now(),
+        }
         (Path(output_path) / OUTPUT_MARKER).write_text(json.dumps(marker))
     return dict(result)
 
