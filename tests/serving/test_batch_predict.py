@@ -81,6 +81,34 @@ def test_delta_output_prints_the_row_count(cli_cfg: str, tmp_path: Path, capsys:
     assert (commit["sparkpipe.model_name"], commit["sparkpipe.model_version"]) == (MODEL, "1")
 
 
+def test_scoring_a_delta_table_into_delta_is_an_mlflow_run_with_both_versions(
+    registered: dict[str, Any], cli_cfg: str, tmp_path: Path, capsys: Any
+) -> None:
+    """Lineage in MLflow: which model version scored which version of the input table into which
+    version of the output table (a second job appends a new output version and reads an older input)."""
+    import pandas as pd
+    from deltalake import write_deltalake
+    from mlflow import MlflowClient
+
+    table = tmp_path / "customers"
+    write_deltalake(str(table), pd.DataFrame(ROWS))
+    write_deltalake(str(table), pd.DataFrame(ROWS[:2]), mode="append")  # input version 1: 5 rows
+    client = MlflowClient(tracking_uri=registered["tracking_uri"])
+    runs = []
+    for out in ("scored_a", "scored_b"):
+        _predict(cli_cfg, tmp_path, out, "delta", data="customers")
+        printed = " ".join(capsys.readouterr().out.split())
+        run_id = printed.split("lineage: MLflow run ", 1)[1].split()[0]
+        runs.append(client.get_run(run_id))
+    tags, metrics = runs[0].data.tags, runs[0].data.metrics
+    assert tags["sparkpipe.kind"] == "batch_predict" and runs[0].info.status == "FINISHED"
+    assert (tags["sparkpipe.model_name"], tags["sparkpipe.model_version"]) == (MODEL, "1")
+    assert tags["sparkpipe.input_delta_version"] == "1" and tags["sparkpipe.output_delta_version"] == "0"
+    assert tags["sparkpipe.output_path"] == str(tmp_path / "scored_a")
+    assert metrics["rows"] == 5 and metrics["quarantined"] == 0
+    assert runs[1].data.tags["sparkpipe.output_path"] == str(tmp_path / "scored_b")
+
+
 def test_input_without_the_model_columns_names_them(cli_cfg: str, tmp_path: Path, capsys: Any) -> None:
     (tmp_path / "wrong.csv").write_text("plan,years\npro,3\n")
     with pytest.raises(SystemExit) as exc:

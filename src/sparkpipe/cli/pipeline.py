@@ -195,6 +195,10 @@ def predict(
         f"scored {res['rows']} rows → {res['output_path']}{version} ({res['quarantined']} quarantined) "
         f"with {res['model_name']} version {res['model_version']}"
     )
+    if res.get("run_id"):
+        console.print(f"lineage: MLflow run {res['run_id']} (experiment {cfg.mlflow.experiment_name!r})")
+    for warning in res.get("warnings", []):
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
 @app.command()

@@ -141,7 +141,36 @@ def batch_predict(
         result["input_delta_version"] = loaded.lineage.get("delta_version")
     if output_format == "delta":
         result["output_delta_version"] = output_delta_version(output_path)
+    if mlflow_cfg is not None and mlflow_cfg.enabled and meta["model_version"] != "unregistered":
+        result.update(_log_scoring(mlflow_cfg, result, output_format))
     return result
+
+
+def _log_scoring(mlflow_cfg: MlflowConfig, result: dict[str, Any], output_format: str) -> dict[str, Any]:
+    """The job as an MLflow run (lineage: model version, input and output paths and Delta versions,
+    rows); a failure to log is a warning in the result: the predictions are already written."""
+    from sparkpipe.tracking import log_scoring_run
+
+    tags = {
+        "sparkpipe.kind": "batch_predict",
+        "sparkpipe.model": result["model"],
+        "sparkpipe.model_name": result["model_name"],
+        "sparkpipe.model_version": result["model_version"],
+        "sparkpipe.input_path": result["input_path"],
+        "sparkpipe.input_delta_version": result.get("input_delta_version"),
+        "sparkpipe.output_path": result["output_path"],
+        "sparkpipe.output_format": output_format,
+        "sparkpipe.output_delta_version": result.get("output_delta_version"),
+    }
+    name = f"predict {result['model_name']} v{result['model_version']}"
+    try:
+        run_id = log_scoring_run(
+            mlflow_cfg, name, tags, {"rows": result["rows"], "quarantined": result["quarantined"]}
+        )
+    except Exception as exc:
+        log.warning("the predictions were written, but logging the scoring run failed: %s", exc)
+        return {"warnings": [f"scoring run not logged to MLflow: {exc}"]}
+    return {"run_id": run_id}
 
 
 def output_delta_version(path: str) -> int | None:

@@ -36,7 +36,14 @@ from sparkpipe.tracking.cache import (
 )
 from sparkpipe.tracking.local import LocalRegistryNotApplicable, LocalRegistryReader
 from sparkpipe.tracking.registry import Registry, alias_map
-from sparkpipe.tracking.runs import MODEL_ARTIFACT, RunInfo, Tracker, flatten, pip_requirements
+from sparkpipe.tracking.runs import (
+    MODEL_ARTIFACT,
+    RunInfo,
+    Tracker,
+    flatten,
+    log_scoring_run,
+    pip_requirements,
+)
 from sparkpipe.tracking.store import configure, resolve_tracking_uri
 from sparkpipe.tracking.uris import is_model_uri, local_model_dir
 
@@ -60,6 +67,7 @@ __all__ = [
     "flatten",
     "is_model_uri",
     "local_model_dir",
+    "log_scoring_run",
     "model_cache_dir",
     "move_aliases",
     "parse_model_ref",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sparkpipe.config import PipelineConfig
+from sparkpipe.config import MlflowConfig, PipelineConfig
 from sparkpipe.errors import SparkpipeError
 from sparkpipe.tracking.aliases import move_aliases
 from sparkpipe.tracking.registry import Registry
@@ -75,6 +75,47 @@ def pip_requirements(model: Any = None) -> list[str]:
     return reqs
 
 
+def ensure_experiment(mcfg: MlflowConfig, uri: str) -> str:
+    """The id of experiment ``mcfg.experiment_name`` at ``uri``, created (with the configured or
+    default artifact location) when missing."""
+    import mlflow
+
+    name = mcfg.experiment_name
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        location = mcfg.artifact_location or _default_artifact_location(uri)
+        with contextlib.suppress(Exception):  # a concurrent creator may win the race
+            mlflow.create_experiment(name, artifact_location=location)
+        exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        raise SparkpipeError(f"could not create MLflow experiment {name!r} at {uri}")
+    return str(exp.experiment_id)
+
+
+def log_scoring_run(
+    mcfg: MlflowConfig, run_name: str, tags: dict[str, Any], metrics: dict[str, float]
+) -> str:
+    """Record a scoring job (batch predictions) as one finished MLflow run of the configured experiment:
+    no model and no artifacts; its tags say which model version scored which input (and Delta table
+    version) into which output (and version), its metrics count the rows. Returns the run id."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    uri = configure(mcfg)
+    client = MlflowClient(tracking_uri=uri, registry_uri=mcfg.registry_uri)
+    run = client.create_run(
+        ensure_experiment(mcfg, uri),
+        run_name=run_name,
+        tags={k: str(v) for k, v in tags.items() if v is not None},
+    )
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None]
+    )
+    client.set_terminated(run.info.run_id)
+    return str(run.info.run_id)
+
+
 @dataclass
 class RunInfo:
     run_id: str
@@ -128,13 +169,8 @@ class Tracker:
     def _ensure_experiment(self, uri: str) -> None:
         import mlflow
 
-        name = self.mcfg.experiment_name
-        exp = mlflow.get_experiment_by_name(name)
-        if exp is None:
-            location = self.mcfg.artifact_location or _default_artifact_location(uri)
-            with contextlib.suppress(Exception):  # a concurrent creator may win the race
-                mlflow.create_experiment(name, artifact_location=location)
-        mlflow.set_experiment(name)
+        ensure_experiment(self.mcfg, uri)
+        mlflow.set_experiment(self.mcfg.experiment_name)
 
     # ------------------------------------------------------------------ logging inside a run
     def log_params(self, params: dict[str, Any]) -> None:
