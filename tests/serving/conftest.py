@@ -10,6 +10,7 @@ process imports them by ``module:function``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -38,6 +39,44 @@ def stop_process_group(proc: Any, timeout: float = 30) -> None:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def serve_process(
+    args: list[str], port: int, cwd: Path, env: dict[str, str], timeout: float = 120
+) -> Iterator[Any]:
+    """``python -m sparkpipe <args>`` in its own process group (output in ``cwd/serve.log``), yielded
+    once ``GET /ready`` on ``port`` answers 200; it and its children are stopped at the end."""
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    log_path = cwd / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sparkpipe", *args],
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except (OSError, urllib.error.URLError):
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"server did not become ready: {log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        stop_process_group(proc)
 
 
 def make_rows(n: int = 200, seed: int = 7) -> list[tuple[str, float, int, float]]:

@@ -35,7 +35,7 @@ import yaml
 
 from sparkpipe.cli import main
 
-from .conftest import stop_process_group
+from .conftest import serve_process
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -187,29 +187,8 @@ def served(spark, tmp_path_factory):
     # the CLI block's serve line is the same command on port 8000: this process runs both, on a free port
     cli_serve = next(c for c in readme_commands() if c.startswith("sparkpipe serve"))
     assert cli_serve in FIXTURE_LINES and _argv(cli_serve) == ["sparkpipe", *serve_argv[1:], "--port", "8000"]
-    log = (root / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sparkpipe", *serve_argv[1:], "--port", str(port)],
-        cwd=root,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if _call(port, "GET", "/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"server did not become ready: {(root / 'serve.log').read_text()[-3000:]}")
-            time.sleep(0.2)
+    with serve_process([*serve_argv[1:], "--port", str(port)], port, root, env):
         yield {"port": port, "root": root}
-    finally:
-        stop_process_group(proc)
 
 
 def test_health(served):

@@ -22,9 +22,7 @@ import http.client
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,7 +31,7 @@ import pytest
 
 from sparkpipe.cli import main
 
-from .conftest import stop_process_group
+from .conftest import serve_process
 from .test_readme_examples import _argv, _call, _curl, _free_port, readme_commands
 
 pytestmark = [pytest.mark.spark]
@@ -73,29 +71,8 @@ def als(spark, tmp_path_factory):
     port = _free_port()
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable)
     env.pop("MLFLOW_TRACKING_URI", None)
-    log = (root / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sparkpipe", *_argv(SERVE_LINE)[1:-1], str(port)],
-        cwd=root,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if _call(port, "GET", "/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"server did not become ready: {(root / 'serve.log').read_text()[-3000:]}")
-            time.sleep(0.2)
+    with serve_process([*_argv(SERVE_LINE)[1:-1], str(port)], port, root, env):
         yield {"root": root, "port": port, "path": path, "spark_model": spark_model, "mlflow": mlflow_cfg}
-    finally:
-        stop_process_group(proc)
 
 
 @pytest.fixture(scope="module")
