@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -278,6 +278,10 @@ def stream(
         spark_cfg=cfg.spark,
         mlflow_cfg=cfg.mlflow,
     )
+    _print_stream(res, as_json)
+
+
+def _print_stream(res: dict[str, Any], as_json: bool) -> None:
     if as_json:
         console.print_json(json.dumps(res, default=str))
         return

@@ -239,25 +239,9 @@ def commit_delta(
                 app_transaction[1],
             )
             return DeltaCommit(version=None, skipped=True)
-    arrow_schema = _nullable_arrow_schema(df)
-    new_schema = Schema.from_arrow(arrow_schema)
-    schema = new_schema
+    schema = Schema.from_arrow(_nullable_arrow_schema(df))
     if dt is not None and mode == "append":
-        problem = delta_schema_problem(_delta_types(dt.schema()), _delta_types(new_schema))
-        if problem:
-            raise DataError(
-                f"cannot append to Delta table {path!r}: the data's schema differs from the table's "
-                f"({problem}). Select/cast the columns to the table's schema, or write with mode "
-                "'overwrite' to replace the table and its schema"
-            )
-        schema = dt.schema()
-        table_parts = list(dt.metadata().partition_columns or [])
-        if list(partition_by or []) not in ([], table_parts):
-            raise DataError(
-                f"cannot append to Delta table {path!r} partitioned by {table_parts or 'nothing'} "
-                f"with partition_by={list(partition_by or [])}"
-            )
-        partition_by = table_parts
+        schema, partition_by = _append_layout(dt, schema, path, partition_by)
     props = CommitProperties(
         custom_metadata={k: v for k, v in (commit_metadata or {}).items() if v is not None} or None,
         app_transactions=[Transaction(*app_transaction)] if app_transaction else None,
@@ -283,6 +267,27 @@ def commit_delta(
         "committed %d file(s), %d rows to Delta table %s as version %d", len(actions), rows, path, version
     )
     return DeltaCommit(version=version, files=len(actions), rows=rows)
+
+
+def _append_layout(
+    dt: Any, new_schema: Any, path: str, partition_by: Sequence[str] | None
+) -> tuple[Any, list[str]]:
+    """The table's schema and partition columns for an append of data with ``new_schema``; a schema
+    or partitioning that differs is refused with an error naming the columns."""
+    problem = delta_schema_problem(_delta_types(dt.schema()), _delta_types(new_schema))
+    if problem:
+        raise DataError(
+            f"cannot append to Delta table {path!r}: the data's schema differs from the table's "
+            f"({problem}). Select/cast the columns to the table's schema, or write with mode "
+            "'overwrite' to replace the table and its schema"
+        )
+    table_parts = list(dt.metadata().partition_columns or [])
+    if list(partition_by or []) not in ([], table_parts):
+        raise DataError(
+            f"cannot append to Delta table {path!r} partitioned by {table_parts or 'nothing'} "
+            f"with partition_by={list(partition_by or [])}"
+        )
+    return dt.schema(), table_parts
 
 
 def _write_delta(

@@ -336,21 +336,83 @@ def stream_predict(
     timeout_seconds
         Stop a ``continuous`` stream after this long (``None``: until interrupted).
 
-    Returns
-    -------
-    dict
-        The batches this run handled (:data:`BATCH_RECORD` entries), their progress (rows/s, latency),
-        totals, and the Delta table's version when the sink is Delta.
-
-    Raises
-    ------
-    DataError
-        Bad source/sink/format, model columns missing, a batch that could not be written (the message
-        of the failure; the checkpoint lets a restart resume).
+    Returns the batches this run handled (:data:`BATCH_RECORD` entries), their progress (rows/s,
+    latency), totals, and the Delta table's version when the sink is Delta. Raises ``DataError`` for a
+    bad source/sink/format, missing model columns, or a batch that could not be written (the
+    checkpoint lets a restart resume).
     """
-    from sparkpipe.data.streams import model_schema, open_stream
     from sparkpipe.session import get_spark
 
+    output_format = _check_stream_args(output_format, trigger, sink)
+    spark = spark or get_spark(spark_cfg)
+    model, meta = load_spark_model(model_uri, mlflow_cfg)
+    source = source if source.startswith("kafka://") else _abs_local(source)
+    sink, checkpoint = _abs_local(sink), _abs_local(checkpoint)
+    quarantine = _abs_local(quarantine) if quarantine else f"{sink.rstrip('/')}_quarantine"
+    stream = _open_source(
+        spark, model_uri, meta, source, source_format, schema, source_options, max_per_trigger
+    )
+    if _is_local_path(checkpoint):
+        os.makedirs(_local(checkpoint), exist_ok=True)
+    handler = BatchSink(model, meta, stream, sink, output_format, checkpoint, quarantine, model_uri)
+    query = _start_query(stream, handler, checkpoint, trigger, trigger_seconds, meta["model_name"])
+    log.info(
+        "stream %s started: %s → %s (%s), checkpoint %s", query.id, source, sink, output_format, checkpoint
+    )
+    progress = _await(query, timeout_seconds if trigger == "continuous" else None, handler)
+    result = {
+        "model": model_uri,
+        "model_name": meta["model_name"],
+        "model_version": meta["model_version"],
+        "source": source,
+        "sink": sink,
+        "format": output_format,
+        "checkpoint": checkpoint,
+        "quarantine_path": quarantine,
+        "query_id": str(query.id),
+        "progress": progress,
+    }
+    return _with_totals(result, handler.records, sink, output_format)
+
+
+def _open_source(
+    spark: SparkSession,
+    model_uri: str,
+    meta: dict[str, Any],
+    source: str,
+    source_format: str,
+    schema: str | None,
+    source_options: dict[str, Any] | None,
+    max_per_trigger: int | None,
+) -> Any:
+    """The streaming source, typed by the model's input schema (plus ``schema``, a Spark DDL string)."""
+    from sparkpipe.data.streams import model_schema, open_stream
+
+    fields = model_schema(meta.get("input_schema"), spark)
+    if not fields.names and not schema:
+        raise DataError(
+            f"model {model_uri} has no sparkpipe input schema in its metadata: pass --schema "
+            "(a Spark DDL string such as 'id BIGINT, age DOUBLE, plan STRING')"
+        )
+    return open_stream(spark, source, source_format, fields, schema, source_options, max_per_trigger)
+
+
+def _start_query(
+    stream: Any, handler: BatchSink, checkpoint: str, trigger: str, trigger_seconds: float | None, name: str
+) -> Any:
+    """Start the streaming query: ``handler`` per micro-batch, Spark's checkpoint, the trigger."""
+    writer = stream.df.writeStream.foreachBatch(handler).option("checkpointLocation", checkpoint)
+    if trigger == "once":
+        writer = writer.trigger(once=True)
+    elif trigger == "available_now":
+        writer = writer.trigger(availableNow=True)
+    elif trigger_seconds:
+        writer = writer.trigger(processingTime=f"{trigger_seconds} seconds")
+    return writer.queryName(f"sparkpipe_stream_{name}"[:100]).start()
+
+
+def _check_stream_args(output_format: str, trigger: str, sink: str) -> str:
+    """The output format (lower case), after refusing an unknown format or trigger and a remote Delta sink."""
     output_format = output_format.lower()
     if output_format not in STREAM_FORMATS:
         from sparkpipe.errors import UnknownNameError
@@ -364,50 +426,20 @@ def stream_predict(
             "its micro-batches are committed with delta-rs from files Spark wrote beside it. Stream to "
             "parquet on the object store (also exactly-once), or to a local/mounted Delta path"
         )
-    spark = spark or get_spark(spark_cfg)
-    model, meta = load_spark_model(model_uri, mlflow_cfg)
-    source = source if source.startswith("kafka://") else _abs_local(source)
-    sink, checkpoint = _abs_local(sink), _abs_local(checkpoint)
-    quarantine = _abs_local(quarantine) if quarantine else f"{sink.rstrip('/')}_quarantine"
-    fields = model_schema(meta.get("input_schema"), spark)
-    if not fields.names and not schema:
-        raise DataError(
-            f"model {model_uri} has no sparkpipe input schema in its metadata: pass --schema "
-            "(a Spark DDL string such as 'id BIGINT, age DOUBLE, plan STRING')"
-        )
-    stream = open_stream(spark, source, source_format, fields, schema, source_options, max_per_trigger)
-    if _is_local_path(checkpoint):
-        os.makedirs(_local(checkpoint), exist_ok=True)
-    handler = BatchSink(model, meta, stream, sink, output_format, checkpoint, quarantine, model_uri)
-    writer = stream.df.writeStream.foreachBatch(handler).option("checkpointLocation", checkpoint)
-    if trigger == "once":
-        writer = writer.trigger(once=True)
-    elif trigger == "available_now":
-        writer = writer.trigger(availableNow=True)
-    elif trigger_seconds:
-        writer = writer.trigger(processingTime=f"{trigger_seconds} seconds")
-    query = writer.queryName(f"sparkpipe_stream_{meta['model_name']}"[:100]).start()
-    log.info(
-        "stream %s started: %s → %s (%s), checkpoint %s", query.id, source, sink, output_format, checkpoint
-    )
-    progress = _await(query, timeout_seconds if trigger == "continuous" else None, handler)
-    written = sum(r["written"] for r in handler.records)
-    result: dict[str, Any] = {
-        "model": model_uri,
-        "model_name": meta["model_name"],
-        "model_version": meta["model_version"],
-        "source": source,
-        "sink": sink,
-        "format": output_format,
-        "checkpoint": checkpoint,
-        "quarantine_path": quarantine,
-        "query_id": str(query.id),
-        "batches": handler.records,
-        "progress": progress,
-        "rows": sum(r["rows"] for r in handler.records),
-        "written": written,
-        "quarantined": sum(r["quarantined"] for r in handler.records),
-        "replays_skipped": sum(1 for r in handler.records if r["skipped"]),
+    return output_format
+
+
+def _with_totals(
+    result: dict[str, Any], records: list[dict[str, Any]], sink: str, output_format: str
+) -> dict[str, Any]:
+    """``result`` with the batches this run handled, their row totals and the Delta sink's version."""
+    result = {
+        **result,
+        "batches": records,
+        "rows": sum(r["rows"] for r in records),
+        "written": sum(r["written"] for r in records),
+        "quarantined": sum(r["quarantined"] for r in records),
+        "replays_skipped": sum(1 for r in records if r["skipped"]),
     }
     if output_format == "delta":
         from sparkpipe.flow.batch import output_delta_version
