@@ -314,3 +314,62 @@ def test_train_validation_split_and_timeout_stop_new_trials(spark):
     assert trial["state"] == "complete" and len(trial["fold_scores"]) == 1
     assert model.getRegParam() == pytest.approx(trial["params"]["regParam"])
     assert summary["metric"] == "auc_roc" and summary["best_score"] > 0.7
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_recommender_is_tuned_like_other_models(spark, store, tmp_path, monkeypatch):
+    """ALS through the same search (random, 2 trials x 2 folds on rank and regParam, scored by RMSE);
+    the refit best model is registered with its recommendation index, and a cold-start ``error``
+    policy from the config is what the index records."""
+    from sparkpipe.scoring.recommend import RecommendIndex
+    from sparkpipe.tracking import Registry
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    cfg = {
+        "spark": SPARK,
+        "data": {"input_path": "builtin:movielens", "output_path": str(tmp_path / "out"), "test_split": 0.2},
+        "features": {"user_col": "userId", "item_col": "movieId", "target": "rating", "cold_start": "error"},
+        "model": {"algorithm": "als", "hyperparameters": {"maxIter": 3}},
+        "tuning": {
+            "enabled": True,
+            "search": "random",
+            "num_folds": 2,
+            "max_trials": 2,
+            "metric": "rmse",
+            "search_space": {
+                "rank": {"type": "int", "low": 2, "high": 8},
+                "regParam": {"type": "loguniform", "low": 0.01, "high": 0.5},
+            },
+        },
+        "evaluation": {"recommendation": ["rmse"], "report": False},
+        "mlflow": {
+            "tracking_uri": uri,
+            "experiment_name": "tuning-tests",
+            "registered_model_name": "tuning_als",
+            "log_input_example": False,
+        },
+        "logging": {"level": "WARNING"},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    main(["run", "--config", str(path), "--json"])
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    summary = run["tuning"]
+    assert summary["metric"] == "rmse" and summary["num_trials"] == 2 and summary["num_failed"] == 0
+    complete = [t for t in summary["trials"] if t["state"] == "complete"]
+    assert summary["best_score"] == pytest.approx(min(t["mean"] for t in complete))  # RMSE: lower wins
+    best = next(t for t in complete if t["mean"] == summary["best_score"])
+    assert summary["best_params"] == best["params"] and 2 <= best["params"]["rank"] <= 8
+    assert 0 < run["metrics"]["test_rmse"] < 3 and run["registered_version"]
+    registry = Registry(_mlflow_cfg(uri))
+    local = Path(registry.download(registry.resolve(f"models:/tuning_als/{run['registered_version']}")))
+    index = RecommendIndex.load(local)
+    assert index is not None and index.cold_start == "error" and len(index.seen_users) > 0
+
+
+def _mlflow_cfg(uri: str):
+    from sparkpipe.config import MlflowConfig
+
+    return MlflowConfig(tracking_uri=uri)
