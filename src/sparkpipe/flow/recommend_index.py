@@ -5,11 +5,12 @@
 * ``seen/part-0.parquet`` — every distinct ``(user, item)`` pair of the training split, in the ALS
   model's ids (after the pipeline's ``StringIndexer`` of string ids): the items ``/recommend`` excludes;
 * ``recommend.json`` — the cold-start policy (``features.cold_start``) and the
-  :data:`~sparkpipe.scoring.recommend.MAX_K` most rated training items with their counts (what an
+  :data:`~sparkpipe.scoring.recommend.MAX_K` items rated by the most training users, with those counts (what an
   unknown user gets under ``popular``).
 
-The pairs reach the driver one partition at a time (``toLocalIterator``) and are written in batches,
-so the driver never holds more than a partition of them; the popularity list is one bounded ``limit``.
+One Spark job collects the distinct pairs as Arrow (two int32 columns: 8 bytes a pair, the same table
+serving holds in memory); the parquet file and the popularity counts are computed from that table with
+pyarrow, so the training split is transformed and read once.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 log = logging.getLogger(__name__)
-
-_BATCH_ROWS = 65_536
 
 
 def als_stage(model: PipelineModel) -> Any | None:
@@ -57,45 +56,28 @@ def write_recommend_index(
     features = [s for s in model.stages if s is not als and type(s).__name__ != "IndexToString"]
     frame = _PipelineModel(stages=features).transform(train) if features else train
     pairs = frame.select(F.col(user).cast("int").alias("user"), F.col(item).cast("int").alias("item"))
-    pairs = pairs.where(F.col("user").isNotNull() & F.col("item").isNotNull())
+    pairs = pairs.where(F.col("user").isNotNull() & F.col("item").isNotNull()).distinct()
+    schema = pa.schema([("user", pa.int32()), ("item", pa.int32())])
+    seen = pairs.toArrow().cast(schema)
     root = Path(target) / INDEX_DIR
     (root / SEEN_DIR).mkdir(parents=True, exist_ok=True)
-    schema = pa.schema([("user", pa.int32()), ("item", pa.int32())])
-    n = 0
-    with pq.ParquetWriter(str(root / SEEN_DIR / "part-0.parquet"), schema) as writer:
-        batch: list[tuple[int, int]] = []
-        for row in pairs.distinct().toLocalIterator(prefetchPartitions=False):
-            batch.append((row[0], row[1]))
-            if len(batch) >= _BATCH_ROWS:
-                writer.write_table(_table(batch, schema))
-                n += len(batch)
-                batch = []
-        if batch:
-            writer.write_table(_table(batch, schema))
-            n += len(batch)
+    pq.write_table(seen, str(root / SEEN_DIR / "part-0.parquet"))
     popular = (
-        pairs.groupBy("item")
-        .count()
-        .orderBy(F.col("count").desc(), F.col("item").asc())
-        .limit(MAX_K)
-        .collect()
+        seen.group_by("item")
+        .aggregate([("user", "count")])
+        .sort_by([("user_count", "descending"), ("item", "ascending")])
+        .slice(0, MAX_K)
     )
+    n = seen.num_rows
     meta = {
         "format": INDEX_FORMAT,
         "cold_start": cold_start,
         "user_col": user,
         "item_col": item,
         "seen_pairs": n,
-        "popular": [int(r["item"]) for r in popular],
-        "popular_counts": [int(r["count"]) for r in popular],
+        "popular": popular.column("item").to_pylist(),
+        "popular_counts": popular.column("user_count").to_pylist(),
     }
     (root / META_FILE).write_text(json.dumps(meta))
     log.info("recommendation index: %d seen (user, item) pairs, %d popular items", n, len(popular))
     return root
-
-
-def _table(rows: list[tuple[int, int]], schema: Any) -> Any:
-    import pyarrow as pa
-
-    users, items = zip(*rows, strict=True)
-    return pa.Table.from_arrays([pa.array(users, pa.int32()), pa.array(items, pa.int32())], schema=schema)
