@@ -49,3 +49,20 @@ def test_check_k_names_the_field(bad) -> None:
 
 def test_check_k_accepts_the_bounds() -> None:
     assert check_k(1) == 1 and check_k(MAX_K) == MAX_K and check_k(np.int64(5)) == 5
+
+
+def test_raw_ids_are_looked_up_as_the_string_indexer_saw_them():
+    """A number sent for an indexed id column is keyed by Spark's cast of the column's type to string
+    (the StringIndexer twin's rule), so ``5`` finds the label ``"5.0"`` of a ``double`` column."""
+    from sparkpipe.scoring.recommend import _indexer_key, typed_id
+
+    assert _indexer_key(5, "double", "user") == "5.0" and _indexer_key(2.5, "float", "user") == "2.5"
+    assert _indexer_key(5, "bigint", "user") == "5" and _indexer_key(2**60 + 1, "long", "user") == str(
+        2**60 + 1
+    )
+    assert _indexer_key(5, "string", "user") == "5" and _indexer_key("u7", "string", "user") == "u7"
+    with pytest.raises(InputError, match="user"):
+        _indexer_key(True, "string", "user")
+    assert typed_id("12", "bigint", "user") == 12 and typed_id("12", "string", "user") == "12"
+    with pytest.raises(InputError, match="must be an integer id"):
+        typed_id("1.5", "int", "item")

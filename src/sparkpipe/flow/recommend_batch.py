@@ -51,20 +51,9 @@ def recommend_user(
     """The top-``k`` answer for one user, as ``GET /recommend`` gives it (``user``: a raw id, a
     numeric string is the number when the model's user column is numeric)."""
     rec = load_recommender(model, mlflow_cfg)
-    return rec.recommend(_typed_id(user, rec.user_type), k, exclude_seen=exclude_seen).to_dict()
+    from sparkpipe.scoring.recommend import typed_id
 
-
-def _typed_id(value: Any, column_type: str) -> Any:
-    if isinstance(value, str) and column_type.split("(")[0].lower() not in ("string", "varchar", "char"):
-        try:
-            return int(value)
-        except ValueError:
-            from sparkpipe.errors import InputError
-
-            raise InputError(
-                "user", f"must be an integer id (the model's id column is {column_type}), got {value!r}"
-            ) from None
-    return value
+    return rec.recommend(typed_id(user, rec.user_type, "user"), k, exclude_seen=exclude_seen).to_dict()
 
 
 def recommend_all_users(

@@ -22,13 +22,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sparkpipe.core import FRACTIONAL_TYPES, NUMERIC_TYPES, base_type
 from sparkpipe.errors import InputError, ScoringError
+from sparkpipe.scoring.features import _spark_string_one
 from sparkpipe.scoring.models import ALSTwin, top_k
 
 log = logging.getLogger(__name__)
@@ -156,18 +159,8 @@ class Recommender:
         self.cold_start = index.cold_start if index is not None else "none"
         self.user_col, self._user_map, self._user_types = self._raw_column(plan, twin.user_col)
         self.item_col, self._item_map, self._item_types = self._raw_column(plan, twin.item_col)
-        self._item_labels: list[str] | None = None
-        if self._item_map is not None:
-            labels = [""] * len(self._item_map)
-            for lab, i in self._item_map.items():
-                labels[int(i)] = lab
-            self._item_labels = labels
-        self._user_labels: list[str] | None = None
-        if self._user_map is not None:
-            ulabels = [""] * len(self._user_map)
-            for lab, i in self._user_map.items():
-                ulabels[int(i)] = lab
-            self._user_labels = ulabels
+        self._user_labels = _labels(self._user_map)
+        self._item_labels = _labels(self._item_map)
         self._unit_factors: np.ndarray | None = None  # for /similar, built on first use
         if twin.user_ids.size:  # the transposed item factors the scores read, built now (warm-up)
             twin.item_scores(0)
@@ -208,13 +201,14 @@ class Recommender:
         }
 
     # ------------------------------------------------------------------------------------- ids
-    def _model_id(self, raw: Any, mapping: dict[str, float] | None, what: str) -> int | None:
+    def _model_id(
+        self, raw: Any, mapping: dict[str, float] | None, spark_type: str | None, what: str
+    ) -> int | None:
         """The ALS id of a raw id (``None`` when the indexer has not seen it); bad values raise."""
         if mapping is not None:
             if raw is None:
                 return None
-            key = raw if isinstance(raw, str) else _spark_string(raw)
-            idx = mapping.get(key)
+            idx = mapping.get(_indexer_key(raw, spark_type, what))
             return None if idx is None else int(idx)
         if isinstance(raw, bool) or raw is None:
             raise InputError(what, f"must be an integer id, got {raw!r}")
@@ -241,11 +235,11 @@ class Recommender:
 
     def user_position(self, user: Any) -> int | None:
         """Row of ``user`` in the user factors (``None``: unknown user)."""
-        uid = self._model_id(user, self._user_map, "user")
+        uid = self._model_id(user, self._user_map, self._user_types, "user")
         return _position(self.twin.user_ids, uid)
 
     def item_position(self, item: Any) -> int | None:
-        iid = self._model_id(item, self._item_map, "item")
+        iid = self._model_id(item, self._item_map, self._item_types, "item")
         return _position(self.twin.item_ids, iid)
 
     # ---------------------------------------------------------------------------------- scoring
@@ -347,11 +341,41 @@ def _position(known: np.ndarray, model_id: int | None) -> int | None:
     return pos if pos < known.size and int(known[pos]) == model_id else None
 
 
-def _spark_string(v: Any) -> str:
-    """A number as Spark casts it to string (what the StringIndexer twin looks up)."""
-    if isinstance(v, float) and v.is_integer():
-        return f"{v:.1f}"
-    return str(v)
+def _labels(mapping: dict[str, float] | None) -> list[str] | None:
+    """An indexer's labels by index (``None`` for an id column that is not indexed)."""
+    if mapping is None:
+        return None
+    labels = [""] * len(mapping)
+    for label, i in mapping.items():
+        labels[int(i)] = label
+    return labels
+
+
+def _indexer_key(raw: Any, spark_type: str | None, what: str) -> str | None:
+    """A raw id as the pipeline's ``StringIndexer`` sees it: Spark's cast of the column's type to string
+    (the StringIndexer twin's rule: ``5`` in a ``double`` column is ``"5.0"``)."""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise InputError(what, f"must be an id (a number or a string), got {raw!r}")
+    if isinstance(raw, int) and base_type(spark_type or "") not in FRACTIONAL_TYPES:
+        return str(raw)  # exact beyond 2**53
+    return _spark_string_one(float(raw), spark_type)
+
+
+_INT_ID = re.compile(r"^[+-]?\d{1,10}$")
+
+
+def typed_id(value: Any, column_type: str, field: str) -> Any:
+    """An id given as text (a query string, a CLI argument) typed for the model's id column: an int when
+    the column is numeric (an :class:`InputError` naming ``field`` when it is not an integer), else as is."""
+    if not isinstance(value, str) or base_type(column_type) not in NUMERIC_TYPES:
+        return value
+    if not _INT_ID.match(value.strip()):
+        raise InputError(
+            field, f"must be an integer id (this model's id column is {column_type}), got {value!r}"
+        )
+    return int(value)
 
 
 def check_k(k: Any) -> int:
@@ -373,4 +397,5 @@ __all__ = [
     "UnknownIdError",
     "check_k",
     "top_k",
+    "typed_id",
 ]

@@ -12,7 +12,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from sparkpipe.errors import InputError
-from sparkpipe.scoring.recommend import MAX_K, Recommender, UnknownIdError, check_k
+from sparkpipe.scoring.recommend import MAX_K, Recommender, UnknownIdError, check_k, typed_id
 from sparkpipe.serving.schemas import ApiError, invalid
 
 if TYPE_CHECKING:
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 MAX_USERS = 1000
 """Users one ``POST /recommend`` may ask for."""
 _INT_RE = re.compile(r"^[+-]?\d{1,10}$")
-_NUMERIC = ("integer", "int", "long", "short", "byte", "double", "float", "bigint", "smallint", "tinyint")
 
 
 def recommender_of(model: LoadedModel) -> Recommender:
@@ -36,18 +35,6 @@ def recommender_of(model: LoadedModel) -> Recommender:
             [("model", "not a recommender")],
         )
     return rec
-
-
-def query_id(value: str, column_type: str, field: str) -> Any:
-    """A user or item id from a query string: an int for a numeric id column, else the string."""
-    base = column_type.split("(")[0].lower()
-    if base in _NUMERIC:
-        if not _INT_RE.match(value.strip()):
-            raise invalid(
-                field, f"must be an integer id (this model's id column is {column_type}), got {value!r}"
-            )
-        return int(value)
-    return value
 
 
 def query_k(value: str | None) -> int:
@@ -85,9 +72,8 @@ async def recommend_one(
     kk = query_k(k)
     model = await service.aget(model_ref)
     rec = recommender_of(model)
-    uid = query_id(user, rec.user_type, "user")
     try:
-        answer = rec.recommend(uid, kk, exclude_seen=exclude_seen)
+        answer = rec.recommend(typed_id(user, rec.user_type, "user"), kk, exclude_seen=exclude_seen)
     except InputError as exc:
         raise _api_error(exc) from None
     service.metrics.observe_predictions(model.name, model.version, "recommend", 1)
@@ -131,9 +117,8 @@ async def similar(service: ModelService, model_ref: str, item: str, k: str | Non
     kk = query_k(k)
     model = await service.aget(model_ref)
     rec = recommender_of(model)
-    iid = query_id(item, rec.item_type, "item")
     try:
-        answer = rec.similar(iid, kk)
+        answer = rec.similar(typed_id(item, rec.item_type, "item"), kk)
     except InputError as exc:
         raise _api_error(exc) from None
     return {**_header(model, kk), **answer}
