@@ -108,7 +108,7 @@ class BatchSink:
 
         start = time.perf_counter()
         if self._already_written(batch, batch_id):  # a replay: nothing to read, score or write
-            record = self._skip_record(batch_id, start)
+            record = self._batch_record(batch_id, start, skipped=True)
             self.records.append(record)
             self._record(record)
             log.info("micro-batch %d is already in %s: replay skipped", batch_id, self.sink)
@@ -121,20 +121,17 @@ class BatchSink:
             written, skipped, version = self._output(scored, batch_id)
         finally:
             split.release()
-        record = {
-            "batch_id": batch_id,
-            "rows": split.rows,
-            "quarantined": split.quarantined,
-            "quarantined_by_reason": split.by_reason,
-            "quarantine_written": quarantined_written,
-            "written": written,
-            "skipped": skipped,
-            "delta_version": version,
-            "model_name": self.meta["model_name"],
-            "model_version": self.meta["model_version"],
-            "handler_ms": round(1000 * (time.perf_counter() - start), 1),
-            "at": _now(),
-        }
+        record = self._batch_record(
+            batch_id,
+            start,
+            rows=split.rows,
+            quarantined=split.quarantined,
+            quarantined_by_reason=split.by_reason,
+            quarantine_written=quarantined_written,
+            written=written,
+            skipped=skipped,
+            delta_version=version,
+        )
         self.records.append(record)
         self._record(record)
         log.info(
@@ -164,7 +161,8 @@ class BatchSink:
             return done is not None and done >= batch_id
         return bool(_path_exists(batch.sparkSession, f"{self.sink.rstrip('/')}/batch_id={batch_id}"))
 
-    def _skip_record(self, batch_id: int, start: float) -> dict[str, Any]:
+    def _batch_record(self, batch_id: int, start: float, **counts: Any) -> dict[str, Any]:
+        """One line of the batch record: ``counts`` over a skipped batch's zeros, the model, timings."""
         return {
             "batch_id": batch_id,
             "rows": 0,
@@ -172,8 +170,9 @@ class BatchSink:
             "quarantined_by_reason": {},
             "quarantine_written": False,
             "written": 0,
-            "skipped": True,
+            "skipped": False,
             "delta_version": None,
+            **counts,
             "model_name": self.meta["model_name"],
             "model_version": self.meta["model_version"],
             "handler_ms": round(1000 * (time.perf_counter() - start), 1),
@@ -207,7 +206,6 @@ class BatchSink:
     def _output(self, out: DataFrame, batch_id: int) -> tuple[int, bool, int | None]:
         """``(rows written, skipped as a replay, Delta version)``."""
         from sparkpipe.data.io import write_dataset
-        from sparkpipe.data.paths import _path_exists
         from sparkpipe.data.writers import commit_delta
 
         if self.format == "delta":
@@ -224,10 +222,8 @@ class BatchSink:
                 },
             )
             return commit.rows, commit.skipped, commit.version
+        # a replay was recognised before the batch was read (_already_written): "error" only guards
         target = f"{self.sink.rstrip('/')}/batch_id={batch_id}"
-        if _path_exists(out.sparkSession, target):
-            log.info("micro-batch %d is already in %s: not written again", batch_id, target)
-            return 0, True, None
         write_dataset(out, target, "parquet", mode="error")  # one pass: the rows are counted from the footers
         return _parquet_rows(out.sparkSession, target), False, None
 
