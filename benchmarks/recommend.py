@@ -26,8 +26,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,19 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from serving import free_port, percentile, stop  # benchmarks/serving.py: the same server helpers
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "rec_bench"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(q / 100 * (len(xs) - 1)))]
 
 
 def _factor_table(ids: np.ndarray, factors: np.ndarray) -> Any:
@@ -162,15 +151,6 @@ def serve(work: Path, tracking_uri: str, port: int) -> subprocess.Popen:
             pass
         time.sleep(0.2)
     raise RuntimeError("server not ready in 120 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def sequential(port: int, paths: list[str], warmup: int = 50) -> dict[str, float]:
