@@ -200,7 +200,6 @@ def get_spark(spark_cfg: SparkConfig | None = None, opt: OptimizationConfig | No
     shuffle partitions is applied to it.
     """
     spark_cfg = spark_cfg or SparkConfig()
-    check_java()
     if is_local(spark_cfg.master) or "127.0.0.1" in spark_cfg.master or "localhost" in spark_cfg.master:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -222,6 +221,7 @@ def get_spark(spark_cfg: SparkConfig | None = None, opt: OptimizationConfig | No
                 active.conf.set(key, conf[key])
         return active
 
+    check_java()  # a running session's JVM already proves it (each check starts `java -version`)
     unreachable = master_problem(spark_cfg.master)
     if unreachable:  # fail in seconds, before a JVM retries for a minute
         raise EnvironmentError_(unreachable)

@@ -68,6 +68,8 @@ class LoadedModel:
         self.checks = tuple((n, type_kind(t), t) for n, t in self.input_schema)
         self.label = (self.name, self.version)
         self.is_fallback = self.serving_path == "spark-fallback"
+        self.scores_records = not self.is_fallback and self.recommender is None
+        """The scorer takes validated records as well as columns (the NumPy plan of a non-ALS model)."""
 
     @property
     def ref(self) -> str:
@@ -93,13 +95,19 @@ class LoadedModel:
     def columns_from_dict(
         self, row: dict[str, Any], where: str, out: dict[str, list[Any]], omitted: set[str] | None = None
     ) -> None:
-        """Append one named row (validated) to the column lists ``out``.
+        """Append one named row (validated by :meth:`values_from_dict`) to the column lists ``out``."""
+        for name, value in zip(self.names, self.values_from_dict(row, where, omitted), strict=True):
+            out[name].append(value)
+
+    def values_from_dict(self, row: dict[str, Any], where: str, omitted: set[str] | None = None) -> list[Any]:
+        """One named row's values, validated, in input-schema order.
 
         ``omitted`` given: a column the row leaves out is a missing value (``None``, imputed like a
         null) and its name is added to ``omitted``; then a key that is not an input column is refused
         (a misspelt name must not be silently imputed). ``omitted`` not given: every column is required
         and extra keys are ignored (input examples).
         """
+        values: list[Any] = []
         present = 0
         for name, kind, stype in self.checks:
             value = row.get(name, _OMITTED)
@@ -107,7 +115,7 @@ class LoadedModel:
                 if omitted is None:
                     raise invalid(f"{where}.{name}", f"missing; this model needs {', '.join(self.names)}")
                 omitted.add(name)
-                out[name].append(None)
+                values.append(None)
                 continue
             present += 1
             t = type(value)
@@ -116,14 +124,15 @@ class LoadedModel:
                 or (t is str and kind == STR)
                 or (t is float and kind == NUM and value - value == 0.0)
             ):
-                out[name].append(value)  # what check_value returns for these (a finite float: x - x is 0)
+                values.append(value)  # what check_value returns for these (a finite float: x - x is 0)
                 continue
             try:
-                out[name].append(check_value(value, kind, stype))
+                values.append(check_value(value, kind, stype))
             except BadValue as exc:
                 raise invalid(f"{where}.{name}", str(exc)) from None
         if omitted is not None and len(row) > present:
             self._refuse_unknown(row, where)
+        return values
 
     def _refuse_unknown(self, row: dict[str, Any], where: str) -> None:
         unknown = [str(k) for k in row if k not in self.names_set]

@@ -297,12 +297,20 @@ class ModelService:
         columns some named row left out (scored as missing values, in schema order)."""
         check_predict_body(payload)
         model = await self.aget(payload.get("model_id"))
-        cols, n, prefix, omitted = predict_columns(model, payload, self.settings.max_batch_rows)
-        preds = await self.score(model, cols, n, prefix)
-        if model.recommender is not None:  # an unknown user or item: say so beside the null prediction
-            from sparkpipe.serving.recommend import flag_cold_pairs
+        features = payload.get("features")
+        if type(features) is dict and "instances" not in payload and model.scores_records:
+            # one named row, the common online call: validated straight into the record the scorer's
+            # row path reads (no column lists to build and take apart again)
+            omitted: set[str] = set()
+            values = model.values_from_dict(features, "features", omitted)
+            preds = await self.score(model, [dict(zip(model.names, values, strict=True))], 1, "features")
+        else:
+            cols, n, prefix, omitted = predict_columns(model, payload, self.settings.max_batch_rows)
+            preds = await self.score(model, cols, n, prefix)
+            if model.recommender is not None:  # an unknown user or item: say so beside the null prediction
+                from sparkpipe.serving.recommend import flag_cold_pairs
 
-            flag_cold_pairs(model, cols, preds)
+                flag_cold_pairs(model, cols, preds)
         return model, preds, [c for c in model.names if c in omitted] if omitted else []
 
     async def invocations(self, payload: Any, model_id: str | None) -> tuple[LoadedModel, list[Any]]:
@@ -343,9 +351,14 @@ class ModelService:
         return {**result, "loaded": [m.describe() for m in self.loaded() if m.name == name]}
 
     async def score(
-        self, model: LoadedModel, cols: dict[str, list[Any]], n: int, prefix: str | None
+        self,
+        model: LoadedModel,
+        cols: dict[str, list[Any]] | list[dict[str, Any]],
+        n: int,
+        prefix: str | None,
     ) -> list[dict[str, Any]]:
-        """Run the scorer on validated columns; map scorer input errors to 422."""
+        """Run the scorer on validated columns (or, for the NumPy plan, records); map scorer input
+        errors to 422."""
         try:
             if model.is_fallback:
                 preds = await model.scorer.apredict(cols, n)
