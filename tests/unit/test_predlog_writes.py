@@ -1,4 +1,4 @@
-"""Prediction-log writes: every field stored exactly as appended, whichever insert the batch takes
+"""Prediction-log writes: every field stored exactly as appended, whichever insert a chunk of rows takes
 (one JSON statement for text bodies, ``executemany`` for bodies JSON strings cannot carry)."""
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def test_every_field_is_stored_exactly(tmp_path: Path, monkeypatch, odd_body) ->
         return out
 
     monkeypatch.setattr(predlog, "_json_batch", spy)
+    monkeypatch.setattr(predlog, "_JSON_CHUNK", 64)  # 200 rows: four statements
     log = PredictionLog(tmp_path / "p.db", flush_interval_seconds=60)
     try:
         for r in rows:
@@ -79,7 +80,8 @@ def test_every_field_is_stored_exactly(tmp_path: Path, monkeypatch, odd_body) ->
         assert log.flush() == len(rows)
     finally:
         log.close()
-    assert taken == [odd_body is None]  # text bodies: one statement; the others: executemany
+    # text bodies: one statement per chunk; the chunk holding the odd body (row 57): executemany
+    assert taken == [odd_body is None, True, True, True]
     stored = _stored(tmp_path / "p.db")
     assert len(stored) == len(rows)
     for got, want in zip(stored, rows, strict=True):
