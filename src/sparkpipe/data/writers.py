@@ -24,6 +24,7 @@ from sparkpipe.data.paths import (
     has_delta_spark,
 )
 from sparkpipe.errors import DataError, UnknownNameError
+from sparkpipe.fsio import swap_into_place, temp_sibling
 
 log = logging.getLogger(__name__)
 
@@ -334,18 +335,13 @@ def _write_local(
         return
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(target)}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp = str(temp_sibling(target))
     try:
         _spark_write(df, tmp, fmt, partition_by, opts, "overwrite")
         if exists and mode == "append":
             _move_contents(tmp, target)
-        elif exists:
-            old = os.path.join(parent, f".{os.path.basename(target)}.old-{uuid.uuid4().hex[:12]}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, target)
+            swap_into_place(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

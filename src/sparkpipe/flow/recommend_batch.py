@@ -12,15 +12,14 @@ Output rows: ``user``, ``rank`` (1 = best), ``item``, ``score`` (ids as the clie
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sparkpipe.config import MlflowConfig
 from sparkpipe.errors import DataError, ModelError
+from sparkpipe.fsio import swap_into_place, temp_sibling
 
 log = logging.getLogger(__name__)
 
@@ -124,19 +123,13 @@ def _write_parquet(output: str, schema: Any, batches: Iterator[Any]) -> None:
 
     target = Path(output).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp = temp_sibling(target)
     tmp.mkdir()
     try:
         with pq.ParquetWriter(str(tmp / "part-0.parquet"), schema) as writer:
             for batch in batches:
                 writer.write_batch(batch)
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        swap_into_place(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -19,6 +19,10 @@ router = APIRouter(tags=["recommend"])
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 422, 503)}
 
 
+KQuery = Annotated[str | None, Query(max_length=20, description=f"items to return, 1..{svc.MAX_K} (10)")]
+"""The ``k`` query parameter (checked by the service, which names it in a 422)."""
+
+
 def _json(data: object) -> Response:
     return Response(dumps(data), media_type="application/json")
 
@@ -32,9 +36,7 @@ async def recommend(
     model: str,
     service: ServiceDep,
     user: Annotated[str, Query(max_length=200, description="the user id (the config's features.user_col)")],
-    k: Annotated[
-        str | None, Query(max_length=20, description=f"items to return, 1..{svc.MAX_K} (10)")
-    ] = None,
+    k: KQuery = None,
     exclude_seen: Annotated[bool, Query(description="leave out the items the user rated in training")] = True,
 ) -> Response:
     return _json(await svc.recommend_one(service, model, user, k, exclude_seen))
@@ -60,8 +62,6 @@ async def similar(
     model: str,
     service: ServiceDep,
     item: Annotated[str, Query(max_length=200, description="the item id (the config's features.item_col)")],
-    k: Annotated[
-        str | None, Query(max_length=20, description=f"items to return, 1..{svc.MAX_K} (10)")
-    ] = None,
+    k: KQuery = None,
 ) -> Response:
     return _json(await svc.similar(service, model, item, k))
