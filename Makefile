@@ -30,9 +30,10 @@ java:
 run: install
 	$(BIN)/sparkpipe run --config $(CONFIG)
 
-# two processes, whole files per process (module fixtures stay shared); each has its own local[2] Spark
+# two processes, whole files per process (module fixtures stay shared), longest files first
+# (tests/durations.json, see tests/conftest.py); each process has its own local[2] Spark
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

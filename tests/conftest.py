@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -28,6 +29,56 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 # on two cores. spark-submit adds SPARK_SUBMIT_OPTS to the driver JVM's options; behaviour is the same.
 TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -Xss4m"
 os.environ.setdefault("SPARK_SUBMIT_OPTS", TEST_JVM_OPTIONS)
+# the standalone master and worker daemons the cluster tests start (spark-class reads this for them)
+os.environ.setdefault("SPARK_DAEMON_JAVA_OPTS", TEST_JVM_OPTIONS)
+
+
+# --------------------------------------------------------------------------- the order files run in
+# `make test` hands whole files to two pytest-xdist workers, each taking the next file from one queue
+# when it runs short (--dist loadfile --no-loadscope-reorder). The queue is sorted longest first, by each
+# file's seconds in tests/durations.json, so the long end-to-end files start early and the tail is short
+# files: both workers finish within seconds of each other. (xdist's own order, most tests per file first,
+# left the cluster and notebook files with a few long tests each for last.) A file missing from the table
+# ranks by its marks. Refresh the table after adding or reshaping slow tests:
+#   .venv/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --update-durations
+DURATIONS = Path(__file__).with_name("durations.json")
+_SECONDS: dict[str, float] = {}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-durations",
+        action="store_true",
+        help=f"write each test file's total seconds of this run to {DURATIONS.name} (the run order)",
+    )
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    try:
+        known = json.loads(DURATIONS.read_text())
+    except (OSError, ValueError):
+        known = {}
+    marked: dict[str, float] = {}
+    for item in items:  # unknown files: 30 s if any test is marked slow, 5 s if one needs Spark
+        guess = 30.0 if item.get_closest_marker("slow") else 5.0 if item.get_closest_marker("spark") else 1.0
+        marked[_file_of(item.nodeid)] = max(marked.get(_file_of(item.nodeid), 0.0), guess)
+    # stable: each file's tests stay together and in their own order
+    items.sort(key=lambda item: -known.get(_file_of(item.nodeid), marked[_file_of(item.nodeid)]))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    file = _file_of(report.nodeid)
+    _SECONDS[file] = _SECONDS.get(file, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.getoption("--update-durations") and not hasattr(session.config, "workerinput"):
+        table = {f: round(s, 1) for f, s in sorted(_SECONDS.items(), key=lambda kv: -kv[1])}
+        DURATIONS.write_text(json.dumps(table, indent=1) + "\n")
 
 
 # this process's migrated empty MLflow database (built on first use) and MLflow's own initializer

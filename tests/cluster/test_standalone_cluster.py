@@ -57,6 +57,8 @@ SETTINGS = [
     "model.hyperparameters.tol=0.0",
     "evaluation.report=false",
     "mlflow.log_input_example=false",
+    # the example file's own spark.conf, plus the executors' JIT setting of the suite's other JVMs
+    "spark.conf={spark.sql.shuffle.partitions: 8, spark.executor.extraJavaOptions: '-XX:TieredStopAtLevel=1 -Xss4m'}",
 ]
 # After the kill every shuffle block is read from the one executor left, in another order than with
 # two. Metrics must not depend on that: AUCs come from the exact curve (numBins=0; Spark's default
