@@ -28,7 +28,8 @@ import pytest
 
 from .parity import assert_parity
 
-pytestmark = pytest.mark.spark
+# Spark runs its generated code here (the suite's session interprets: see tests/conftest.py)
+pytestmark = [pytest.mark.spark, pytest.mark.usefixtures("spark_codegen")]
 
 UTC = dt.UTC
 T0 = dt.datetime(2024, 1, 1, 8, 0, tzinfo=UTC)

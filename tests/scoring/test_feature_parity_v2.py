@@ -13,7 +13,8 @@ from sparkpipe.scoring.base import TWINS
 
 from .parity import assert_parity, save_and_compile
 
-pytestmark = pytest.mark.spark
+# Spark runs its generated code here (the suite's session interprets: see tests/conftest.py)
+pytestmark = [pytest.mark.spark, pytest.mark.usefixtures("spark_codegen")]
 
 UTC = dt.UTC
 INF = float("inf")
