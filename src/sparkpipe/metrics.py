@@ -235,8 +235,8 @@ def _ovr_auc(
     support: dict[float, int],
     total: int,
 ) -> dict[str, float]:
-    """One-vs-rest macro AUCs: one BinaryClassificationEvaluator pass per class over a cached frame."""
-    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+    """One-vs-rest macro AUCs: per class, both areas from one exact curve (:func:`_binary_auc`) over a
+    cached frame."""
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
@@ -251,7 +251,6 @@ def _ovr_auc(
         .select(F.col(label_col).cast("double").alias("y"), vector_to_array(F.col(score_col)).alias("s"))
         .cache()
     )
-    metric = {"auc_roc": "areaUnderROC", "auc_pr": "areaUnderPR"}
     sums = dict.fromkeys(names, 0.0)
     try:
         for c in usable:
@@ -259,9 +258,8 @@ def _ovr_auc(
                 (F.col("y") == F.lit(c)).cast("double").alias("label"),
                 F.element_at("s", int(c) + 1).alias("score"),
             )
-            ev = BinaryClassificationEvaluator(rawPredictionCol="score", labelCol="label")
-            for n in names:
-                sums[n] += float(ev.setMetricName(metric[n]).evaluate(one))
+            for n, value in _binary_auc(one, names, "label", "score").items():
+                sums[n] += value
     finally:
         base.unpersist()
     return {n: sums[n] / len(usable) for n in names}
