@@ -62,12 +62,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         known = json.loads(DURATIONS.read_text())
     except (OSError, ValueError):
         known = {}
-    marked: dict[str, float] = {}
-    for item in items:  # unknown files: 30 s if any test is marked slow, 5 s if one needs Spark
+    seconds: dict[str, float] = {}
+    for item in items:  # a file not in the table: 30 s if a test is marked slow, 5 s if one needs Spark
+        file = _file_of(item.nodeid)
         guess = 30.0 if item.get_closest_marker("slow") else 5.0 if item.get_closest_marker("spark") else 1.0
-        marked[_file_of(item.nodeid)] = max(marked.get(_file_of(item.nodeid), 0.0), guess)
+        seconds[file] = known.get(file, max(seconds.get(file, 0.0), guess))
     # stable: each file's tests stay together and in their own order
-    items.sort(key=lambda item: -known.get(_file_of(item.nodeid), marked[_file_of(item.nodeid)]))
+    items.sort(key=lambda item: -seconds[_file_of(item.nodeid)])
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sparkpipe.cluster import LocalCluster
 
@@ -57,8 +58,15 @@ SETTINGS = [
     "model.hyperparameters.tol=0.0",
     "evaluation.report=false",
     "mlflow.log_input_example=false",
-    # the example file's own spark.conf, plus the executors' JIT setting of the suite's other JVMs
-    "spark.conf={spark.sql.shuffle.partitions: 8, spark.executor.extraJavaOptions: '-XX:TieredStopAtLevel=1 -Xss4m'}",
+    # the example file's own spark.conf, plus the JIT setting the suite gives its other JVMs
+    # (SPARK_SUBMIT_OPTS, see tests/conftest.py), which reaches only the driver, for the executors
+    "spark.conf="
+    + json.dumps(
+        {
+            **yaml.safe_load(CONFIG.read_text())["spark"].get("conf", {}),
+            "spark.executor.extraJavaOptions": os.environ.get("SPARK_SUBMIT_OPTS", ""),
+        }
+    ),
 ]
 # After the kill every shuffle block is read from the one executor left, in another order than with
 # two. Metrics must not depend on that: AUCs come from the exact curve (numBins=0; Spark's default
